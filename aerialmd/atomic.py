@@ -1,0 +1,72 @@
+"""Atomic outputs: everything is written under a temporary name and renamed into place only when complete.
+
+A crash or a failed scene therefore never leaves a partial file or folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A unique hidden name next to `path`, on the same file system so the final rename is atomic."""
+    return path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file or a folder tree if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `path`, on error it is deleted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path | str, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a fresh temporary folder to fill; on success it replaces the folder `path`, on error it is deleted.
+
+    With overwrite=False an existing `path` is an error (raised before anything is written).
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: already exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            old = temporary_sibling(path)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            remove_path(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            remove_path(tmp)
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,77 @@
+"""run_pipeline.py's engine: the stages in order over one data root, timed, with a summary of what each produced."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Callable
+
+from .ge_preprocess import preprocess_ge
+from .megadepth import preprocess_megadepth
+from .scenes import Stopwatch
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelinePaths:
+    """Inputs and outputs of a run: the layout of the sample scene and of a user's data root alike."""
+
+    data_root: Path  # holds downloaded_data/ (GES renders); data/<scene>/ is written here
+    megadepth_dir: Path  # MegaDepth root (MegaDepth_v1_SfM/, phoenix/)
+    scene_list: Path
+    megadepth_processed: Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[], int]
+    outputs: Path
+    pattern: str  # glob (below outputs) of the files that count as this stage's products
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResult:
+    name: str
+    exit_code: int
+    seconds: float
+    produced: int
+    outputs: Path
+    pattern: str
+
+
+def build_stages(paths: PipelinePaths, scenes: list[str] | None, workers: int | None, overwrite: bool) -> list[Stage]:
+    """Every stage that exists so far, in the order users run them by hand."""
+    workers = workers or os.cpu_count() or 1
+    return [
+        Stage("preprocess_ge",
+              lambda: preprocess_ge(paths.data_root, paths.scene_list, scenes, overwrite=overwrite, workers=workers),
+              paths.data_root / "data", "*/footage/*.jpeg"),
+        Stage("preprocess_megadepth",
+              lambda: preprocess_megadepth(paths.megadepth_dir, paths.scene_list, paths.megadepth_processed, scenes,
+                                           workers, overwrite),
+              paths.megadepth_processed, "*/*/*.npz"),
+    ]
+
+
+def run_stages(stages: list[Stage], stop_on_failure: bool = True) -> list[StageResult]:
+    """Run stages in order; a failing stage stops the run unless told otherwise (later stages need its outputs)."""
+    results = []
+    for stage in stages:
+        print(f"=== {stage.name} ===", flush=True)
+        watch = Stopwatch()
+        code = stage.run()
+        produced = len(list(stage.outputs.glob(stage.pattern))) if stage.outputs.exists() else 0
+        results.append(StageResult(stage.name, code, watch.seconds(), produced, stage.outputs, stage.pattern))
+        if code and stop_on_failure:
+            break
+    return results
+
+
+def format_summary(results: list[StageResult]) -> str:
+    """A table: stage, status, seconds, number of products, where they are."""
+    lines = [f"{'stage':<22} {'status':<7} {'seconds':>8}  products"]
+    for r in results:
+        status = "ok" if r.exit_code == 0 else "FAILED"
+        lines.append(f"{r.name:<22} {status:<7} {r.seconds:8.1f}  {r.produced} x {r.pattern} in {r.outputs}")
+    return "\n".join(lines)

@@ -1,0 +1,74 @@
+"""Camera placement for the sample scene: Google-Earth-like orbits and street-level photos."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .world import World
+
+WORLD_UP = np.array([0.0, 0.0, 1.0])
+
+
+def look_at(center: np.ndarray, target: np.ndarray, roll_deg: float = 0.0) -> np.ndarray:
+    """4x4 cam2world of an OpenCV camera (x right, y down, z forward) at `center` looking at `target`."""
+    forward = target - center
+    forward = forward / np.linalg.norm(forward)
+    right = np.cross(forward, WORLD_UP)
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    roll = np.radians(roll_deg)
+    right, down = np.cos(roll) * right + np.sin(roll) * down, -np.sin(roll) * right + np.cos(roll) * down
+    cam2world = np.eye(4)
+    cam2world[:3, :3] = np.stack([right, down, forward], axis=1)
+    cam2world[:3, 3] = center
+    return cam2world
+
+
+@dataclasses.dataclass(frozen=True)
+class Orbit:
+    """A circle of `frames` views at `altitude_m` and `radius_m` around the scene centre, all looking at it."""
+
+    altitude_m: float
+    radius_m: float
+    frames: int
+
+
+def orbit_poses(rng: np.random.Generator, orbits: tuple[Orbit, ...], target_height_m: float) -> list[np.ndarray]:
+    """cam2world of every frame of consecutive orbits, each started at a random angle."""
+    poses = []
+    for orbit in orbits:
+        start = rng.uniform(0, 2 * np.pi)
+        for k in range(orbit.frames):
+            angle = start + 2 * np.pi * k / orbit.frames
+            center = np.array([orbit.radius_m * np.cos(angle), orbit.radius_m * np.sin(angle), orbit.altitude_m])
+            target = np.array([0.0, 0.0, target_height_m]) + rng.normal(0, 3.0, 3)
+            poses.append(look_at(center, target))
+    return poses
+
+
+def street_pose(rng: np.random.Generator, world: World, max_tries: int = 200) -> np.ndarray:
+    """cam2world of a person's photo: eye height, 20-80 m from a facade point, unobstructed, not inside a building."""
+    for _ in range(max_tries):
+        box = world.boxes[rng.integers(len(world.boxes))]
+        face = rng.integers(4)
+        axis, sign = face // 2, (1.0 if face % 2 == 0 else -1.0)
+        local_normal = np.zeros(3)
+        local_normal[axis] = sign
+        local_point = np.array([rng.uniform(-0.7, 0.7) * box.half_size[0], rng.uniform(-0.7, 0.7) * box.half_size[1],
+                                rng.uniform(0.15, 0.6) * box.height])
+        local_point[axis] = sign * box.half_size[axis]
+        rot = box.local_from_world().T
+        target = rot @ local_point + np.append(box.center, 0.0)
+        normal = rot @ local_normal
+        heading = np.arctan2(normal[1], normal[0]) + rng.uniform(-0.8, 0.8)
+        distance = rng.uniform(20.0, 80.0)
+        center = target + distance * np.array([np.cos(heading), np.sin(heading), 0.0])
+        center[2] = rng.uniform(1.5, 2.0)
+        if any(b.contains(center, margin=3.0) for b in world.boxes):
+            continue
+        if world.obstructed(center, target):
+            continue
+        return look_at(center, target, roll_deg=rng.normal(0, 2.0))
+    raise RuntimeError("could not place a street-level camera; the town is too crowded")

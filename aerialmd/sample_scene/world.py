@@ -1,0 +1,135 @@
+"""Geometry of the sample scene (a ground plane with box buildings, in metres, ENU axes) and its ray caster."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .textures import Texture, facade_texture, ground_texture, roof_texture
+
+NO_HIT = -1
+FACES_PER_BOX = 5  # +x, -x, +y, -y walls and the roof (the floor is never seen)
+
+
+@dataclasses.dataclass
+class Box:
+    """An upright building: footprint centred at `center` (x, y), half extents, height, yaw about +z (radians)."""
+
+    center: np.ndarray
+    half_size: np.ndarray
+    height: float
+    yaw: float
+
+    def local_from_world(self) -> np.ndarray:
+        c, s = np.cos(self.yaw), np.sin(self.yaw)
+        return np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+
+    def rays_near_bounding_sphere(self, origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+        """Indices of the rays from `origin` that pass within the box's bounding sphere (a cheap pre-test)."""
+        centre = np.append(self.center, self.height / 2)
+        radius2 = float(np.sum(self.half_size**2) + (self.height / 2) ** 2)
+        to_centre = centre - origin
+        along = dirs @ to_centre
+        miss2 = to_centre @ to_centre - along**2 / np.einsum("ij,ij->i", dirs, dirs)
+        return np.flatnonzero((miss2 <= radius2) & ((along > 0) | (to_centre @ to_centre <= radius2)))
+
+    def contains(self, point: np.ndarray, margin: float = 0.0) -> bool:
+        local = self.local_from_world() @ (np.asarray(point) - np.append(self.center, 0.0))
+        return bool(np.all(np.abs(local[:2]) <= self.half_size + margin) and -margin <= local[2] <= self.height + margin)
+
+
+@dataclasses.dataclass
+class Hits:
+    """Ray-cast result per ray: distance along the (unnormalised) ray, surface index, surface coordinates, normal."""
+
+    t: np.ndarray
+    surface: np.ndarray
+    uv: np.ndarray
+    normal: np.ndarray
+
+
+@dataclasses.dataclass
+class World:
+    """The sample town. Surface 0 is the ground; box b's faces are 1 + FACES_PER_BOX * b + face."""
+
+    boxes: list[Box]
+    ground_extent_m: float
+    textures: list[Texture]
+
+    def cast(self, origin: np.ndarray, dirs: np.ndarray) -> Hits:
+        """Nearest intersection of rays origin + t * dir (t > 0), all from one origin, with the ground and the boxes."""
+        n = len(dirs)
+        hits = Hits(np.full(n, np.inf), np.full(n, NO_HIT), np.zeros((n, 2)), np.zeros((n, 3)))
+        origin = np.asarray(origin, dtype=np.float64)
+        self._cast_ground(origin, dirs, hits)
+        for index, box in enumerate(self.boxes):
+            candidates = box.rays_near_bounding_sphere(origin, dirs)
+            if len(candidates):
+                self._cast_box(index, box, origin, dirs[candidates], candidates, hits)
+        return hits
+
+    def _cast_ground(self, origin: np.ndarray, dirs: np.ndarray, hits: Hits) -> None:
+        down = np.flatnonzero(dirs[:, 2] < 0)
+        t = -origin[2] / dirs[down, 2]
+        keep = t > 0
+        down, t = down[keep], t[keep]
+        hits.t[down] = t
+        hits.surface[down] = 0
+        hits.uv[down] = origin[:2] + t[:, None] * dirs[down, :2] + self.ground_extent_m / 2
+        hits.normal[down] = (0.0, 0.0, 1.0)
+
+    def _cast_box(self, index: int, box: Box, origin: np.ndarray, dirs: np.ndarray, rays: np.ndarray, hits: Hits) -> None:
+        """Slab test of the rays `rays` (indices into hits, directions `dirs`) against one box."""
+        rot = box.local_from_world()
+        o = rot @ (origin - np.append(box.center, 0.0))
+        d = dirs @ rot.T
+        d = np.where(d == 0, 1e-12, d)
+        lo = np.array([-box.half_size[0], -box.half_size[1], 0.0])
+        hi = np.array([box.half_size[0], box.half_size[1], box.height])
+        t_lo, t_hi = (lo - o) / d, (hi - o) / d
+        t_enter_axis = np.minimum(t_lo, t_hi)
+        t_near = t_enter_axis.max(axis=1)
+        t_far = np.maximum(t_lo, t_hi).min(axis=1)
+        sel = np.flatnonzero((t_near <= t_far) & (t_near > 1e-6) & (t_near < hits.t[rays]))
+        if not len(sel):
+            return
+        axis = t_enter_axis[sel].argmax(axis=1)
+        entered_low = t_lo[sel, axis] < t_hi[sel, axis]
+        t = t_near[sel]
+        p = o + t[:, None] * d[sel]
+        face = np.where(axis == 2, 4, 2 * axis + entered_low.astype(int))
+        wall_x, wall_y = (axis == 0)[:, None], (axis == 1)[:, None]
+        uv = np.where(wall_x, p[:, [1, 2]], np.where(wall_y, p[:, [0, 2]], p[:, [0, 1]]))
+        uv = uv + np.where(wall_x, [box.half_size[1], 0], np.where(wall_y, [box.half_size[0], 0], box.half_size))
+        normal_local = np.zeros((len(t), 3))
+        normal_local[np.arange(len(t)), axis] = np.where(entered_low, -1.0, 1.0)
+        target = rays[sel]
+        hits.t[target] = t
+        hits.surface[target] = 1 + FACES_PER_BOX * index + face
+        hits.uv[target] = uv
+        hits.normal[target] = normal_local @ rot
+
+    def obstructed(self, start: np.ndarray, end: np.ndarray) -> bool:
+        """Whether any building blocks the segment from start to end (the end point itself excluded)."""
+        hits = self.cast(start, (end - start)[None])
+        return bool(hits.t[0] < 1.0 - 1e-3)
+
+
+def random_town(rng: np.random.Generator, num_buildings: int, lot_spacing_m: float = 55.0,
+                ground_extent_m: float = 900.0, facade_texel_m: float = 0.06) -> World:
+    """Buildings on distinct lots of a square grid around the origin, each with its own textures."""
+    grid = int(np.ceil(np.sqrt(num_buildings)))
+    lots = [(i, j) for i in range(grid) for j in range(grid)]
+    chosen = rng.permutation(len(lots))[:num_buildings]
+    boxes, textures = [], [ground_texture(rng, ground_extent_m, 0.3)]
+    for k, lot in enumerate(sorted(lots[c] for c in chosen)):
+        center = (np.array(lot, float) - (grid - 1) / 2) * lot_spacing_m + rng.uniform(-6, 6, 2)
+        half = rng.uniform(8.0, 17.0, 2)
+        height = float(rng.uniform(14.0, 30.0) if k else rng.uniform(35.0, 48.0))
+        box = Box(center, half, height, float(rng.uniform(-0.35, 0.35)))
+        boxes.append(box)
+        walls = [(2 * half[1], height)] * 2 + [(2 * half[0], height)] * 2
+        textures += [facade_texture(rng, w, h, facade_texel_m) for w, h in walls]
+        textures.append(roof_texture(rng, 2 * half[0], 2 * half[1], 0.1))
+    return World(boxes, ground_extent_m, textures)
