@@ -26,6 +26,17 @@ def remove_path(path: Path) -> None:
         path.unlink()
 
 
+def replace_path(source: Path, target: Path) -> None:
+    """Put `source` at `target` by renames, replacing a file or folder already there (deleted afterwards)."""
+    if target.exists() or target.is_symlink():
+        old = temporary_sibling(target)
+        os.replace(target, old)
+        os.replace(source, target)
+        remove_path(old)
+    else:
+        os.replace(source, target)
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces `path`, on error it is deleted."""
@@ -54,13 +65,7 @@ def atomic_dir(path: Path | str, overwrite: bool = True) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        if path.exists():
-            old = temporary_sibling(path)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            remove_path(old)
-        else:
-            os.replace(tmp, path)
+        replace_path(tmp, path)
     finally:
         if tmp.exists():
             remove_path(tmp)

@@ -37,7 +37,7 @@ from gdown.exceptions import DownloadError as GdownError
 from gdown.exceptions import FileURLRetrievalError
 from gdown.parse_url import is_google_drive_url, parse_url
 
-from aerialmd.atomic import remove_path, temporary_sibling
+from aerialmd.atomic import remove_path, replace_path, temporary_sibling
 
 DEFAULT_HF_REPO_ID = "kvuong2711/aerialmegadepth"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
@@ -98,7 +98,7 @@ def read_links_file(path: Path | str) -> list[str]:
     """
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise DownloadError(f"{path}: cannot read links file ({_os_problem(exc)})") from exc
     links = []
@@ -130,7 +130,6 @@ def fetch_url(link: str, folder: Path, *, retries: int = 3) -> tuple[Path, bool]
     Returns the file and whether bytes were transferred now (False when gdown found the file complete).
     """
     link = check_link(link)
-    folder.mkdir(parents=True, exist_ok=True)
     transferred = False
 
     def note_progress(done: int, total: int | None) -> None:
@@ -138,9 +137,10 @@ def fetch_url(link: str, folder: Path, *, retries: int = 3) -> tuple[Path, bool]
         transferred = True
 
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         path = gdown.download(
             link,
-            output=f"{folder}{os.sep}",
+            output=_gdown_output(link, folder),
             quiet=False,
             resume=True,
             retries=retries,
@@ -150,6 +150,15 @@ def fetch_url(link: str, folder: Path, *, retries: int = 3) -> tuple[Path, bool]
     except (requests.RequestException, GdownError, OSError) as exc:
         raise DownloadError(f"{link}: {_fetch_problem(exc)}") from exc
     return Path(path), transferred
+
+
+def _gdown_output(link: str, folder: Path) -> str:
+    """gdown's `output` for a link: the folder for Drive (the server names the file), else the URL's file name.
+
+    Given only a folder, gdown would name a plain URL's file after the whole URL tail, query string included.
+    """
+    name = PurePosixPath(urllib.parse.unquote(urllib.parse.urlparse(link).path)).name
+    return str(folder / name) if name and not is_google_drive_url(link) else f"{folder}{os.sep}"
 
 
 def _fetch_problem(exc: Exception) -> str:
@@ -164,7 +173,7 @@ def _fetch_problem(exc: Exception) -> str:
     network = _network_problem(exc)
     if network:
         return f"network unreachable ({network})"
-    if isinstance(exc, OSError) and not isinstance(exc, requests.RequestException):
+    if isinstance(exc, OSError):
         return _os_problem(exc)
     return _one_line(str(exc))
 
@@ -205,9 +214,9 @@ def fetch_hf(repo_id: str, folder: Path | str, *, allow_patterns: Sequence[str] 
     from huggingface_hub import snapshot_download  # imported here: only this source needs it
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     patterns = list(allow_patterns) if allow_patterns else None
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         plan = snapshot_download(
             repo_id, repo_type="dataset", local_dir=folder, allow_patterns=patterns, dry_run=True
         )
@@ -347,7 +356,7 @@ def _zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Member:
     """Describe one zip entry; a symlink entry stores its target as its data."""
     if not stat.S_ISLNK(info.external_attr >> 16):
         return _Member(info.filename, info.file_size)
-    return _Member(info.filename, info.file_size, _link_path(info.filename, archive.read(info).decode()))
+    return _Member(info.filename, info.file_size, _link_path(info.filename, archive.read(info).decode(errors="replace")))
 
 
 def _tar_members(path: Path) -> list[_Member]:
@@ -423,7 +432,7 @@ def unpack_archive(archive: Path, *, create_subdirs: bool = False, remove_archiv
     require_free_space(parent, size, archive)
     print(f"Extracting {archive} ({_format_size(size)})", flush=True)
     staging = temporary_sibling(parent / archive_stem(archive))
-    root = staging
+    root = staging / archive_stem(archive) if create_subdirs else staging
     try:
         root.mkdir(parents=True)
         _extract(archive, root)
@@ -455,13 +464,8 @@ def _move_into(source: Path, destination: Path) -> None:
         target = destination / entry.name
         if _is_real_dir(entry) and _is_real_dir(target):
             _move_into(entry, target)
-        elif target.exists() or target.is_symlink():
-            old = temporary_sibling(target)
-            os.replace(target, old)
-            os.replace(entry, target)
-            remove_path(old)
         else:
-            os.replace(entry, target)
+            replace_path(entry, target)
 
 
 def _is_real_dir(path: Path) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 import pycolmap
 from scipy.spatial.transform import Rotation
 
-from .camera import intrinsics_matrix, colmap_to_opencv_intrinsics, matrix_to_rigid
+from .camera import colmap_to_opencv_intrinsics, matrix_to_rigid
 from .geodesy import GES_SPHERE_RADIUS_M, SpherePoint, WorldFrame, ecef_to_sphere, sphere_to_ecef
 
 # The "Google Earth" logo burned into every rendered frame, as fractions (x0, y0, x1, y1) of the image size, measured on

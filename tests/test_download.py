@@ -14,17 +14,16 @@ import subprocess
 import sys
 import tarfile
 import threading
+import types
+import urllib.parse
 import zipfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import download_data  # noqa: E402
-from aerialmd.download import (  # noqa: E402
+import download_data  # importable from the repository root (put on sys.path by conftest.py)
+from aerialmd.download import (
     DownloadError,
     Options,
     check_link,
@@ -33,6 +32,7 @@ from aerialmd.download import (  # noqa: E402
     unpack_archive,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 _rng = random.Random(0)
 GOOD_FILES = {
     "scene/0001/images/a.jpg": _rng.randbytes(300_000),
@@ -101,7 +101,7 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
     """Serves the server's `files` dict, honouring `Range: bytes=N-` (and logging the offsets asked for)."""
 
     def do_GET(self) -> None:
-        data = self.server.files.get(self.path.lstrip("/"))  # type: ignore[attr-defined]
+        data = self.server.files.get(urllib.parse.urlsplit(self.path).path.lstrip("/"))  # type: ignore[attr-defined]
         if data is None:
             self.send_error(404, "Not Found")
             return
@@ -140,7 +140,7 @@ def server() -> Iterator[http.server.ThreadingHTTPServer]:
 
 
 @pytest.fixture
-def url(server: http.server.ThreadingHTTPServer) -> callable:
+def url(server: http.server.ThreadingHTTPServer) -> Callable[[str], str]:
     """url(name) -> the server's address for `name`; also clears the Range log."""
     server.ranges.clear()  # type: ignore[attr-defined]
     return lambda name: f"http://127.0.0.1:{server.server_address[1]}/{name}"
@@ -191,9 +191,11 @@ def test_good_tar_gz_extracts_exact_content(url, tmp_path):
     assert tree(tmp_path) == GOOD_FILES
 
 
-def test_without_unzip_only_downloads(url, tmp_path):
-    (result,) = download_links([url("good.zip")], tmp_path, Options(retries=0))
+@pytest.mark.parametrize("query", ["", "?download=true"])
+def test_without_unzip_only_downloads(url, tmp_path, query):
+    (result,) = download_links([url("good.zip") + query], tmp_path, Options(retries=0))
     assert result.ok
+    assert result.detail == str(tmp_path / "good.zip")
     assert tree(tmp_path) == {"good.zip": served_files()["good.zip"]}
 
 
@@ -301,6 +303,21 @@ def test_http_404_is_reported(url, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_output_path_that_is_a_file_is_reported(url, tmp_path):
+    (tmp_path / "out").write_text("not a folder")
+    message = run_one(url("good.zip"), tmp_path / "out")
+    assert message == f"{url('good.zip')}: File exists: {tmp_path / 'out'}"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_disk_full_during_download_is_reported(url, tmp_path):
+    """A real ENOSPC: gdown resumes into a partial file that is a link to /dev/full."""
+    (tmp_path / "good.zipABCDEFGH.part").symlink_to("/dev/full")
+    message = run_one(url("good.zip"), tmp_path)
+    assert message.startswith(f"{url('good.zip')}: no space left on device"), message
+    assert not (tmp_path / "good.zip").exists()
+
+
 def test_connection_refused_is_reported(closed_port, tmp_path):
     link = f"http://127.0.0.1:{closed_port}/good.zip"
     assert run_one(link, tmp_path) == f"{link}: network unreachable (connection refused)"
@@ -308,7 +325,7 @@ def test_connection_refused_is_reported(closed_port, tmp_path):
 
 
 def test_not_enough_space_keeps_archive_and_output(url, tmp_path, existing, monkeypatch):
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**6, 10**6 - 1000, 1000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: types.SimpleNamespace(total=10**6, used=10**6, free=1000))
     message = run_one(url("good.zip"), tmp_path, Options(unzip=True, remove_zip=True, retries=0))
     needed_kb = sum(map(len, GOOD_FILES.values())) / 1024
     assert message == f"{tmp_path / 'good.zip'}: not enough disk space in {tmp_path} (needs {needed_kb:.1f} KB, 1000.0 B free)"

@@ -292,7 +292,7 @@ def write_megadepth_scene(paths: SamplePaths, views: list[View], cameras: list[p
     for view, (rgb, depth) in zip(views, renders):
         cv2.imwrite(str(paths.dense_dir / "imgs" / view.name), cv2.cvtColor(photo_look(rng, rgb), cv2.COLOR_RGB2BGR),
                     [cv2.IMWRITE_JPEG_QUALITY, 95])
-        write_depth_h5(paths.dense_dir / "depths" / f"{Path(view.name).stem}.h5", depth * sfm_from_world.scale)
+        write_depth_h5(paths.dense_dir / "depths" / f"{Path(view.name).stem}.h5", depth * float(np.squeeze(sfm_from_world.scale)))
 
 
 def write_ground_truth(paths: SamplePaths, config: SampleConfig, world: World, views: list[View],
@@ -305,7 +305,7 @@ def write_ground_truth(paths: SamplePaths, config: SampleConfig, world: World, v
         "frame": WorldFrame.enu(config.origin).describe(),
         "conventions": "cam2world: camera-to-world 4x4, OpenCV camera axes; intrinsics: OpenCV pixel centres",
         "scene_extent_m": float(np.linalg.norm(extent_pts.max(axis=0) - extent_pts.min(axis=0))),
-        "sfm_from_world": {"scale": sfm_from_world.scale, "rotation_matrix": sfm_from_world.rotation.matrix().tolist(),
+        "sfm_from_world": {"scale": float(np.squeeze(sfm_from_world.scale)), "rotation_matrix": sfm_from_world.rotation.matrix().tolist(),
                            "translation": sfm_from_world.translation.tolist()},
         "images": [{"name": v.name, "kind": v.kind, "width": v.width, "height": v.height, "intrinsics": v.K.tolist(),
                     "cam2world": v.cam2world.tolist()} for v in views],

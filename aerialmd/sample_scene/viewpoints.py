@@ -48,11 +48,15 @@ def orbit_poses(rng: np.random.Generator, orbits: tuple[Orbit, ...], target_heig
     return poses
 
 
+LANDMARK_SHARE = 0.75  # like MegaDepth, most photos show the landmark's two famous facades
+
+
 def street_pose(rng: np.random.Generator, world: World, max_tries: int = 200) -> np.ndarray:
     """cam2world of a person's photo: eye height, 20-80 m from a facade point, unobstructed, not inside a building."""
     for _ in range(max_tries):
-        box = world.boxes[rng.integers(len(world.boxes))]
-        face = rng.integers(4)
+        on_landmark = rng.random() < LANDMARK_SHARE
+        box = world.boxes[0 if on_landmark else rng.integers(len(world.boxes))]
+        face = 2 * rng.integers(2) if on_landmark else rng.integers(4)
         axis, sign = face // 2, (1.0 if face % 2 == 0 else -1.0)
         local_normal = np.zeros(3)
         local_normal[axis] = sign

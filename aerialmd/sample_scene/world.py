@@ -51,7 +51,7 @@ class Hits:
 
 @dataclasses.dataclass
 class World:
-    """The sample town. Surface 0 is the ground; box b's faces are 1 + FACES_PER_BOX * b + face."""
+    """The sample town. Surface 0 is the ground; box b's faces are 1 + FACES_PER_BOX * b + face. Box 0 is the landmark."""
 
     boxes: list[Box]
     ground_extent_m: float
@@ -121,14 +121,14 @@ def random_town(rng: np.random.Generator, num_buildings: int, lot_spacing_m: flo
     """Buildings on distinct lots of a square grid around the origin, each with its own textures."""
     grid = int(np.ceil(np.sqrt(num_buildings)))
     lots = [(i, j) for i in range(grid) for j in range(grid)]
-    chosen = rng.permutation(len(lots))[:num_buildings]
+    chosen = sorted(lots[c] for c in rng.permutation(len(lots))[:num_buildings])
+    centers = [(np.array(lot, float) - (grid - 1) / 2) * lot_spacing_m + rng.uniform(-6, 6, 2) for lot in chosen]
+    order = np.argsort([np.linalg.norm(c) for c in centers], kind="stable")  # the landmark, box 0, is the most central
     boxes, textures = [], [ground_texture(rng, ground_extent_m, 0.3)]
-    for k, lot in enumerate(sorted(lots[c] for c in chosen)):
-        center = (np.array(lot, float) - (grid - 1) / 2) * lot_spacing_m + rng.uniform(-6, 6, 2)
+    for k in order:
         half = rng.uniform(8.0, 17.0, 2)
-        height = float(rng.uniform(14.0, 30.0) if k else rng.uniform(35.0, 48.0))
-        box = Box(center, half, height, float(rng.uniform(-0.35, 0.35)))
-        boxes.append(box)
+        height = float(rng.uniform(35.0, 48.0) if not boxes else rng.uniform(14.0, 30.0))
+        boxes.append(Box(centers[k], half, height, float(rng.uniform(-0.35, 0.35))))
         walls = [(2 * half[1], height)] * 2 + [(2 * half[0], height)] * 2
         textures += [facade_texture(rng, w, h, facade_texel_m) for w, h in walls]
         textures.append(roof_texture(rng, 2 * half[0], 2 * half[1], 0.1))
