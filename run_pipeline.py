@@ -48,7 +48,11 @@ def resolve_paths(args: argparse.Namespace) -> PipelinePaths:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    paths = resolve_paths(args)
+    try:
+        paths = resolve_paths(args)
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     results = run_stages(build_stages(paths, args.scenes, args.workers, args.overwrite))
     print("\n" + format_summary(results))
     return max((r.exit_code for r in results), default=0)

@@ -25,13 +25,16 @@ from aerialmd.atomic import atomic_file
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 
-# Decoder threading, chosen by measurement (bench/bench_frame_extraction.py, 1920x1080 H.264 High, 300 frames,
-# 2 cores). Decode-only: PyAV single thread ~140 frames/s, PyAV frame threads (FRAME/AUTO, 2-3 threads) ~195/s,
-# cv2.VideoCapture (its own ffmpeg threads + BGR conversion) ~155/s. In the full pipeline, however, the JPEG
-# encoders need about as much CPU as the decoder, so both cores are already busy: frame threading then only adds
-# thread overhead and contention, and a single-threaded decoder feeding encoder threads was fastest.
-DECODER_THREAD_TYPE = "SLICE"
-DECODER_THREAD_COUNT = 1
+# Decoder threading, chosen by measurement (bench/bench_frame_extraction.py: 1920x1080 H.264 High, 300 frames,
+# 2 cores, shared machine, best of 3). Decode only: PyAV single thread 142 frames/s (7.0 CPU ms/frame), PyAV frame
+# threads (AUTO) 203/s (7.9 CPU ms/frame), cv2.VideoCapture 157/s (9.6 CPU ms/frame, includes its YUV -> BGR
+# conversion), so PyAV it is. Full extraction at JPEG quality 95, decoder setup x encoder threads: single thread x1
+# 121-122/s, x2 117-123/s, AUTO x2 118-124/s, FRAME(2) x2 114-120/s, AUTO x3 110-119/s: all within noise, because
+# encoding (~7.5 CPU ms/frame) costs as much as decoding, so both cores are saturated whatever the split. We use
+# AUTO (frame threads; ffmpeg picks the count) with one encoder thread per core: as fast here, and the only setup
+# that also scales when decoding is the bottleneck (more cores, lower JPEG quality, higher-bitrate video).
+DECODER_THREAD_TYPE = "AUTO"
+DECODER_THREAD_COUNT = 0
 
 # JPEG stores full-range BT.601 YCbCr. Limited-range ("MPEG", the H.264 default) 8-bit planes are stretched with
 # these lookup tables, which is far cheaper than a YUV -> RGB -> YUV round trip.
@@ -66,10 +69,9 @@ def write_video(frames: Iterable[np.ndarray], path: Path | str, fps: float, crf:
         with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as container:
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf)}
-            # Frame threads, as the ffmpeg command line uses for x264; PyAV's default (slice threads) would cut
-            # every frame into slices, which real renders do not have and which changes how decoders can thread.
-            stream.thread_type = "FRAME"
+            # One x264 thread: x264 with frame threads gave different bytes for the same frames on some runs, and the
+            # sample scene must be reproducible. It also yields one slice per frame, like real renders.
+            stream.options = {"crf": str(crf), "threads": "1"}
             count = 0
             for frame in frames:
                 if count == 0:
@@ -132,7 +134,7 @@ def extract_frames(video_path: Path | str, out_dir: Path | str, prefix: str, qua
     bounded). A missing, unreadable, truncated or empty video raises VideoError and leaves no frames behind.
     """
     video_path, out_dir = Path(video_path), Path(out_dir)
-    workers = workers or min(2, os.cpu_count() or 1)
+    workers = workers or os.cpu_count() or 1
     with _open_video(video_path) as container:
         stream = container.streams.video[0]
         expected = stream.frames or _count_packets(video_path, stream.index)
@@ -176,12 +178,13 @@ def _decode(container: av.container.InputContainer, stream: av.VideoStream, path
     index = 0
     try:
         for frame in container.decode(stream):
-            if frame.is_corrupt:
+            if frame.is_corrupt:  # the decoder concealed damage; the image would be silently wrong
                 raise VideoError(f"{path}: frame {index} is corrupt (damaged or truncated file)")
             yield frame
             index += 1
     except av.FFmpegError as exc:
-        raise VideoError(f"{path}: damaged or truncated, decoding failed after {index} frames ({exc.strerror or exc})") from exc
+        reason = exc.strerror or exc
+        raise VideoError(f"{path}: damaged or truncated, decoding failed after {index} frames ({reason})") from exc
 
 
 def _check_count(path: Path, decoded: int, expected: int) -> None:
