@@ -79,11 +79,21 @@ def write_video(frames: Iterable[np.ndarray], path: Path | str, fps: float, crf:
                 elif frame.shape[:2] != (stream.height, stream.width):
                     raise ValueError(f"{path}: frame {count} is {frame.shape[1]}x{frame.shape[0]}, "
                                      f"expected {stream.width}x{stream.height}")
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+                video_frame = _yuv420_frame(frame)
+                video_frame.pts = count  # explicit timestamps: x264's rate control reads them
+                container.mux(stream.encode(video_frame))
                 count += 1
             if count == 0:
                 raise ValueError(f"{path}: no frames to write")
             container.mux(stream.encode())
+
+
+def _yuv420_frame(rgb: np.ndarray) -> av.VideoFrame:
+    """A yuv420p frame (BT.601, limited range, as decoders assume for untagged video) converted by OpenCV.
+
+    Converting here rather than handing rgb24 to PyAV keeps encoding reproducible: swscale's conversion of the same
+    rgb24 frames gave different bytes from run to run (it reads the frame's uninitialised row padding)."""
+    return av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
 
 
 def _check_frame_size(frame: np.ndarray, path: Path) -> tuple[int, int]:

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from aerialmd.depth_io import read_depth_exr
 from aerialmd.megadepth import preprocess_megadepth
