@@ -13,9 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aerialmd.pipeline import PipelinePaths, build_stages, format_summary, run_stages  # noqa: E402
-from aerialmd.sample_scene import SampleConfig, generate_sample  # noqa: E402
-from aerialmd.scenes import Stopwatch  # noqa: E402
+from aerialmd.pipeline import PipelinePaths, Stage, build_stages, format_summary, run_stages, sample_pipeline  # noqa: E402
+from aerialmd.sample_scene import SampleConfig  # noqa: E402
 
 SAMPLE_SIZES = {"default": SampleConfig(), "tiny": SampleConfig.tiny()}
 
@@ -34,26 +33,24 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_paths(args: argparse.Namespace) -> PipelinePaths:
-    """The user's data, or the sample scene (generated first when missing)."""
+def resolve_paths(args: argparse.Namespace) -> tuple[PipelinePaths, list[Stage]]:
+    """The user's data, or the sample scene (whose creation is then the first stage)."""
     if args.data_root is not None:
         if args.megadepth_dir is None:
-            raise SystemExit("error: --data_root needs --megadepth_dir")
-        return PipelinePaths(args.data_root, args.megadepth_dir, args.scene_list, args.data_root / "megadepth_processed")
-    watch = Stopwatch()
-    sample = generate_sample(args.sample_root, SAMPLE_SIZES[args.sample_size])
-    print(f"sample scene ready in {sample.root} ({watch.seconds():.1f} s)", flush=True)
-    return PipelinePaths(sample.root, sample.megadepth_root, sample.scene_list, sample.root / "megadepth_processed")
+            raise ValueError("--data_root needs --megadepth_dir")
+        return PipelinePaths(args.data_root, args.megadepth_dir, args.scene_list, args.data_root / "megadepth_processed"), []
+    paths, stage = sample_pipeline(args.sample_root, SAMPLE_SIZES[args.sample_size])
+    return paths, [stage]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     try:
-        paths = resolve_paths(args)
+        paths, first = resolve_paths(args)
+        results = run_stages(first + build_stages(paths, args.scenes, args.workers, args.overwrite))
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    results = run_stages(build_stages(paths, args.scenes, args.workers, args.overwrite))
     print("\n" + format_summary(results))
     return max((r.exit_code for r in results), default=0)
 

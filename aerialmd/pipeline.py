@@ -9,6 +9,7 @@ from typing import Callable
 
 from .ge_preprocess import preprocess_ge
 from .megadepth import preprocess_megadepth
+from .sample_scene import SampleConfig, generate_sample, sample_paths
 from .scenes import Stopwatch
 
 
@@ -38,6 +39,18 @@ class StageResult:
     produced: int
     outputs: Path
     pattern: str
+
+
+def sample_pipeline(root: Path, config: SampleConfig) -> tuple[PipelinePaths, Stage]:
+    """The sample scene's layout as pipeline inputs, and the stage that creates it (a no-op when it exists)."""
+    sample = sample_paths(root, config)
+
+    def create() -> int:
+        generate_sample(root, config)
+        return 0
+
+    paths = PipelinePaths(sample.root, sample.megadepth_root, sample.scene_list, sample.root / "megadepth_processed")
+    return paths, Stage("sample_scene", create, sample.root / "ground_truth", "*/depth/*.exr")
 
 
 def build_stages(paths: PipelinePaths, scenes: list[str] | None, workers: int | None, overwrite: bool) -> list[Stage]:

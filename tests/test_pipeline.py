@@ -59,7 +59,8 @@ def test_run_pipeline_on_tiny_sample(tmp_path):
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     summary = first.stdout.split("stage")[-1]
-    assert "preprocess_ge" in summary and "preprocess_megadepth" in summary and "FAILED" not in summary
+    assert all(name in summary for name in ("sample_scene", "preprocess_ge", "preprocess_megadepth"))
+    assert "FAILED" not in summary
     config = json.loads((root / "sample_scene.json").read_text())
     frames = sorted((root / "data" / config["scene_id"] / "footage").glob("*.jpeg"))
     assert len(frames) == sum(o["frames"] for o in config["orbits"])
