@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from .ge_preprocess import preprocess_ge
+from .localization import OUTPUT_ROOT, localize
 from .megadepth import preprocess_megadepth
 from .sample_scene import SampleConfig, generate_sample, sample_paths
 from .scenes import Stopwatch
@@ -64,6 +65,10 @@ def build_stages(paths: PipelinePaths, scenes: list[str] | None, workers: int | 
               lambda: preprocess_megadepth(paths.megadepth_dir, paths.scene_list, paths.megadepth_processed, scenes,
                                            workers, overwrite),
               paths.megadepth_processed, "*/*/*.npz"),
+        Stage("localization",
+              lambda: localize(paths.data_root / "data", paths.megadepth_processed, paths.scene_list, scenes,
+                               overwrite=overwrite),
+              paths.data_root / "data", f"*/{OUTPUT_ROOT}/*/registration.json"),
     ]
 
 

@@ -46,7 +46,7 @@ class SampleConfig:
     scene_id: str = "9000"
     seed: int = 0
     num_buildings: int = 7
-    orbits: tuple[Orbit, ...] = (Orbit(35.0, 160.0, 16), Orbit(90.0, 200.0, 16), Orbit(200.0, 250.0, 16))
+    orbits: tuple[Orbit, ...] = (Orbit(30.0, 130.0, 16), Orbit(80.0, 180.0, 16), Orbit(180.0, 240.0, 16))
     aerial_size: tuple[int, int] = (640, 360)
     aerial_fov_deg: float = 40.0
     num_ground: int = 16
@@ -58,9 +58,9 @@ class SampleConfig:
 
     @classmethod
     def tiny(cls, **overrides) -> "SampleConfig":
-        """A small sample for fast tests."""
-        base = dict(num_buildings=4, orbits=(Orbit(40.0, 150.0, 5), Orbit(150.0, 220.0, 5)), aerial_size=(320, 180),
-                    num_ground=4, ground_long_side=320)
+        """A small sample for fast tests: two dense arcs facing the landmark's photographed side."""
+        base = dict(num_buildings=4, orbits=(Orbit(30.0, 120.0, 9, 120.0, 45.0), Orbit(90.0, 170.0, 9, 120.0, 45.0)),
+                    aerial_size=(480, 270), num_ground=5, ground_long_side=480)
         return cls(**{**base, **overrides})
 
     def to_json(self) -> dict:

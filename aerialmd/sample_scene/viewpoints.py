@@ -28,20 +28,29 @@ def look_at(center: np.ndarray, target: np.ndarray, roll_deg: float = 0.0) -> np
 
 @dataclasses.dataclass(frozen=True)
 class Orbit:
-    """A circle of `frames` views at `altitude_m` and `radius_m` around the scene centre, all looking at it."""
+    """`frames` views at `altitude_m` on a circle of `radius_m` around the scene centre, all looking at it: the full
+    circle, or an arc of `arc_deg` centred on the azimuth `center_deg` (degrees from east; random when None)."""
 
     altitude_m: float
     radius_m: float
     frames: int
+    arc_deg: float = 360.0
+    center_deg: float | None = None
+
+    def azimuths(self, rng: np.random.Generator) -> np.ndarray:
+        """Azimuth (radians) of every frame."""
+        center = rng.uniform(0, 2 * np.pi) if self.center_deg is None else np.radians(self.center_deg)
+        arc = np.radians(self.arc_deg)
+        if self.arc_deg >= 360.0:
+            return center + arc * np.arange(self.frames) / self.frames
+        return center - arc / 2 + arc * np.arange(self.frames) / max(self.frames - 1, 1)
 
 
 def orbit_poses(rng: np.random.Generator, orbits: tuple[Orbit, ...], target_height_m: float) -> list[np.ndarray]:
-    """cam2world of every frame of consecutive orbits, each started at a random angle."""
+    """cam2world of every frame of consecutive orbits."""
     poses = []
     for orbit in orbits:
-        start = rng.uniform(0, 2 * np.pi)
-        for k in range(orbit.frames):
-            angle = start + 2 * np.pi * k / orbit.frames
+        for angle in orbit.azimuths(rng):
             center = np.array([orbit.radius_m * np.cos(angle), orbit.radius_m * np.sin(angle), orbit.altitude_m])
             target = np.array([0.0, 0.0, target_height_m]) + rng.normal(0, 3.0, 3)
             poses.append(look_at(center, target))
@@ -52,7 +61,7 @@ LANDMARK_SHARE = 0.75  # like MegaDepth, most photos show the landmark's two fam
 
 
 def street_pose(rng: np.random.Generator, world: World, max_tries: int = 200) -> np.ndarray:
-    """cam2world of a person's photo: eye height, 20-80 m from a facade point, unobstructed, not inside a building."""
+    """cam2world of a person's photo: eye height, 35-110 m from a facade point, unobstructed, not inside a building."""
     for _ in range(max_tries):
         on_landmark = rng.random() < LANDMARK_SHARE
         box = world.boxes[0 if on_landmark else rng.integers(len(world.boxes))]
@@ -67,7 +76,7 @@ def street_pose(rng: np.random.Generator, world: World, max_tries: int = 200) ->
         target = rot @ local_point + np.append(box.center, 0.0)
         normal = rot @ local_normal
         heading = np.arctan2(normal[1], normal[0]) + rng.uniform(-0.8, 0.8)
-        distance = rng.uniform(20.0, 80.0)
+        distance = rng.uniform(35.0, 110.0)
         center = target + distance * np.array([np.cos(heading), np.sin(heading), 0.0])
         center[2] = rng.uniform(1.5, 2.0)
         if any(b.contains(center, margin=3.0) for b in world.boxes):

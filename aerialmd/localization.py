@@ -1,0 +1,188 @@
+"""Stage 4a: sparse aerial model from the known GES poses, and MegaDepth photos registered into it at metric scale.
+
+Per scene, into `<root_dir>/<scene>/sfm_output_localization/sfm_<features>+<matcher>/` (written under a temporary
+name and renamed when complete):
+    features.h5, matches*.h5, pairs*.txt     hloc formats (aerialmd/h5io.py)
+    database.db                               COLMAP database of the aerial model
+    aerial/, aerial-txt/                      aerial model: GES cameras (unchanged) + triangulated points
+    localized/, localized-txt/                aerial model + registered ground photos (binary and text)
+    registration.json                         per-photo status, inliers, pose checks; the scene Sim(3); statistics
+    timings.json                              seconds per step
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pycolmap
+
+from .atomic import atomic_dir
+from .features import FeatureConf, ImageInput, extract_features
+from .ge_preprocess import SPARSE_DIR
+from .h5io import keypoints_to_colmap, read_features, write_pairs
+from .matching import MatcherConf, match_pairs, resolve_configs
+from .scenes import load_scene_list, run_per_scene, select_scenes
+from .registration import (
+    STATUS_REJECTED, GroundPhoto, PhotoResult, RegistrationConf, SceneRegistration, absolute_pose, aerial_frames_seeing,
+    anchor_correspondences, correspondences_2d3d, estimate_scene_sim3, evenly_spaced, judge, load_ground_photos,
+    photo_depth_points, point3D_ids_per_keypoint, predict_cam2world, scene_extent, spread_subset,
+)
+from .triangulation import assert_poses_unchanged, build_aerial_model, model_statistics
+
+OUTPUT_ROOT = "sfm_output_localization"
+STAGE = "localization"
+
+
+class Timer:
+    """Seconds spent per named step (a step may be entered several times)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def register_photos(model: pycolmap.Reconstruction, photos: list[GroundPhoto], work_dir: Path,
+                    feature_conf: FeatureConf, matcher_conf: MatcherConf, conf: RegistrationConf,
+                    timer: Timer) -> SceneRegistration:
+    """Anchors -> scene Sim(3) -> pose-guided matching -> per-photo PnP judged against the prediction."""
+    features, matches = work_dir / "features.h5", work_dir / "matches-ground.h5"
+    with timer.step("extraction"):
+        extract_features([ImageInput(p.name, p.path) for p in photos], features, feature_conf)
+    extent = scene_extent(model)
+    point_ids = point3D_ids_per_keypoint(model)
+    aerial = sorted(image.name for image in model.images.values())
+    anchors = [photos[i] for i in spread_subset(np.array([p.cam2world_sfm[:3, 3] for p in photos]), conf.num_anchors)]
+    anchor_pairs = [(p.name, a) for p in anchors for a in evenly_spaced(aerial, conf.max_anchor_pairs)]
+    with timer.step("matching"):
+        match_pairs(anchor_pairs, features, matches, matcher_conf)
+    with timer.step("registration"):
+        src, dst = [], []
+        for photo in anchors:
+            corr = correspondences_2d3d(photo.name, aerial, features, matches, model, point_ids)
+            s, d = anchor_correspondences(photo, corr, absolute_pose(photo.camera, corr, conf), conf)
+            src.append(s)
+            dst.append(d)
+        src_all, dst_all = np.concatenate(src), np.concatenate(dst)
+        if len(src_all) < 10:
+            raise RuntimeError(f"anchor photos gave only {len(src_all)} 3D-3D matches; cannot place the MegaDepth scene")
+        sim3, sim3_inliers = estimate_scene_sim3(src_all, dst_all, conf.sim3_max_error_fraction * extent, conf.seed)
+        predictions = [predict_cam2world(sim3, p.cam2world_sfm) for p in photos]
+        guided = {p.name: aerial_frames_seeing(photo_depth_points(p, sim3), model, conf.guided_pairs) for p in photos}
+    guided_pairs = [(name, a) for name, frames in guided.items() for a in frames]
+    write_pairs(work_dir / "pairs-ground.txt", sorted(set(anchor_pairs) | set(guided_pairs)))
+    with timer.step("matching"):
+        match_pairs(guided_pairs, features, matches, matcher_conf)
+    with timer.step("registration"):
+        results = []
+        for photo, prediction in zip(photos, predictions):
+            corr = correspondences_2d3d(photo.name, guided[photo.name], features, matches, model, point_ids)
+            found = absolute_pose(photo.camera, corr, conf)
+            results.append(judge(prediction, found, corr, extent, conf, photo.name))
+    return SceneRegistration(sim3, sim3_inliers, len(src_all), [p.name for p in anchors], results, extent)
+
+
+def localized_model(aerial_dir: Path, photos: list[GroundPhoto], results: list[PhotoResult],
+                    features_path: Path) -> pycolmap.Reconstruction:
+    """The aerial model plus every registered photo, with its keypoints and its inlier observations of aerial points."""
+    model = pycolmap.Reconstruction(str(aerial_dir))
+    next_id = max(max(model.cameras), max(model.images)) + 1
+    for offset, (photo, result) in enumerate(zip(photos, results)):
+        if result.status == STATUS_REJECTED:
+            continue
+        ident = next_id + offset
+        camera = pycolmap.Camera(model=photo.camera.model, width=photo.camera.width, height=photo.camera.height,
+                                 params=photo.camera.params, camera_id=ident)
+        model.add_camera_with_trivial_rig(camera)
+        image = pycolmap.Image(name=photo.name, camera_id=ident, image_id=ident)
+        keypoints = keypoints_to_colmap(read_features(features_path, photo.name).keypoints)
+        image.points2D = pycolmap.Point2DList([pycolmap.Point2D(xy) for xy in keypoints])
+        model.add_image_with_trivial_frame(image, result.cam_from_world)
+        used_points: set[int] = set()
+        used_keypoints: set[int] = set()
+        for kp, pid in zip(result.inlier_keypoints.tolist(), result.inlier_point3D_ids.tolist()):
+            if kp in used_keypoints or pid in used_points:
+                continue
+            used_keypoints.add(kp)
+            used_points.add(pid)
+            model.add_observation(pid, pycolmap.TrackElement(ident, kp))
+    return model
+
+
+def write_model(model: pycolmap.Reconstruction, binary_dir: Path, text_dir: Path) -> None:
+    """A COLMAP model as binary and as text."""
+    binary_dir.mkdir(parents=True, exist_ok=True)
+    text_dir.mkdir(parents=True, exist_ok=True)
+    model.write_binary(str(binary_dir))
+    model.write_text(str(text_dir))
+
+
+def localize_scene(scene_dir: Path, processed_dirs: dict[str, Path], subscene_images: dict[str, list[str]],
+                   feature_conf: FeatureConf, matcher_conf: MatcherConf, output_name: str,
+                   conf: RegistrationConf = RegistrationConf(), overwrite: bool = False) -> str | None:
+    """Run stage 4a on one scene; returns a one-line summary, or None when the output exists (and not overwrite)."""
+    out_dir = scene_dir / OUTPUT_ROOT / output_name
+    if out_dir.exists() and not overwrite:
+        return None
+    reference = pycolmap.Reconstruction(str(scene_dir / SPARSE_DIR))
+    photos, missing = [], []
+    for subscene, names in sorted(subscene_images.items()):
+        found, absent = load_ground_photos(processed_dirs[subscene], names)
+        photos += found
+        missing += absent
+    if not photos:
+        raise FileNotFoundError(f"no preprocessed MegaDepth photos for {scene_dir.name} (run preprocess_megadepth)")
+    timer = Timer()
+    with atomic_dir(out_dir) as tmp:
+        aerial, aerial_stats = build_aerial_model(scene_dir, tmp, feature_conf, matcher_conf)
+        timer.seconds.update(aerial_stats.get("timings", {}))
+        registration = register_photos(aerial, photos, tmp, feature_conf, matcher_conf, conf, timer)
+        model = localized_model(tmp / "aerial", photos, registration.results, tmp / "features.h5")
+        assert_poses_unchanged(reference, model)
+        write_model(model, tmp / "localized", tmp / "localized-txt")
+        document = registration.to_json()
+        document.update({"aerial_model": model_statistics(aerial), "localized_model": model_statistics(model),
+                         "missing_photos": missing, "features": feature_conf.name, "matcher": matcher_conf.name})
+        (tmp / "registration.json").write_text(json.dumps(document, indent=1))
+        (tmp / "timings.json").write_text(json.dumps(timer.seconds, indent=1))
+    counts = document["counts"]
+    return (f"{counts['registered'] + counts['individual']}/{len(photos)} photos registered "
+            f"({counts['individual']} individually, {counts['rejected']} rejected), "
+            f"Sim(3) scale {document['sim3_metric_from_sfm']['scale']:.4g}")
+
+
+def localize(root_dir: Path | str, megadepth_processed: Path | str, image_list: Path | str,
+             scenes: list[str] | None = None, features: str = "sift", matcher: str | None = None,
+             overwrite: bool = False) -> int:
+    """Run stage 4a over the scene list (scenes without stage-2 output are passed over unless requested)."""
+    root_dir, megadepth_processed = Path(root_dir), Path(megadepth_processed)
+    feature_conf, matcher_conf = resolve_configs(features, matcher)
+    output_name = f"sfm_{feature_conf.name}+{matcher_conf.name}"
+    scene_images = load_scene_list(image_list)
+    selected = select_scenes(scene_images, scenes)
+
+    def process(scene: str) -> str | None:
+        scene_dir = root_dir / scene
+        if not (scene_dir / SPARSE_DIR).is_dir():
+            if scenes:
+                raise FileNotFoundError(f"{scene_dir / SPARSE_DIR}: no stage-2 output (run preprocess_ge)")
+            return None
+        processed = {sub: megadepth_processed / scene / sub for sub in scene_images[scene]}
+        summary = localize_scene(scene_dir, processed, scene_images[scene], feature_conf, matcher_conf, output_name,
+                                 overwrite=overwrite)
+        return summary or "already done (use --overwrite to redo)"
+
+    report = run_per_scene(STAGE, selected, process)
+    print(report.summary(), flush=True)
+    return report.exit_code()

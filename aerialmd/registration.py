@@ -1,0 +1,308 @@
+"""MegaDepth photos registered into the metric aerial model.
+
+MegaDepth gives every photo intrinsics and a pose in its own SfM frame, known up to a similarity. So the photos are
+not localised one by one from scratch:
+1. a few anchor photos, spread over the scene, are matched to every aerial frame and localised by 2D-3D RANSAC PnP
+   against the triangulated aerial points;
+2. their inlier matches give 3D-3D correspondences (MegaDepth depth back-projected in the SfM frame <-> aerial points
+   in metres), from which one robust Sim(3) maps the whole MegaDepth scene into the metric frame;
+3. that Sim(3) predicts every photo's metric pose, which picks the aerial frames each photo is matched to
+   (pose-guided pairs);
+4. every photo is then localised by PnP on those matches; a pose that agrees with the prediction is kept, one that
+   disagrees is kept only if its own evidence is strong (status "individual"), otherwise the photo is rejected.
+   No photo is ever kept with only the predicted pose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+from scipy.spatial.transform import Rotation
+
+from .camera import cam2world_from_cam_from_world, intrinsics_matrix, opencv_to_colmap_intrinsics
+from .depth_io import read_depth_exr
+from .h5io import COLMAP_KEYPOINT_SHIFT, has_matches, read_features, read_matches
+
+STATUS_REGISTERED = "registered"  # PnP pose agrees with the scene Sim(3)
+STATUS_INDIVIDUAL = "individual"  # disagrees with the Sim(3) but strongly supported on its own
+STATUS_REJECTED = "rejected"
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistrationConf:
+    num_anchors: int = 8
+    max_anchor_pairs: int = 400  # aerial frames an anchor is matched to (evenly spread when there are more)
+    guided_pairs: int = 10  # aerial frames per photo in the pose-guided step
+    pnp_max_error_px: float = 6.0
+    min_inliers: int = 12  # enough when the PnP pose also agrees with the independent Sim(3) prediction
+    individual_min_inliers: int = 60
+    agree_rotation_deg: float = 2.0
+    agree_position_fraction: float = 0.01  # of the scene extent
+    sim3_max_error_fraction: float = 0.005  # RANSAC threshold of the 3D-3D fit, of the scene extent
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class GroundPhoto:
+    """A preprocessed MegaDepth photo: image, PINHOLE camera (COLMAP convention), SfM-frame pose and depth."""
+
+    name: str  # the processed file name, e.g. '123_abc_o.jpg.jpg', also its name in the localized model
+    path: Path
+    camera: pycolmap.Camera
+    cam2world_sfm: np.ndarray
+    depth_path: Path
+
+
+@dataclasses.dataclass
+class PhotoResult:
+    name: str
+    status: str
+    num_correspondences: int = 0
+    num_inliers: int = 0
+    rotation_vs_prediction_deg: float | None = None
+    position_vs_prediction_m: float | None = None
+    cam_from_world: pycolmap.Rigid3d | None = None
+    inlier_keypoints: np.ndarray | None = None  # keypoint index per inlier
+    inlier_point3D_ids: np.ndarray | None = None
+
+    def to_json(self) -> dict:
+        out = {k: v for k, v in dataclasses.asdict(self).items()
+               if k not in ("cam_from_world", "inlier_keypoints", "inlier_point3D_ids")}
+        if self.cam_from_world is not None:
+            out["cam2world"] = cam2world_from_cam_from_world(self.cam_from_world).tolist()
+        return out
+
+
+def load_ground_photos(processed_dir: Path, names: list[str]) -> tuple[list[GroundPhoto], list[str]]:
+    """The preprocessed photos of a subscene (`<name>.jpg`, `.npz`, `.exr`); also the names with missing outputs."""
+    photos, missing = [], []
+    for name in names:
+        image, camera_file, depth = (processed_dir / f"{name}{suffix}" for suffix in (".jpg", ".npz", ".exr"))
+        if not (image.is_file() and camera_file.is_file() and depth.is_file()):
+            missing.append(name)
+            continue
+        data = np.load(camera_file)
+        height, width = read_depth_exr(depth).shape  # the depth has the image's size
+        K = opencv_to_colmap_intrinsics(data["intrinsics"])
+        camera = pycolmap.Camera(model="PINHOLE", width=width, height=height,
+                                 params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
+        photos.append(GroundPhoto(image.name, image, camera, np.array(data["cam2world"], dtype=np.float64), depth))
+    return photos, missing
+
+
+def spread_subset(positions: np.ndarray, count: int) -> list[int]:
+    """Indices of `count` positions chosen by farthest-point sampling (deterministic), to spread the anchors."""
+    if len(positions) <= count:
+        return list(range(len(positions)))
+    chosen = [int(np.argmin(np.linalg.norm(positions - positions.mean(axis=0), axis=1)))]
+    distance = np.linalg.norm(positions - positions[chosen[0]], axis=1)
+    while len(chosen) < count:
+        chosen.append(int(np.argmax(distance)))
+        distance = np.minimum(distance, np.linalg.norm(positions - positions[chosen[-1]], axis=1))
+    return sorted(chosen)
+
+
+def point3D_ids_per_keypoint(model: pycolmap.Reconstruction) -> dict[str, np.ndarray]:
+    """For every image of the model: the 3D point id of each of its points2D (-1 where none)."""
+    table = {}
+    for image in model.images.values():
+        ids = np.array([p.point3D_id if p.has_point3D() else -1 for p in image.points2D], dtype=np.int64)
+        table[image.name] = ids
+    return table
+
+
+@dataclasses.dataclass
+class Correspondences:
+    """2D-3D matches of one photo: keypoint index, its COLMAP pixel coordinates, the aerial 3D point and its id."""
+
+    keypoints: np.ndarray
+    xy: np.ndarray
+    xyz: np.ndarray
+    point3D_ids: np.ndarray
+
+
+def correspondences_2d3d(photo: str, aerial: list[str], features_path: Path, matches_path: Path,
+                         model: pycolmap.Reconstruction, point_ids: dict[str, np.ndarray]) -> Correspondences:
+    """Matches of a photo to aerial frames that land on triangulated aerial points, one per (keypoint, point)."""
+    keypoints = read_features(features_path, photo).keypoints
+    found: dict[tuple[int, int], None] = {}
+    for name in aerial:
+        if not has_matches(matches_path, photo, name):
+            continue
+        pairs, _ = read_matches(matches_path, photo, name)
+        ids = point_ids[name][pairs[:, 1]]
+        for kp, pid in zip(pairs[ids >= 0, 0], ids[ids >= 0]):
+            found[(int(kp), int(pid))] = None
+    kp_idx = np.array([k for k, _ in found], dtype=np.int64)
+    pids = np.array([p for _, p in found], dtype=np.int64)
+    xyz = np.array([model.point3D(int(p)).xyz for p in pids]).reshape(-1, 3)
+    xy = keypoints[kp_idx].astype(np.float64).reshape(-1, 2) + COLMAP_KEYPOINT_SHIFT
+    return Correspondences(kp_idx, xy, xyz, pids)
+
+
+def absolute_pose(camera: pycolmap.Camera, corr: Correspondences, conf: RegistrationConf) -> tuple[pycolmap.Rigid3d, np.ndarray] | None:
+    """LO-RANSAC PnP + refinement (fixed intrinsics); the pose and the inlier mask, or None."""
+    if len(corr.xy) < 4:
+        return None
+    options = pycolmap.AbsolutePoseEstimationOptions()
+    options.ransac.max_error = conf.pnp_max_error_px
+    options.ransac.random_seed = conf.seed
+    result = pycolmap.estimate_and_refine_absolute_pose(corr.xy, corr.xyz, camera, options)
+    if result is None:
+        return None
+    return result["cam_from_world"], np.asarray(result["inlier_mask"], dtype=bool).reshape(-1)
+
+
+def sfm_points_of_keypoints(photo: GroundPhoto, keypoints_xy_opencv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """3D points in the MegaDepth SfM frame of keypoints, from the photo's depth; and which keypoints had depth."""
+    depth = read_depth_exr(photo.depth_path)
+    h, w = depth.shape
+    u = np.clip(np.round(keypoints_xy_opencv[:, 0]).astype(int), 0, w - 1)
+    v = np.clip(np.round(keypoints_xy_opencv[:, 1]).astype(int), 0, h - 1)
+    d = depth[v, u]
+    valid = d > 0
+    K = photo_intrinsics_opencv(photo)
+    rays = np.column_stack([keypoints_xy_opencv, np.ones(len(d))]) @ np.linalg.inv(K).T
+    cam = rays * d[:, None]
+    world = cam @ photo.cam2world_sfm[:3, :3].T + photo.cam2world_sfm[:3, 3]
+    return world[valid], valid
+
+
+def photo_intrinsics_opencv(photo: GroundPhoto) -> np.ndarray:
+    fx, fy, cx, cy = photo.camera.params
+    return intrinsics_matrix(fx, fy, cx - COLMAP_KEYPOINT_SHIFT, cy - COLMAP_KEYPOINT_SHIFT)
+
+
+def estimate_scene_sim3(src_sfm: np.ndarray, dst_metric: np.ndarray, max_error: float, seed: int) -> tuple[pycolmap.Sim3d, int]:
+    """Robust Sim(3) metric_from_sfm from 3D-3D correspondences; the transform and its inlier count."""
+    options = pycolmap.RANSACOptions()
+    options.max_error = max_error
+    options.random_seed = seed
+    sim = pycolmap.estimate_sim3d_robust(src_sfm, dst_metric, options)
+    if sim is None:
+        raise RuntimeError("no Sim(3) between the MegaDepth and aerial frames (too few consistent 3D-3D matches)")
+    if isinstance(sim, dict):
+        sim = sim["tgt_from_src"]
+    residual = np.linalg.norm(transform_points(sim, src_sfm) - dst_metric, axis=1)
+    return sim, int(np.sum(residual < max_error))
+
+
+def transform_points(sim: pycolmap.Sim3d, points: np.ndarray) -> np.ndarray:
+    """Apply a Sim(3) to (N, 3) points."""
+    M = np.asarray(sim.matrix())
+    return points @ M[:3, :3].T + M[:3, 3]
+
+
+def predict_cam2world(sim: pycolmap.Sim3d, cam2world_sfm: np.ndarray) -> np.ndarray:
+    """Metric camera-to-world of a photo from its SfM-frame pose and the scene Sim(3)."""
+    R_sim = np.asarray(sim.rotation.matrix())
+    out = np.eye(4)
+    out[:3, :3] = R_sim @ cam2world_sfm[:3, :3]
+    out[:3, 3] = transform_points(sim, cam2world_sfm[None, :3, 3])[0]
+    return out
+
+
+def pose_difference(cam2world_a: np.ndarray, cam2world_b: np.ndarray) -> tuple[float, float]:
+    """Rotation angle (deg) and camera-centre distance between two cam2world matrices."""
+    angle = np.degrees(Rotation.from_matrix(cam2world_a[:3, :3].T @ cam2world_b[:3, :3]).magnitude())
+    return float(angle), float(np.linalg.norm(cam2world_a[:3, 3] - cam2world_b[:3, 3]))
+
+
+def scene_extent(model: pycolmap.Reconstruction) -> float:
+    """A robust size of the aerial scene: diagonal of the 5-95 percentile box of its 3D points (metres)."""
+    xyz = np.array([p.xyz for p in model.points3D.values()])
+    if len(xyz) < 10:
+        raise RuntimeError("the aerial model has too few 3D points to register photos into")
+    lo, hi = np.percentile(xyz, [5, 95], axis=0)
+    return float(np.linalg.norm(hi - lo))
+
+
+def aerial_frames_seeing(points: np.ndarray, model: pycolmap.Reconstruction, top: int) -> list[str]:
+    """The aerial frames in whose view most of the given metric 3D points fall (in front, inside the image)."""
+    scores = []
+    for image in model.images.values():
+        camera = model.camera(image.camera_id)
+        cam = points @ np.asarray(image.cam_from_world().rotation.matrix()).T + image.cam_from_world().translation
+        front = cam[:, 2] > 0
+        uv = cam[front, :2] / cam[front, 2:] * [camera.focal_length_x, camera.focal_length_y] + \
+            [camera.principal_point_x, camera.principal_point_y]
+        inside = np.sum((uv[:, 0] >= 0) & (uv[:, 0] < camera.width) & (uv[:, 1] >= 0) & (uv[:, 1] < camera.height))
+        scores.append((-int(inside), image.name))
+    return [name for score, name in sorted(scores)[:top] if score < 0]
+
+
+def photo_depth_points(photo: GroundPhoto, sim: pycolmap.Sim3d, step: int = 16) -> np.ndarray:
+    """Metric 3D points of a grid of the photo's pixels with depth, through the predicted pose."""
+    depth = read_depth_exr(photo.depth_path)
+    v, u = np.mgrid[0:depth.shape[0]:step, 0:depth.shape[1]:step]
+    keep = depth[v, u] > 0
+    xy = np.column_stack([u[keep], v[keep]]).astype(np.float64)
+    sfm, _ = sfm_points_of_keypoints(photo, xy)
+    return transform_points(sim, sfm)
+
+
+def judge(prediction: np.ndarray, found: tuple[pycolmap.Rigid3d, np.ndarray] | None, corr: Correspondences,
+          extent: float, conf: RegistrationConf, name: str) -> PhotoResult:
+    """Keep a PnP pose that agrees with the prediction, or that is strong on its own; otherwise reject."""
+    result = PhotoResult(name, STATUS_REJECTED, num_correspondences=len(corr.xy))
+    if found is None:
+        return result
+    pose, inliers = found
+    result.num_inliers = int(inliers.sum())
+    angle, distance = pose_difference(cam2world_from_cam_from_world(pose), prediction)
+    result.rotation_vs_prediction_deg, result.position_vs_prediction_m = angle, distance
+    agrees = angle <= conf.agree_rotation_deg and distance <= conf.agree_position_fraction * extent
+    if result.num_inliers >= conf.min_inliers and agrees:
+        result.status = STATUS_REGISTERED
+    elif result.num_inliers >= conf.individual_min_inliers:
+        result.status = STATUS_INDIVIDUAL
+    else:
+        return result
+    result.cam_from_world = pose
+    result.inlier_keypoints = corr.keypoints[inliers]
+    result.inlier_point3D_ids = corr.point3D_ids[inliers]
+    return result
+
+
+@dataclasses.dataclass
+class SceneRegistration:
+    """Outcome of registering a scene's photos: the Sim(3), per-photo results, and what the anchors gave."""
+
+    sim3: pycolmap.Sim3d
+    sim3_inliers: int
+    sim3_correspondences: int
+    anchors: list[str]
+    results: list[PhotoResult]
+    extent_m: float
+
+    def to_json(self) -> dict:
+        counts = {status: sum(r.status == status for r in self.results)
+                  for status in (STATUS_REGISTERED, STATUS_INDIVIDUAL, STATUS_REJECTED)}
+        return {
+            "scene_extent_m": self.extent_m,
+            "sim3_metric_from_sfm": {"scale": float(np.squeeze(self.sim3.scale)),
+                                     "rotation_matrix": np.asarray(self.sim3.rotation.matrix()).tolist(),
+                                     "translation": np.asarray(self.sim3.translation).tolist(),
+                                     "inliers": self.sim3_inliers, "correspondences": self.sim3_correspondences},
+            "anchors": self.anchors,
+            "counts": counts,
+            "images": {r.name: r.to_json() for r in self.results},
+        }
+
+
+def anchor_correspondences(photo: GroundPhoto, corr: Correspondences, found, conf: RegistrationConf) -> tuple[np.ndarray, np.ndarray]:
+    """3D-3D pairs (SfM frame, metric) from an anchor's PnP inliers whose keypoints have MegaDepth depth."""
+    if found is None or found[1].sum() < conf.min_inliers:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    inliers = found[1]
+    sfm, valid = sfm_points_of_keypoints(photo, corr.xy[inliers] - COLMAP_KEYPOINT_SHIFT)
+    return sfm, corr.xyz[inliers][valid]
+
+
+def evenly_spaced(names: list[str], count: int) -> list[str]:
+    if len(names) <= count:
+        return names
+    return [names[i] for i in np.linspace(0, len(names) - 1, count).round().astype(int)]

@@ -1,0 +1,68 @@
+"""Stage 4a on the tiny sample: registered ground photos against the ground truth, metric scale, fixed aerial poses."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pycolmap
+import pytest
+
+from aerialmd.camera import cam2world_from_cam_from_world
+from aerialmd.ge_preprocess import preprocess_ge
+from aerialmd.localization import OUTPUT_ROOT, localize
+from aerialmd.megadepth import preprocess_megadepth
+from tests.test_sample_scene import ground_truth, pose_errors
+
+
+@pytest.fixture(scope="module")
+def localized(tiny_sample, tmp_path_factory):
+    """Stages 2, 3 and 4a run on the tiny sample with SIFT; returns (output folder, ground truth, sample paths)."""
+    paths, config = tiny_sample
+    work = tmp_path_factory.mktemp("localization")
+    assert preprocess_ge(paths.root, paths.scene_list, workers=2) == 0
+    processed = work / "processed"
+    assert preprocess_megadepth(paths.megadepth_root, paths.scene_list, processed, workers=2) == 0
+    assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 0
+    out = paths.root / "data" / config.scene_id / OUTPUT_ROOT / "sfm_sift+nn-ratio"
+    return out, ground_truth(paths), paths
+
+
+def test_ground_photos_registered_accurately_at_metric_scale(localized):
+    out, truth, _ = localized
+    report = json.loads((out / "registration.json").read_text())
+    model = pycolmap.Reconstruction(str(out / "localized"))
+    ground = {im["name"] + ".jpg": im for im in truth["images"] if im["kind"] == "ground"}
+    extent = truth["scene_extent_m"]
+    registered = {name: im for name, im in report["images"].items() if im["status"] != "rejected"}
+    assert len(registered) >= 0.9 * len(ground)
+    errors, centres, true_centres = [], [], []
+    for name in registered:
+        image = model.find_image_with_name(name)
+        estimate = cam2world_from_cam_from_world(image.cam_from_world())
+        distance, angle = pose_errors(estimate, ground[name]["cam2world"])
+        errors.append((angle, distance / extent))
+        centres.append(estimate[:3, 3])
+        true_centres.append(ground[name]["cam2world"][:3, 3])
+    angles, fractions = np.array(errors).T
+    assert np.median(angles) <= 0.5 and np.median(fractions) <= 0.0025
+    assert angles.max() <= 5.0 and fractions.max() <= 0.02
+    sim = pycolmap.estimate_sim3d(np.array(centres), np.array(true_centres))
+    assert abs(float(np.squeeze(sim.scale)) - 1.0) <= 0.005
+
+
+def test_aerial_poses_unchanged_and_outputs_complete(localized):
+    out, truth, paths = localized
+    model = pycolmap.Reconstruction(str(out / "localized"))
+    aerial = [im for im in truth["images"] if im["kind"] == "aerial"]
+    for true in aerial:
+        image = model.find_image_with_name(true["name"])
+        distance, angle = pose_errors(cam2world_from_cam_from_world(image.cam_from_world()), true["cam2world"])
+        assert distance < 1e-6 and angle < 1e-6
+    for name in ("features.h5", "matches-ground.h5", "database.db", "registration.json", "timings.json"):
+        assert (out / name).is_file(), name
+    for folder in ("aerial", "aerial-txt", "localized", "localized-txt"):
+        assert (out / folder).is_dir(), folder
+    assert pycolmap.Reconstruction(str(out / "localized-txt")).num_images() == model.num_images()
+    timings = json.loads((out / "timings.json").read_text())
+    assert {"extraction", "matching", "registration"} <= set(timings)
