@@ -29,8 +29,9 @@ from .matching import MatcherConf, match_pairs, resolve_configs
 from .scenes import load_scene_list, run_per_scene, select_scenes
 from .registration import (
     STATUS_REJECTED, GroundPhoto, PhotoResult, RegistrationConf, SceneRegistration, absolute_pose, aerial_frames_seeing,
-    anchor_correspondences, correspondences_2d3d, estimate_scene_sim3, evenly_spaced, judge, load_ground_photos,
-    photo_depth_points, point3D_ids_per_keypoint, predict_cam2world, scene_extent, spread_subset,
+    aerial_point_descriptors, anchor_correspondences, correspondences_2d3d, estimate_scene_sim3, evenly_spaced, judge,
+    load_ground_photos, localize_photo, photo_depth_points, point3D_ids_per_keypoint, predict_cam2world, scene_extent,
+    spread_subset,
 )
 from .triangulation import assert_poses_unchanged, build_aerial_model, model_statistics
 
@@ -85,10 +86,11 @@ def register_photos(model: pycolmap.Reconstruction, photos: list[GroundPhoto], w
     with timer.step("matching"):
         match_pairs(guided_pairs, features, matches, matcher_conf)
     with timer.step("registration"):
+        points = aerial_point_descriptors(model, features)
         results = []
         for photo, prediction in zip(photos, predictions):
-            corr = correspondences_2d3d(photo.name, guided[photo.name], features, matches, model, point_ids)
-            found = absolute_pose(photo.camera, corr, conf)
+            pair_matches = correspondences_2d3d(photo.name, guided[photo.name], features, matches, model, point_ids)
+            corr, found = localize_photo(photo, prediction, pair_matches, points, features, conf)
             results.append(judge(prediction, found, corr, extent, conf, photo.name))
     return SceneRegistration(sim3, sim3_inliers, len(src_all), [p.name for p in anchors], results, extent)
 
@@ -167,6 +169,7 @@ def localize(root_dir: Path | str, megadepth_processed: Path | str, image_list: 
              overwrite: bool = False) -> int:
     """Run stage 4a over the scene list (scenes without stage-2 output are passed over unless requested)."""
     root_dir, megadepth_processed = Path(root_dir), Path(megadepth_processed)
+    pycolmap.logging.minloglevel = pycolmap.logging.WARNING  # COLMAP's per-image INFO lines would drown the report
     feature_conf, matcher_conf = resolve_configs(features, matcher)
     output_name = f"sfm_{feature_conf.name}+{matcher_conf.name}"
     scene_images = load_scene_list(image_list)

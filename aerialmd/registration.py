@@ -42,6 +42,8 @@ class RegistrationConf:
     agree_rotation_deg: float = 2.0
     agree_position_fraction: float = 0.01  # of the scene extent
     sim3_max_error_fraction: float = 0.005  # RANSAC threshold of the 3D-3D fit, of the scene extent
+    guided_radius_fraction: float = 0.04  # search radius around predicted projections, of the image diagonal
+    refine_radius_px: float = 6.0  # search radius around the projections of the first PnP pose
     seed: int = 0
 
 
@@ -306,3 +308,96 @@ def evenly_spaced(names: list[str], count: int) -> list[str]:
     if len(names) <= count:
         return names
     return [names[i] for i in np.linspace(0, len(names) - 1, count).round().astype(int)]
+
+
+@dataclasses.dataclass
+class PointDescriptors:
+    """Aerial 3D points with one unit descriptor per observation (several rows may share a point)."""
+
+    point3D_ids: np.ndarray  # (M,)
+    xyz: np.ndarray  # (M, 3)
+    descriptors: np.ndarray  # (M, D) float32, L2-normalised
+
+
+def unit_rows(descriptors_dn: np.ndarray) -> np.ndarray:
+    """(N, D) float32 unit rows of descriptors stored (D, N) in any dtype."""
+    rows = np.ascontiguousarray(descriptors_dn.T, dtype=np.float32)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def aerial_point_descriptors(model: pycolmap.Reconstruction, features_path: Path, per_point: int = 3) -> PointDescriptors:
+    """Descriptors of every triangulated aerial point, taken from (up to `per_point` of) its observations."""
+    by_image: dict[int, list[tuple[int, int]]] = {}
+    for pid, point in model.points3D.items():
+        for element in list(point.track.elements)[:per_point]:
+            by_image.setdefault(element.image_id, []).append((pid, element.point2D_idx))
+    ids, descriptors = [], []
+    for image_id, entries in by_image.items():
+        rows = unit_rows(read_features(features_path, model.image(image_id).name).descriptors)
+        ids.append(np.array([pid for pid, _ in entries], dtype=np.int64))
+        descriptors.append(rows[[idx for _, idx in entries]])
+    point_ids = np.concatenate(ids)
+    xyz = np.array([model.point3D(int(p)).xyz for p in point_ids])
+    return PointDescriptors(point_ids, xyz, np.concatenate(descriptors))
+
+
+def projection_guided_correspondences(photo: GroundPhoto, cam2world: np.ndarray, points: PointDescriptors,
+                                      features_path: Path, radius_px: float, ratio: float = 0.9) -> Correspondences:
+    """2D-3D matches found by projecting the aerial points through the predicted pose: each point is compared only
+    with the photo's keypoints within `radius_px` of its projection (best vs second best, then one point per
+    keypoint). Far more matches survive than with global nearest neighbours across the aerial-ground gap."""
+    from scipy.spatial import cKDTree
+
+    features = read_features(features_path, photo.name)
+    keypoints, descriptors = features.keypoints.astype(np.float64), unit_rows(features.descriptors)
+    world2cam = np.linalg.inv(cam2world)
+    cam = points.xyz @ world2cam[:3, :3].T + world2cam[:3, 3]
+    K = photo_intrinsics_opencv(photo)
+    front = cam[:, 2] > 0
+    uv = np.full((len(cam), 2), -1e9)
+    uv[front] = (cam[front] / cam[front, 2:]) @ K[:2].T
+    inside = front & (uv[:, 0] >= -radius_px) & (uv[:, 0] < photo.camera.width + radius_px) & \
+        (uv[:, 1] >= -radius_px) & (uv[:, 1] < photo.camera.height + radius_px)
+    tree = cKDTree(keypoints)
+    best: dict[int, tuple[float, int]] = {}  # keypoint -> (distance, row of points)
+    for row in np.flatnonzero(inside):
+        candidates = tree.query_ball_point(uv[row], radius_px)
+        if not candidates:
+            continue
+        distances = np.linalg.norm(descriptors[candidates] - points.descriptors[row], axis=1)
+        order = np.argsort(distances)
+        if len(order) > 1 and distances[order[0]] > ratio * distances[order[1]]:
+            continue
+        keypoint = candidates[order[0]]
+        if keypoint not in best or distances[order[0]] < best[keypoint][0]:
+            best[keypoint] = (float(distances[order[0]]), int(row))
+    kp_idx = np.array(sorted(best), dtype=np.int64)
+    rows = np.array([best[k][1] for k in kp_idx], dtype=np.int64)
+    return Correspondences(kp_idx, keypoints[kp_idx].reshape(-1, 2) + COLMAP_KEYPOINT_SHIFT,
+                           points.xyz[rows].reshape(-1, 3), points.point3D_ids[rows])
+
+
+def merge_correspondences(a: Correspondences, b: Correspondences) -> Correspondences:
+    """Union of two sets of 2D-3D matches, each (keypoint, point) pair once."""
+    keys = np.concatenate([np.stack([a.keypoints, a.point3D_ids], 1), np.stack([b.keypoints, b.point3D_ids], 1)])
+    _, first = np.unique(keys, axis=0, return_index=True)
+    fields = [np.concatenate([getattr(a, f.name), getattr(b, f.name)])[first] for f in dataclasses.fields(Correspondences)]
+    return Correspondences(*fields)
+
+
+def localize_photo(photo: GroundPhoto, prediction: np.ndarray, pair_matches: Correspondences, points: PointDescriptors,
+                   features_path: Path, conf: RegistrationConf) -> tuple[Correspondences, tuple | None]:
+    """PnP on the pair matches plus projection-guided matches around the predicted pose, then once more around the
+    PnP pose with a tight radius; returns the correspondences used and the better result."""
+    diagonal = float(np.hypot(photo.camera.width, photo.camera.height))
+    corr = merge_correspondences(pair_matches, projection_guided_correspondences(
+        photo, prediction, points, features_path, conf.guided_radius_fraction * diagonal))
+    found = absolute_pose(photo.camera, corr, conf)
+    if found is None:
+        return corr, None
+    tight = merge_correspondences(pair_matches, projection_guided_correspondences(
+        photo, cam2world_from_cam_from_world(found[0]), points, features_path, conf.refine_radius_px))
+    refound = absolute_pose(photo.camera, tight, conf)
+    if refound is not None and refound[1].sum() >= found[1].sum():
+        return tight, refound
+    return corr, found

@@ -4,6 +4,7 @@ and accuracy against the exact epipolar geometry of the tiny sample scene."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import urllib.request
 from pathlib import Path
@@ -19,25 +20,22 @@ from aerialmd.h5io import names_to_pair, read_features, read_matches
 from aerialmd.matching import (CONFIGS, MatcherConf, match_pairs, nn_ratio_match, pairs_to_match, resolve_configs)
 from aerialmd.video import extract_frames
 
-# Pairs of the tiny sample (aerial frame numbers, ground photo indices in cameras.json order) that each method matches
-# well, chosen from all 91 pairs. Its aerial frames are 72 degrees apart on their orbits, so even the closest frames
-# are wide-baseline. Measured (matches, median Sampson error, share under 2 px):
-#   sift+nn-ratio     aerial 6-8: 31, 0.28 px, 90%   ground 1-3: 29, 0.23 px, 83%   aerial 2-ground 1: 33, 0.14 px, 88%
-#   aliked+lightglue  aerial 3-9: 54, 0.70 px, 89%   ground 2-3: 140, 0.51 px, 99%  aerial 2-ground 1: 145, 0.42 px, 97%
-# ALIKED is not rotation invariant, so the aerial pair SIFT matches (seen from headings 144 degrees apart) defeats it.
-# ALIKED is capped at 1024 keypoints: LightGlue on this CPU takes 0.35 s a pair at ~1000 keypoints, seconds at ~2000.
-Pair = tuple[tuple[str, int], tuple[str, int]]
-METHODS: dict[str, tuple[FeatureConf, MatcherConf, int, dict[str, Pair]]] = {
-    "sift": (FeatureConf("sift"), MatcherConf("nn-ratio"), 20,
-             {"aerial": (("aerial", 6), ("aerial", 8)), "ground": (("ground", 1), ("ground", 3)),
-              "aerial-ground": (("aerial", 2), ("ground", 1))}),
-    "aliked+lightglue": (FeatureConf("aliked", max_keypoints=1024, resize_max=640, device="cpu"),
-                         MatcherConf("lightglue", device="cpu"), 40,
-                         {"aerial": (("aerial", 3), ("aerial", 9)), "ground": (("ground", 2), ("ground", 3)),
-                          "aerial-ground": (("aerial", 2), ("ground", 1))}),
+# Each method must match three pairs of the tiny sample, chosen from its ground truth: the two nearest aerial frames,
+# the two nearest ground photos looking the same way, and the aerial frame and ground photo with the most parallel
+# optical axes. ALIKED runs downscaled (so keypoints must come back in original pixels) with at most 512 keypoints:
+# LightGlue on this 2-core CPU takes ~0.8 s a pair at 512 keypoints and ~4 s at 1024. Measured on the 480 x 270
+# sample (matches, median Sampson error): SIFT 111/0.24 px, 217/0.07 px, 108/0.12 px; ALIKED+LightGlue 199/0.34 px,
+# 181/0.23 px, 102/0.39 px. Swapping the two poses of a pair, or mirroring one camera, fails every case.
+METHODS: dict[str, tuple[FeatureConf, MatcherConf]] = {
+    "sift": (FeatureConf("sift"), MatcherConf("nn-ratio")),
+    "aliked+lightglue": (FeatureConf("aliked", max_keypoints=512, resize_max=320, device="cpu"),
+                         MatcherConf("lightglue", device="cpu")),
 }
+CASES = ("aerial", "ground", "aerial-ground")
+MIN_MATCHES = 50
 MAX_MEDIAN_SAMPSON_PX = 1.0
 MIN_SHARE_UNDER_2PX = 0.6
+SAME_DIRECTION_MAX_DEG = 30.0
 
 
 @dataclasses.dataclass
@@ -47,17 +45,35 @@ class Scene:
     images: dict[str, list[ImageInput]]  # kind ('aerial' | 'ground') -> images in cameras.json order
     cameras: dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (OpenCV intrinsics, cam2world)
 
-    def image(self, kind: str, index: int) -> ImageInput:
-        return self.images[kind][index]
+    def centre(self, name: str) -> np.ndarray:
+        return self.cameras[name][1][:3, 3]
+
+    def axis(self, name: str) -> np.ndarray:
+        return self.cameras[name][1][:3, 2]
+
+    def nearest_pair(self, kind: str) -> tuple[str, str]:
+        """The two images of a kind with the closest cameras among those looking the same way."""
+        min_cos = np.cos(np.radians(SAME_DIRECTION_MAX_DEG))
+        pairs = [(a.name, b.name) for a, b in itertools.combinations(self.images[kind], 2)
+                 if self.axis(a.name) @ self.axis(b.name) > min_cos]
+        return min(pairs, key=lambda pair: float(np.linalg.norm(self.centre(pair[0]) - self.centre(pair[1]))))
+
+    def most_parallel_aerial_ground_pair(self) -> tuple[str, str]:
+        """The aerial frame and ground photo whose optical axes are closest to parallel."""
+        pairs = itertools.product(self.images["aerial"], self.images["ground"])
+        return max(((a.name, g.name) for a, g in pairs), key=lambda pair: self.axis(pair[0]) @ self.axis(pair[1]))
+
+    def test_pairs(self) -> dict[str, tuple[str, str]]:
+        return {"aerial": self.nearest_pair("aerial"), "ground": self.nearest_pair("ground"),
+                "aerial-ground": self.most_parallel_aerial_ground_pair()}
 
 
 @dataclasses.dataclass
 class Run:
-    """Features and matches of one method on its test pairs."""
+    """Features and matches of one method on the test pairs."""
 
     feature_conf: FeatureConf
     matcher_conf: MatcherConf
-    min_matches: int
     features: Path
     matches: Path
     pairs: dict[str, tuple[str, str]]  # case -> image names
@@ -86,8 +102,8 @@ def no_downloads(*args, **kwargs):
 @pytest.fixture(scope="module", params=list(METHODS))
 def run(request: pytest.FixtureRequest, scene: Scene, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """Extract and match one method's test pairs, with every download path blocked."""
-    feature_conf, matcher_conf, min_matches, cases = METHODS[request.param]
-    pairs = {case: tuple(scene.image(*side).name for side in pair) for case, pair in cases.items()}
+    feature_conf, matcher_conf = METHODS[request.param]
+    pairs = scene.test_pairs()
     names = sorted({name for pair in pairs.values() for name in pair})
     images = [image for kind in scene.images.values() for image in kind if image.name in names]
     out = tmp_path_factory.mktemp(request.param.replace("+", "_"))
@@ -96,7 +112,7 @@ def run(request: pytest.FixtureRequest, scene: Scene, tmp_path_factory: pytest.T
         patch.setattr(urllib.request, "urlopen", no_downloads)
         features = extract_features(images, out / "features.h5", feature_conf, progress=False)
         matches = match_pairs(list(pairs.values()), features, out / "matches.h5", matcher_conf, progress=False)
-    return Run(feature_conf, matcher_conf, min_matches, features, matches, pairs, images)
+    return Run(feature_conf, matcher_conf, features, matches, pairs, images)
 
 
 def fundamental_matrix(camera0: tuple[np.ndarray, np.ndarray], camera1: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -118,17 +134,20 @@ def sampson_errors(F: np.ndarray, points0: np.ndarray, points1: np.ndarray) -> n
 
 
 def matched_points(run: Run, name0: str, name1: str) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints of each match of a pair, in image 0 and image 1."""
     pairs, _ = read_matches(run.matches, name0, name1)
-    return read_features(run.features, name0).keypoints[pairs[:, 0]], read_features(run.features, name1).keypoints[pairs[:, 1]]
+    keypoints0, keypoints1 = (read_features(run.features, name).keypoints for name in (name0, name1))
+    return keypoints0[pairs[:, 0]], keypoints1[pairs[:, 1]]
 
 
-@pytest.mark.parametrize("case", ["aerial", "ground", "aerial-ground"])
+@pytest.mark.parametrize("case", CASES)
 def test_matches_agree_with_ground_truth_geometry(run: Run, scene: Scene, case: str):
     name0, name1 = run.pairs[case]
     points0, points1 = matched_points(run, name0, name1)
     errors = sampson_errors(fundamental_matrix(scene.cameras[name0], scene.cameras[name1]), points0, points1)
-    summary = f"{case} {name0} {name1}: {len(errors)} matches, errors {np.percentile(errors, [25, 50, 75]) if len(errors) else []}"
-    assert len(errors) >= run.min_matches, summary
+    quartiles = np.percentile(errors, [25, 50, 75]) if len(errors) else []
+    summary = f"{case} {name0} {name1}: {len(errors)} matches, Sampson error quartiles {quartiles} px"
+    assert len(errors) >= MIN_MATCHES, summary
     assert np.median(errors) < MAX_MEDIAN_SAMPSON_PX, summary
     assert np.mean(errors < 2.0) >= MIN_SHARE_UNDER_2PX, summary
 
@@ -188,8 +207,8 @@ def test_extraction_resumes_and_overwrites(scene: Scene, tmp_path: Path, monkeyp
         return extract_one(detect, image, *args)
 
     monkeypatch.setattr(features_module, "extract_one", counting_extract_one)
-    conf = FeatureConf("sift", max_keypoints=256)
-    first, second = scene.image("ground", 0), scene.image("ground", 1)
+    conf = FeatureConf("sift", max_keypoints=256, resize_max=240)
+    first, second = scene.images["ground"][:2]
     path = extract_features([first], tmp_path / "features.h5", conf, progress=False)
     before = read_features(path, first.name)
     extract_features([first, second], path, conf, progress=False)
@@ -234,13 +253,16 @@ def test_unscale_keypoints_maps_pixel_centres():
 
 
 def test_resized_extraction_reports_original_pixels(scene: Scene, tmp_path: Path):
-    """Keypoints found at half size spread over the image as those found at full size do, with the full image size."""
-    image = scene.image("ground", 2)
-    full, half = (read_features(extract_features([image], tmp_path / f"{size}.h5", FeatureConf("sift", resize_max=size),
-                                                 progress=False), image.name) for size in (None, 160))
-    assert half.image_size == full.image_size and max(full.image_size) == 320
-    np.testing.assert_allclose(np.percentile(half.keypoints, [10, 50, 90], axis=0),
-                               np.percentile(full.keypoints, [10, 50, 90], axis=0), atol=0.05 * 320)
+    """SIFT keypoints found at half size land on those found at full size (median 0.2-0.25 px measured; a half-pixel
+    convention error gives 0.75-0.8 px), and the stored size is the original one."""
+    image = scene.images["ground"][0]
+    full = read_features(extract_features([image], tmp_path / "full.h5", FeatureConf("sift"), progress=False), image.name)
+    half = read_features(extract_features([image], tmp_path / "half.h5",
+                                          FeatureConf("sift", resize_max=max(full.image_size) // 2), progress=False),
+                         image.name)
+    assert half.image_size == full.image_size
+    distances = np.linalg.norm(half.keypoints[:, None] - full.keypoints[None], axis=2).min(axis=1)
+    assert np.median(distances) < 0.5
 
 
 def test_resolve_configs_names_supported_combinations():

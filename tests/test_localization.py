@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pycolmap
 import pytest
 
@@ -12,6 +11,7 @@ from aerialmd.camera import cam2world_from_cam_from_world
 from aerialmd.ge_preprocess import preprocess_ge
 from aerialmd.localization import OUTPUT_ROOT, localize
 from aerialmd.megadepth import preprocess_megadepth
+from aerialmd.evaluation import registration_accuracy
 from tests.test_sample_scene import ground_truth, pose_errors
 
 
@@ -31,24 +31,12 @@ def localized(tiny_sample, tmp_path_factory):
 def test_ground_photos_registered_accurately_at_metric_scale(localized):
     out, truth, _ = localized
     report = json.loads((out / "registration.json").read_text())
-    model = pycolmap.Reconstruction(str(out / "localized"))
-    ground = {im["name"] + ".jpg": im for im in truth["images"] if im["kind"] == "ground"}
-    extent = truth["scene_extent_m"]
-    registered = {name: im for name, im in report["images"].items() if im["status"] != "rejected"}
-    assert len(registered) >= 0.9 * len(ground)
-    errors, centres, true_centres = [], [], []
-    for name in registered:
-        image = model.find_image_with_name(name)
-        estimate = cam2world_from_cam_from_world(image.cam_from_world())
-        distance, angle = pose_errors(estimate, ground[name]["cam2world"])
-        errors.append((angle, distance / extent))
-        centres.append(estimate[:3, 3])
-        true_centres.append(ground[name]["cam2world"][:3, 3])
-    angles, fractions = np.array(errors).T
-    assert np.median(angles) <= 0.5 and np.median(fractions) <= 0.0025
-    assert angles.max() <= 5.0 and fractions.max() <= 0.02
-    sim = pycolmap.estimate_sim3d(np.array(centres), np.array(true_centres))
-    assert abs(float(np.squeeze(sim.scale)) - 1.0) <= 0.005
+    accuracy = registration_accuracy(pycolmap.Reconstruction(str(out / "localized")), truth)
+    not_rejected = [name for name, image in report["images"].items() if image["status"] != "rejected"]
+    assert accuracy["registered"] == len(not_rejected) >= 0.9 * accuracy["total"]
+    assert accuracy["median_rotation_deg"] <= 0.5 and accuracy["median_position_fraction"] <= 0.0025
+    assert accuracy["max_rotation_deg"] <= 5.0 and accuracy["max_position_fraction"] <= 0.02
+    assert abs(accuracy["scale"] - 1.0) <= 0.005
 
 
 def test_aerial_poses_unchanged_and_outputs_complete(localized):

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 import cv2
 import numpy as np
 import pycolmap
 import pytest
-from scipy.spatial.transform import Rotation
 
 from aerialmd.camera import cam2world_from_cam_from_world
 from aerialmd.depth_io import read_depth_exr, read_depth_h5
+from aerialmd.evaluation import load_ground_truth, pose_errors
 from aerialmd.ges import decode_cameras, default_world_frame, read_ges_json
 from aerialmd.megadepth import undistorted_intrinsics
 from aerialmd.sample_scene import SampleConfig, generate_sample
@@ -22,17 +21,7 @@ from aerialmd.video import probe_video
 
 
 def ground_truth(paths) -> dict:
-    truth = json.loads((paths.ground_truth_dir / "cameras.json").read_text())
-    for image in truth["images"]:
-        image["cam2world"] = np.array(image["cam2world"])
-        image["intrinsics"] = np.array(image["intrinsics"])
-    return truth
-
-
-def pose_errors(estimated: np.ndarray, true: np.ndarray) -> tuple[float, float]:
-    """Camera-centre distance (m) and rotation angle (deg) between two cam2world matrices."""
-    angle = np.degrees(Rotation.from_matrix(estimated[:3, :3].T @ true[:3, :3]).magnitude())
-    return float(np.linalg.norm(estimated[:3, 3] - true[:3, 3])), float(angle)
+    return load_ground_truth(paths.ground_truth_dir)
 
 
 def test_ges_json_decodes_to_ground_truth_poses(tiny_sample):

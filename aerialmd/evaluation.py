@@ -1,0 +1,57 @@
+"""Accuracy against the sample scene's ground truth (aerialmd/sample_scene): poses of registered photos, scale."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+from scipy.spatial.transform import Rotation
+
+from .camera import cam2world_from_cam_from_world
+
+# MegaDepth photos are named '<name>' in the ground truth and '<name>.jpg' once preprocessed (the published layout).
+PROCESSED_SUFFIX = ".jpg"
+
+
+def load_ground_truth(ground_truth_dir: Path) -> dict:
+    """The sample's cameras.json, with cam2world and intrinsics as arrays."""
+    truth = json.loads((Path(ground_truth_dir) / "cameras.json").read_text())
+    for image in truth["images"]:
+        image["cam2world"] = np.array(image["cam2world"])
+        image["intrinsics"] = np.array(image["intrinsics"])
+    return truth
+
+
+def pose_errors(estimated: np.ndarray, true: np.ndarray) -> tuple[float, float]:
+    """Camera-centre distance and rotation angle (degrees) between two cam2world matrices."""
+    angle = np.degrees(Rotation.from_matrix(estimated[:3, :3].T @ true[:3, :3]).magnitude())
+    return float(np.linalg.norm(estimated[:3, 3] - true[:3, 3])), float(angle)
+
+
+def registration_accuracy(model: pycolmap.Reconstruction, truth: dict) -> dict:
+    """Per ground photo in the model: rotation and position errors; summary figures as the registration issue states
+    them (fraction registered, medians and maxima, position as a fraction of the scene extent, scale of the Sim(3)
+    fitted from the registered cameras to their true positions)."""
+    extent = truth["scene_extent_m"]
+    ground = {im["name"] + PROCESSED_SUFFIX: im for im in truth["images"] if im["kind"] == "ground"}
+    per_image, estimated, true = {}, [], []
+    for name, image_truth in ground.items():
+        image = model.find_image_with_name(name)
+        if image is None:
+            continue
+        pose = cam2world_from_cam_from_world(image.cam_from_world())
+        distance, angle = pose_errors(pose, image_truth["cam2world"])
+        per_image[name] = {"rotation_deg": angle, "position_m": distance, "position_fraction": distance / extent}
+        estimated.append(pose[:3, 3])
+        true.append(image_truth["cam2world"][:3, 3])
+    summary = {"registered": len(per_image), "total": len(ground), "scene_extent_m": extent, "images": per_image}
+    if per_image:
+        angles = np.array([e["rotation_deg"] for e in per_image.values()])
+        fractions = np.array([e["position_fraction"] for e in per_image.values()])
+        summary.update(median_rotation_deg=float(np.median(angles)), max_rotation_deg=float(angles.max()),
+                       median_position_fraction=float(np.median(fractions)), max_position_fraction=float(fractions.max()))
+    if len(per_image) >= 3:
+        summary["scale"] = float(np.squeeze(pycolmap.estimate_sim3d(np.array(estimated), np.array(true)).scale))
+    return summary
