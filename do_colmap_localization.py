@@ -29,6 +29,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--features", default="sift", help="local features: sift (CPU, default) or aliked")
     parser.add_argument("--matcher", default=None, help="nn-ratio (for sift) or lightglue (for aliked); "
                                                         "default: the natural matcher of --features")
+    parser.add_argument("--max_keypoints", type=int, help="keypoints per image (default: 8192 sift, 4096 aliked)")
+    parser.add_argument("--resize_max", type=int, help="downscale images to this long side before extraction")
     parser.add_argument("--overwrite", action="store_true", help="redo scenes whose output exists")
     return parser
 
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     try:
         return localize(args.root_dir, args.megadepth_dir, args.megadepth_image_list, args.scenes, args.features,
-                        args.matcher, args.overwrite)
+                        args.matcher, args.overwrite, args.max_keypoints, args.resize_max)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -33,8 +33,8 @@ from .h5io import COLMAP_KEYPOINT_SHIFT, Features, feature_names, write_features
 DEFAULT_MAX_KEYPOINTS = {"sift": 8192, "aliked": 4096}
 ALIKED_MODEL = "aliked-n16"
 # ALIKED keeps the score-map maxima above this threshold, strongest first, at most max_keypoints of them. Its own
-# default (0.2) leaves only 150-250 keypoints on 320 px renders of the sample scene and LightGlue then finds ~30
-# matches on a good ground pair; at 0.005 it has 750-1800 keypoints and finds ~190 (99% under 2 px Sampson error).
+# default (0.2) leaves only 150-250 keypoints on 320 x 180 renders of a sample scene, and LightGlue then finds ~30
+# matches on a good ground pair; at 0.005 ALIKED has 750-1800 keypoints and LightGlue ~190 matches (99% under 2 px).
 # A threshold rather than plain top-k (threshold <= 0) so that suppressed non-maxima never fill up the quota.
 ALIKED_DETECTION_THRESHOLD = 0.005
 ALIKED_NMS_RADIUS = 2

@@ -13,6 +13,7 @@ name and renamed when complete):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -166,11 +167,15 @@ def localize_scene(scene_dir: Path, processed_dirs: dict[str, Path], subscene_im
 
 def localize(root_dir: Path | str, megadepth_processed: Path | str, image_list: Path | str,
              scenes: list[str] | None = None, features: str = "sift", matcher: str | None = None,
-             overwrite: bool = False) -> int:
-    """Run stage 4a over the scene list (scenes without stage-2 output are passed over unless requested)."""
+             overwrite: bool = False, max_keypoints: int | None = None, resize_max: int | None = None) -> int:
+    """Run stage 4a over the scene list (scenes without stage-2 output are passed over unless requested).
+
+    max_keypoints / resize_max override the feature defaults (e.g. to keep ALIKED + LightGlue fast on a CPU)."""
     root_dir, megadepth_processed = Path(root_dir), Path(megadepth_processed)
     pycolmap.logging.minloglevel = pycolmap.logging.WARNING  # COLMAP's per-image INFO lines would drown the report
     feature_conf, matcher_conf = resolve_configs(features, matcher)
+    feature_conf = dataclasses.replace(feature_conf, max_keypoints=max_keypoints or feature_conf.max_keypoints,
+                                       resize_max=resize_max or feature_conf.resize_max)
     output_name = f"sfm_{feature_conf.name}+{matcher_conf.name}"
     scene_images = load_scene_list(image_list)
     selected = select_scenes(scene_images, scenes)

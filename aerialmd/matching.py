@@ -122,6 +122,8 @@ def lightglue_matcher(conf: MatcherConf) -> Matcher:
     def match(features0: Features, features1: Features) -> tuple[np.ndarray, np.ndarray]:
         if 0 in features0.image_size or 0 in features1.image_size:
             raise ValueError("LightGlue needs image_size in features.h5")
+        if features0.descriptors.dtype == np.uint8 or features1.descriptors.dtype == np.uint8:
+            raise ValueError("these LightGlue weights are for ALIKED features, not SIFT (uint8 descriptors)")
         out = model({"image0": lightglue_inputs(features0, device), "image1": lightglue_inputs(features1, device)})
         return out["matches0"][0].cpu().numpy(), out["matching_scores0"][0].cpu().numpy()
 
@@ -158,7 +160,8 @@ def stored_pair_keys(matches_path: Path) -> set[str]:
     keys: set[str] = set()
     if matches_path.exists():
         with h5py.File(matches_path, "r") as f:
-            f.visititems(lambda key, item: keys.add(key) if isinstance(item, h5py.Group) and "matches0" in item else None)
+            f.visititems(lambda key, item: keys.add(key) if isinstance(item, h5py.Group) and "matches0" in item
+                         else None)
     return keys
 
 

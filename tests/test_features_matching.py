@@ -3,11 +3,13 @@ and accuracy against the exact epipolar geometry of the tiny sample scene."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import h5py
 import numpy as np
@@ -17,15 +19,15 @@ import torch
 from aerialmd import features as features_module
 from aerialmd.features import FeatureConf, ImageInput, extract_features, outside_attribution, unscale_keypoints
 from aerialmd.h5io import names_to_pair, read_features, read_matches
-from aerialmd.matching import (CONFIGS, MatcherConf, match_pairs, nn_ratio_match, pairs_to_match, resolve_configs)
+from aerialmd.matching import CONFIGS, MatcherConf, match_pairs, nn_ratio_match, pairs_to_match, resolve_configs
 from aerialmd.video import extract_frames
 
 # Each method must match three pairs of the tiny sample, chosen from its ground truth: the two nearest aerial frames,
 # the two nearest ground photos looking the same way, and the aerial frame and ground photo with the most parallel
 # optical axes. ALIKED runs downscaled (so keypoints must come back in original pixels) with at most 512 keypoints:
-# LightGlue on this 2-core CPU takes ~0.8 s a pair at 512 keypoints and ~4 s at 1024. Measured on the 480 x 270
-# sample (matches, median Sampson error): SIFT 111/0.24 px, 217/0.07 px, 108/0.12 px; ALIKED+LightGlue 199/0.34 px,
-# 181/0.23 px, 102/0.39 px. Swapping the two poses of a pair, or mirroring one camera, fails every case.
+# LightGlue on one CPU thread takes 0.36 s a pair at 512 keypoints, 0.9 s at 1024, 3 s at 2048. Measured on the
+# 480 x 270 sample (matches, median Sampson error): SIFT 111/0.24 px, 217/0.07 px, 108/0.12 px; ALIKED+LightGlue
+# 199/0.34 px, 181/0.23 px, 102/0.39 px. Swapping the two poses of a pair, or mirroring one camera, fails every case.
 METHODS: dict[str, tuple[FeatureConf, MatcherConf]] = {
     "sift": (FeatureConf("sift"), MatcherConf("nn-ratio")),
     "aliked+lightglue": (FeatureConf("aliked", max_keypoints=512, resize_max=320, device="cpu"),
@@ -99,6 +101,18 @@ def no_downloads(*args, **kwargs):
     raise AssertionError(f"attempted download: {args}")
 
 
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch single-threaded: on this shared 2-core machine two threads made ALIKED and LightGlue 3-6x slower
+    (1.2 s against 0.2 s an image, 1-6 s against 0.4 s a pair)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module", params=list(METHODS))
 def run(request: pytest.FixtureRequest, scene: Scene, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """Extract and match one method's test pairs, with every download path blocked."""
@@ -107,7 +121,7 @@ def run(request: pytest.FixtureRequest, scene: Scene, tmp_path_factory: pytest.T
     names = sorted({name for pair in pairs.values() for name in pair})
     images = [image for kind in scene.images.values() for image in kind if image.name in names]
     out = tmp_path_factory.mktemp(request.param.replace("+", "_"))
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, one_torch_thread():
         patch.setattr(torch.hub, "download_url_to_file", no_downloads)
         patch.setattr(urllib.request, "urlopen", no_downloads)
         features = extract_features(images, out / "features.h5", feature_conf, progress=False)
@@ -192,8 +206,9 @@ def test_attribution_box_has_no_keypoints(run: Run, scene: Scene, tmp_path: Path
     for image in aerial:
         features = read_features(run.features, image.name)
         assert outside_attribution(features.keypoints, features.image_size).all()
-    unmasked = extract_features([dataclasses.replace(aerial[0], mask_attribution=False)], tmp_path / "f.h5",
-                                run.feature_conf, progress=False)
+    with one_torch_thread():
+        unmasked = extract_features([dataclasses.replace(aerial[0], mask_attribution=False)], tmp_path / "f.h5",
+                                    run.feature_conf, progress=False)
     features = read_features(unmasked, aerial[0].name)
     assert not outside_attribution(features.keypoints, features.image_size).all()
 
@@ -246,6 +261,13 @@ def test_nn_ratio_finds_mutual_unambiguous_neighbours(monkeypatch: pytest.Monkey
     assert nn_ratio_match(desc0, desc1[:0], 0.8, True)[0].eq(-1).all()
 
 
+def test_nn_mutual_check_keeps_the_better_of_two_claims():
+    desc0 = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1], [1.0, 0.3]]), dim=1)
+    desc1 = torch.eye(2)
+    assert nn_ratio_match(desc0, desc1, None, mutual_check=False)[0].tolist() == [0, 0]
+    assert nn_ratio_match(desc0, desc1, None, mutual_check=True)[0].tolist() == [0, -1]
+
+
 def test_unscale_keypoints_maps_pixel_centres():
     """A pixel of an image halved in size covers two original pixels: its centre lies between them."""
     np.testing.assert_allclose(unscale_keypoints(np.array([[0.0, 0.0], [9.0, 4.0]]), np.array([0.5, 0.5])),
@@ -256,10 +278,10 @@ def test_resized_extraction_reports_original_pixels(scene: Scene, tmp_path: Path
     """SIFT keypoints found at half size land on those found at full size (median 0.2-0.25 px measured; a half-pixel
     convention error gives 0.75-0.8 px), and the stored size is the original one."""
     image = scene.images["ground"][0]
-    full = read_features(extract_features([image], tmp_path / "full.h5", FeatureConf("sift"), progress=False), image.name)
-    half = read_features(extract_features([image], tmp_path / "half.h5",
-                                          FeatureConf("sift", resize_max=max(full.image_size) // 2), progress=False),
-                         image.name)
+    full_path = extract_features([image], tmp_path / "full.h5", FeatureConf("sift"), progress=False)
+    full = read_features(full_path, image.name)
+    half_conf = FeatureConf("sift", resize_max=max(full.image_size) // 2)
+    half = read_features(extract_features([image], tmp_path / "half.h5", half_conf, progress=False), image.name)
     assert half.image_size == full.image_size
     distances = np.linalg.norm(half.keypoints[:, None] - full.keypoints[None], axis=2).min(axis=1)
     assert np.median(distances) < 0.5
@@ -269,7 +291,9 @@ def test_resolve_configs_names_supported_combinations():
     assert [c.name for c in resolve_configs("sift")] == ["sift", "nn-ratio"]
     assert [c.name for c in resolve_configs("aliked", "lightglue")] == ["aliked", "lightglue"]
     assert [c.name for c in resolve_configs("aliked+lightglue")] == ["aliked", "lightglue"]
-    assert resolve_configs("sift") is not CONFIGS["sift"]
+    feature_conf, _ = resolve_configs("sift")
+    feature_conf.resize_max = 1024
+    assert CONFIGS["sift"][0].resize_max is None  # callers get copies they may change
     with pytest.raises(ValueError, match="unsupported combination.*supported: sift"):
         resolve_configs("sift", "lightglue")
     with pytest.raises(ValueError, match="unknown features 'superpoint'"):
