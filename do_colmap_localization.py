@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aerialmd.localization import localize  # noqa: E402
+from aerialmd.scenes import add_scene_arguments  # noqa: E402
 
 DEFAULT_SCENE_LIST = Path(__file__).resolve().parent / "datasets_preprocess" / "megadepth_image_list.npz"
 
@@ -25,7 +26,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root_dir", required=True, type=Path, help="<data_root>/data with the stage-2 scene folders")
     parser.add_argument("--megadepth_dir", required=True, type=Path, help="output of preprocess_megadepth.py")
     parser.add_argument("--megadepth_image_list", type=Path, default=DEFAULT_SCENE_LIST, help="scene-list npz")
-    parser.add_argument("--scenes", nargs="+", help="only these scene ids")
+    add_scene_arguments(parser)
     parser.add_argument("--features", default="sift", help="local features: sift (CPU, default) or aliked")
     parser.add_argument("--matcher", default=None, help="nn-ratio (for sift) or lightglue (for aliked); "
                                                         "default: the natural matcher of --features")
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     try:
         return localize(args.root_dir, args.megadepth_dir, args.megadepth_image_list, args.scenes, args.features,
-                        args.matcher, args.overwrite, args.max_keypoints, args.resize_max)
+                        args.matcher, args.overwrite, args.max_keypoints, args.resize_max, args.shard)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aerialmd.pipeline import PipelinePaths, Stage, build_stages, format_summary, run_stages, sample_pipeline  # noqa: E402
 from aerialmd.sample_scene import SampleConfig  # noqa: E402
+from aerialmd.scenes import add_scene_arguments  # noqa: E402
 
 SAMPLE_SIZES = {"default": SampleConfig(), "tiny": SampleConfig.tiny()}
 
@@ -27,7 +28,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--megadepth_dir", type=Path, help="MegaDepth root (with --data_root)")
     parser.add_argument("--scene_list", type=Path, default=Path(__file__).resolve().parent / "datasets_preprocess" /
                         "megadepth_image_list.npz", help="scene-list npz (with --data_root)")
-    parser.add_argument("--scenes", nargs="+", help="only these scene ids")
+    add_scene_arguments(parser)
     parser.add_argument("--workers", type=int, default=None, help="parallel workers per stage (default: CPU count)")
     parser.add_argument("--overwrite", action="store_true", help="redo finished work")
     return parser
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     try:
         paths, first = resolve_paths(args)
-        results = run_stages(first + build_stages(paths, args.scenes, args.workers, args.overwrite))
+        results = run_stages(first + build_stages(paths, args.scenes, args.workers, args.overwrite, args.shard))
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ from .atomic import atomic_dir
 from .camera import cam2world_from_cam_from_world
 from .geodesy import SpherePoint, WorldFrame
 from .ges import DecodedCamera, GESExport, GESFormatError, decode_cameras, default_world_frame, read_ges_json
-from .scenes import load_scene_list, run_per_scene, select_scenes
+from .scenes import Shard, load_scene_list, run_per_scene, select_scenes
 from .video import extract_frames, list_image_sequence
 
 STAGE = "preprocess_ge"
@@ -194,12 +194,13 @@ def read_ge_cameras(scene_dir: Path) -> dict:
 
 
 def preprocess_ge(data_root: Path | str, scene_list: Path | str, scenes: list[str] | None = None,
-                  origin: SpherePoint | None = None, overwrite: bool = False, workers: int | None = None) -> int:
+                  origin: SpherePoint | None = None, overwrite: bool = False, workers: int | None = None,
+                  shard: Shard | None = None) -> int:
     """Run stage 2 over the scene list (or the given scenes); returns the exit code (1 if any scene failed).
 
     Scenes of the list without a download are passed over silently; explicitly requested ones must exist."""
     data_root = Path(data_root)
-    selected = select_scenes(load_scene_list(scene_list), scenes)
+    selected = select_scenes(load_scene_list(scene_list), scenes, shard)
 
     def process(scene: str) -> str | None:
         result = preprocess_ge_scene(data_root, scene, origin, overwrite, workers)

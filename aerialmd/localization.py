@@ -27,7 +27,7 @@ from .features import FeatureConf, ImageInput, extract_features
 from .ge_preprocess import SPARSE_DIR
 from .h5io import keypoints_to_colmap, read_features, write_pairs
 from .matching import MatcherConf, match_pairs, resolve_configs
-from .scenes import load_scene_list, run_per_scene, select_scenes
+from .scenes import Shard, load_scene_list, run_per_scene, select_scenes
 from .registration import (
     STATUS_REJECTED, GroundPhoto, PhotoResult, RegistrationConf, SceneRegistration, absolute_pose, aerial_frames_seeing,
     aerial_point_descriptors, anchor_correspondences, correspondences_2d3d, estimate_scene_sim3, evenly_spaced, judge,
@@ -167,7 +167,8 @@ def localize_scene(scene_dir: Path, processed_dirs: dict[str, Path], subscene_im
 
 def localize(root_dir: Path | str, megadepth_processed: Path | str, image_list: Path | str,
              scenes: list[str] | None = None, features: str = "sift", matcher: str | None = None,
-             overwrite: bool = False, max_keypoints: int | None = None, resize_max: int | None = None) -> int:
+             overwrite: bool = False, max_keypoints: int | None = None, resize_max: int | None = None,
+             shard: Shard | None = None) -> int:
     """Run stage 4a over the scene list (scenes without stage-2 output are passed over unless requested).
 
     max_keypoints / resize_max override the feature defaults (e.g. to keep ALIKED + LightGlue fast on a CPU)."""
@@ -178,7 +179,7 @@ def localize(root_dir: Path | str, megadepth_processed: Path | str, image_list: 
                                        resize_max=resize_max or feature_conf.resize_max)
     output_name = f"sfm_{feature_conf.name}+{matcher_conf.name}"
     scene_images = load_scene_list(image_list)
-    selected = select_scenes(scene_images, scenes)
+    selected = select_scenes(scene_images, scenes, shard)
 
     def process(scene: str) -> str | None:
         scene_dir = root_dir / scene

@@ -36,7 +36,7 @@ from aerialmd.camera import (
     rescale_intrinsics,
 )
 from aerialmd.depth_io import read_depth_h5, write_depth_exr
-from aerialmd.scenes import load_scene_list, run_per_scene, select_scenes
+from aerialmd.scenes import Shard, load_scene_list, run_per_scene, select_scenes
 
 STAGE = "preprocess_megadepth"
 SFM_DIR = "MegaDepth_v1_SfM"
@@ -284,13 +284,14 @@ def preprocess_megadepth(
     scenes: Iterable[str] | None = None,
     workers: int = os.cpu_count() or 1,
     overwrite: bool = False,
+    shard: Shard | None = None,
 ) -> int:
     """Preprocess the selected scenes of a scene list (all when `scenes` is None); returns the process exit code.
 
     Setup problems (scene list, unknown scene ids, MegaDepth folder) raise; failed scenes are reported and give 1.
     """
     scene_images = load_scene_list(image_list)
-    selected = select_scenes(scene_images, scenes)
+    selected = select_scenes(scene_images, scenes, shard)
     root = resolve_megadepth_root(megadepth_dir)
 
     def process(scene: str) -> str:

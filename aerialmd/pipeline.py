@@ -11,7 +11,7 @@ from .ge_preprocess import preprocess_ge
 from .localization import OUTPUT_ROOT, localize
 from .megadepth import preprocess_megadepth
 from .sample_scene import SampleConfig, generate_sample, sample_paths
-from .scenes import Stopwatch
+from .scenes import Shard, Stopwatch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,20 +54,22 @@ def sample_pipeline(root: Path, config: SampleConfig) -> tuple[PipelinePaths, St
     return paths, Stage("sample_scene", create, sample.root / "ground_truth", "*/depth/*.exr")
 
 
-def build_stages(paths: PipelinePaths, scenes: list[str] | None, workers: int | None, overwrite: bool) -> list[Stage]:
+def build_stages(paths: PipelinePaths, scenes: list[str] | None, workers: int | None, overwrite: bool,
+                 shard: Shard | None = None) -> list[Stage]:
     """Every stage that exists so far, in the order users run them by hand."""
     workers = workers or os.cpu_count() or 1
     return [
         Stage("preprocess_ge",
-              lambda: preprocess_ge(paths.data_root, paths.scene_list, scenes, overwrite=overwrite, workers=workers),
+              lambda: preprocess_ge(paths.data_root, paths.scene_list, scenes, overwrite=overwrite, workers=workers,
+                                    shard=shard),
               paths.data_root / "data", "*/footage/*.jpeg"),
         Stage("preprocess_megadepth",
               lambda: preprocess_megadepth(paths.megadepth_dir, paths.scene_list, paths.megadepth_processed, scenes,
-                                           workers, overwrite),
+                                           workers, overwrite, shard),
               paths.megadepth_processed, "*/*/*.npz"),
         Stage("localization",
               lambda: localize(paths.data_root / "data", paths.megadepth_processed, paths.scene_list, scenes,
-                               overwrite=overwrite),
+                               overwrite=overwrite, shard=shard),
               paths.data_root / "data", f"*/{OUTPUT_ROOT}/*/registration.json"),
     ]
 

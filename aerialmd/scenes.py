@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -34,16 +36,56 @@ def save_scene_list(path: Path | str, scenes: SceneImages) -> None:
     np.savez(path, data=np.array(data, dtype=object))
 
 
-def select_scenes(available: Iterable[str], requested: Iterable[str] | None) -> list[str]:
-    """The requested scene ids (all when None), in sorted order; unknown ids are an error."""
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """Part `index` (0-based) of `count` equal round-robin parts of the sorted scene list."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: need 0 <= K < N")
+
+    def take(self, scenes: list[str]) -> list[str]:
+        return scenes[self.index::self.count]
+
+
+def parse_shard(text: str) -> Shard:
+    """`K/N` as given on the command line."""
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError as exc:
+        raise ValueError(f"--shard expects K/N (0 <= K < N), got {text!r}") from exc
+    return Shard(index, count)
+
+
+def shard_from_environment(environ: dict[str, str] | None = None) -> Shard | None:
+    """The shard of a SLURM job-array task (task id relative to the array's first id), or None outside arrays."""
+    env = os.environ if environ is None else environ
+    if "SLURM_ARRAY_TASK_ID" not in env or "SLURM_ARRAY_TASK_COUNT" not in env:
+        return None
+    first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+    return Shard(int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"]))
+
+
+def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
+    """--scenes and --shard, the same for every stage script."""
+    parser.add_argument("--scenes", nargs="+", metavar="ID", help="only these scene ids (default: the whole list)")
+    parser.add_argument("--shard", type=parse_shard, default=shard_from_environment(), metavar="K/N",
+                        help="process part K (0-based) of N of the scenes, round robin over the sorted list; "
+                             "default from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set")
+
+
+def select_scenes(available: Iterable[str], requested: Iterable[str] | None, shard: Shard | None = None) -> list[str]:
+    """The requested scene ids (all when None), sorted, then this shard's part; unknown ids are an error."""
     available = sorted(set(available))
-    if not requested:
-        return available
-    requested = list(dict.fromkeys(requested))
+    requested = list(dict.fromkeys(requested or []))
     unknown = [s for s in requested if s not in available]
     if unknown:
         raise ValueError(f"scenes not in the scene list: {', '.join(unknown)}")
-    return sorted(requested)
+    selected = sorted(requested) if requested else available
+    return shard.take(selected) if shard else selected
 
 
 @dataclasses.dataclass

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aerialmd.ge_preprocess import preprocess_ge  # noqa: E402
 from aerialmd.geodesy import SpherePoint  # noqa: E402
+from aerialmd.scenes import add_scene_arguments  # noqa: E402
 
 DEFAULT_SCENE_LIST = Path(__file__).resolve().parent / "megadepth_image_list.npz"
 
@@ -33,7 +34,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_root", required=True, type=Path, help="holds downloaded_data/; data/ is written here")
     parser.add_argument("--scene_list", type=Path, default=DEFAULT_SCENE_LIST, help="scene-list npz (scene ids)")
-    parser.add_argument("--scenes", nargs="+", help="only these scene ids (a missing download is then an error)")
+    add_scene_arguments(parser)
     parser.add_argument("--workers", type=int, default=None, help="JPEG encoding threads (default: CPU count)")
     parser.add_argument("--overwrite", action="store_true", help="redo scenes whose output exists")
     parser.add_argument("--origin", type=parse_origin, default=None,
@@ -45,7 +46,8 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     try:
-        return preprocess_ge(args.data_root, args.scene_list, args.scenes, args.origin, args.overwrite, args.workers)
+        return preprocess_ge(args.data_root, args.scene_list, args.scenes, args.origin, args.overwrite, args.workers,
+                             args.shard)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ SCRIPT_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPT_DIR.parent))  # run from a checkout without installing the package
 
 from aerialmd.megadepth import preprocess_megadepth  # noqa: E402
+from aerialmd.scenes import add_scene_arguments  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -26,7 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="scene list npz (default: %(default)s)",
     )
     parser.add_argument("--output_dir", required=True, type=Path)
-    parser.add_argument("--scenes", nargs="+", metavar="ID", help="scene ids to process (default: all in the list)")
+    add_scene_arguments(parser)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="image threads (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
     args = parser.parse_args(argv)
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return preprocess_megadepth(
-            args.megadepth_dir, args.megadepth_image_list, args.output_dir, args.scenes, args.workers, args.overwrite
+            args.megadepth_dir, args.megadepth_image_list, args.output_dir, args.scenes, args.workers, args.overwrite,
+            args.shard,
         )
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
