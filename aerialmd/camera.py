@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import pycolmap
+from scipy.spatial.transform import Rotation
 
 COLMAP_TO_OPENCV_PIXEL_SHIFT = -0.5
 
@@ -73,3 +74,10 @@ def cam2world_from_cam_from_world(cam_from_world: pycolmap.Rigid3d) -> np.ndarra
 def cam_from_world_from_cam2world(cam2world: np.ndarray) -> pycolmap.Rigid3d:
     """World-to-camera rigid transform from a 4x4 camera-to-world matrix."""
     return matrix_to_rigid(cam2world).inverse()
+
+
+def pose_errors(cam2world_a: np.ndarray, cam2world_b: np.ndarray) -> tuple[float, float]:
+    """Camera-centre distance and rotation angle (degrees) between two cam2world matrices (angle computed via the
+    rotation vector, precise near zero unlike arccos of the trace)."""
+    angle = np.degrees(Rotation.from_matrix(cam2world_a[:3, :3].T @ cam2world_b[:3, :3]).magnitude())
+    return float(np.linalg.norm(cam2world_a[:3, 3] - cam2world_b[:3, 3])), float(angle)

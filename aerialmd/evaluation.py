@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pycolmap
-from scipy.spatial.transform import Rotation
 
-from .camera import cam2world_from_cam_from_world
+from .camera import cam2world_from_cam_from_world, pose_errors
 
 # MegaDepth photos are named '<name>' in the ground truth and '<name>.jpg' once preprocessed (the published layout).
 PROCESSED_SUFFIX = ".jpg"
@@ -22,12 +21,6 @@ def load_ground_truth(ground_truth_dir: Path) -> dict:
         image["cam2world"] = np.array(image["cam2world"])
         image["intrinsics"] = np.array(image["intrinsics"])
     return truth
-
-
-def pose_errors(estimated: np.ndarray, true: np.ndarray) -> tuple[float, float]:
-    """Camera-centre distance and rotation angle (degrees) between two cam2world matrices."""
-    angle = np.degrees(Rotation.from_matrix(estimated[:3, :3].T @ true[:3, :3]).magnitude())
-    return float(np.linalg.norm(estimated[:3, 3] - true[:3, 3])), float(angle)
 
 
 def registration_accuracy(model: pycolmap.Reconstruction, truth: dict) -> dict:

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pycolmap
-from scipy.spatial.transform import Rotation
 
-from .camera import cam2world_from_cam_from_world, intrinsics_matrix, opencv_to_colmap_intrinsics
+from .camera import cam2world_from_cam_from_world, intrinsics_matrix, opencv_to_colmap_intrinsics, pose_errors
 from .depth_io import read_depth_exr
 from .h5io import COLMAP_KEYPOINT_SHIFT, has_matches, read_features, read_matches
 
@@ -207,12 +206,6 @@ def predict_cam2world(sim: pycolmap.Sim3d, cam2world_sfm: np.ndarray) -> np.ndar
     return out
 
 
-def pose_difference(cam2world_a: np.ndarray, cam2world_b: np.ndarray) -> tuple[float, float]:
-    """Rotation angle (deg) and camera-centre distance between two cam2world matrices."""
-    angle = np.degrees(Rotation.from_matrix(cam2world_a[:3, :3].T @ cam2world_b[:3, :3]).magnitude())
-    return float(angle), float(np.linalg.norm(cam2world_a[:3, 3] - cam2world_b[:3, 3]))
-
-
 def scene_extent(model: pycolmap.Reconstruction) -> float:
     """A robust size of the aerial scene: diagonal of the 5-95 percentile box of its 3D points (metres)."""
     xyz = np.array([p.xyz for p in model.points3D.values()])
@@ -254,7 +247,7 @@ def judge(prediction: np.ndarray, found: tuple[pycolmap.Rigid3d, np.ndarray] | N
         return result
     pose, inliers = found
     result.num_inliers = int(inliers.sum())
-    angle, distance = pose_difference(cam2world_from_cam_from_world(pose), prediction)
+    distance, angle = pose_errors(cam2world_from_cam_from_world(pose), prediction)
     result.rotation_vs_prediction_deg, result.position_vs_prediction_m = angle, distance
     agrees = angle <= conf.agree_rotation_deg and distance <= conf.agree_position_fraction * extent
     if result.num_inliers >= conf.min_inliers and agrees:

@@ -9,9 +9,9 @@ import numpy as np
 import pycolmap
 import pytest
 
-from aerialmd.camera import cam2world_from_cam_from_world
+from aerialmd.camera import cam2world_from_cam_from_world, pose_errors
 from aerialmd.depth_io import read_depth_exr, read_depth_h5
-from aerialmd.evaluation import load_ground_truth, pose_errors
+from aerialmd.evaluation import load_ground_truth
 from aerialmd.ges import decode_cameras, default_world_frame, read_ges_json
 from aerialmd.megadepth import undistorted_intrinsics
 from aerialmd.sample_scene import SampleConfig, generate_sample
