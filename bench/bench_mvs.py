@@ -1,0 +1,65 @@
+"""Benchmark of the plane-sweep MVS core: seconds per 640x480 reference with 5 sources, and peak memory.
+
+Targets (issue): <= 15 s per reference on CPU, peak memory < 4 GB. Input: synthetic random-texture images from 6
+sideways-translated cameras; the cost of the sweep does not depend on the content.
+Usage: python bench/bench_mvs.py [--device cpu|cuda|auto] [--num-depths N] [--window W]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from aerialmd.mvs import MVSView, plane_sweep_depth, resolve_device  # noqa: E402
+
+WIDTH, HEIGHT, SOURCES = 640, 480, 5
+
+
+def synthetic_views() -> tuple[MVSView, list[MVSView]]:
+    """A random-texture reference and 5 sources translated sideways."""
+    rng = np.random.default_rng(0)
+    K = np.array([[500.0, 0.0, (WIDTH - 1) / 2], [0.0, 500.0, (HEIGHT - 1) / 2], [0.0, 0.0, 1.0]])
+    views = []
+    for x in np.linspace(-1.0, 1.0, SOURCES + 1):
+        pose = np.eye(4)
+        pose[0, 3] = x
+        views.append(MVSView(rng.random((HEIGHT, WIDTH, 3), dtype=np.float32), K, pose))
+    return views[0], views[1:]
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far (Linux: ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--num-depths", type=int, default=None)
+    parser.add_argument("--window", type=int, default=None)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    options = {k: v for k, v in (("num_depths", args.num_depths), ("window", args.window)) if v is not None}
+    ref, sources = synthetic_views()
+    before = peak_rss_gb()
+    start = time.perf_counter()
+    plane_sweep_depth(ref, sources, 2.0, 50.0, device=device, **options)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    print(f"device {device}, {torch.get_num_threads()} threads, {WIDTH}x{HEIGHT}, {SOURCES} sources, {options or 'defaults'}")
+    print(f"seconds per reference: {seconds:.1f} (target <= 15)")
+    if device.type == "cuda":
+        print(f"peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GB (target < 4)")
+    print(f"peak process RSS: {peak_rss_gb():.2f} GB (before the sweep: {before:.2f} GB; target < 4)")
+
+
+if __name__ == "__main__":
+    main()
