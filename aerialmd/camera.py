@@ -42,6 +42,11 @@ def opencv_to_colmap_intrinsics(K: np.ndarray) -> np.ndarray:
     return K
 
 
+def opencv_intrinsics(camera: pycolmap.Camera) -> np.ndarray:
+    """3x3 intrinsics (OpenCV pixel convention) of a pinhole pycolmap camera."""
+    return colmap_to_opencv_intrinsics(camera.calibration_matrix())
+
+
 def rescale_intrinsics(K_opencv: np.ndarray, scale_x: float, scale_y: float) -> np.ndarray:
     """Intrinsics (OpenCV convention) of the same camera after resizing the image by (scale_x, scale_y).
 

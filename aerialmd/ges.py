@@ -20,7 +20,7 @@ import numpy as np
 import pycolmap
 from scipy.spatial.transform import Rotation
 
-from .camera import colmap_to_opencv_intrinsics, matrix_to_rigid
+from .camera import matrix_to_rigid, opencv_intrinsics
 from .geodesy import GES_SPHERE_RADIUS_M, SpherePoint, WorldFrame, ecef_to_sphere, sphere_to_ecef
 
 # The "Google Earth" logo burned into every rendered frame, as fractions (x0, y0, x1, y1) of the image size, measured on
@@ -184,7 +184,7 @@ class DecodedCamera:
 
     @property
     def intrinsics_opencv(self) -> np.ndarray:
-        return colmap_to_opencv_intrinsics(self.camera.calibration_matrix())
+        return opencv_intrinsics(self.camera)
 
     @property
     def center(self) -> np.ndarray:

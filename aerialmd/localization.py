@@ -12,12 +12,9 @@ name and renamed when complete):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import time
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pycolmap
@@ -27,7 +24,7 @@ from .features import FeatureConf, ImageInput, extract_features
 from .ge_preprocess import SPARSE_DIR
 from .h5io import keypoints_to_colmap, read_features, write_pairs
 from .matching import MatcherConf, match_pairs, resolve_configs
-from .scenes import Shard, load_scene_list, run_per_scene, select_scenes
+from .scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
 from .registration import (
     STATUS_REJECTED, GroundPhoto, PhotoResult, RegistrationConf, SceneRegistration, absolute_pose, aerial_frames_seeing,
     aerial_point_descriptors, anchor_correspondences, correspondences_2d3d, estimate_scene_sim3, evenly_spaced, judge,
@@ -38,21 +35,6 @@ from .triangulation import assert_poses_unchanged, build_aerial_model, model_sta
 
 OUTPUT_ROOT = "sfm_output_localization"
 STAGE = "localization"
-
-
-class Timer:
-    """Seconds spent per named step (a step may be entered several times)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 def register_photos(model: pycolmap.Reconstruction, photos: list[GroundPhoto], work_dir: Path,

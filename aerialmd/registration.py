@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pycolmap
+from scipy.spatial import cKDTree
 
-from .camera import cam2world_from_cam_from_world, intrinsics_matrix, opencv_to_colmap_intrinsics, pose_errors
+from .camera import cam2world_from_cam_from_world, opencv_intrinsics, opencv_to_colmap_intrinsics, pose_errors
 from .depth_io import read_depth_exr
 from .h5io import COLMAP_KEYPOINT_SHIFT, has_matches, read_features, read_matches
+from .pairs import PairView, visible_fractions
 
 STATUS_REGISTERED = "registered"  # PnP pose agrees with the scene Sim(3)
 STATUS_INDIVIDUAL = "individual"  # disagrees with the Sim(3) but strongly supported on its own
@@ -165,16 +167,11 @@ def sfm_points_of_keypoints(photo: GroundPhoto, keypoints_xy_opencv: np.ndarray)
     v = np.clip(np.round(keypoints_xy_opencv[:, 1]).astype(int), 0, h - 1)
     d = depth[v, u]
     valid = d > 0
-    K = photo_intrinsics_opencv(photo)
+    K = opencv_intrinsics(photo.camera)
     rays = np.column_stack([keypoints_xy_opencv, np.ones(len(d))]) @ np.linalg.inv(K).T
     cam = rays * d[:, None]
     world = cam @ photo.cam2world_sfm[:3, :3].T + photo.cam2world_sfm[:3, 3]
     return world[valid], valid
-
-
-def photo_intrinsics_opencv(photo: GroundPhoto) -> np.ndarray:
-    fx, fy, cx, cy = photo.camera.params
-    return intrinsics_matrix(fx, fy, cx - COLMAP_KEYPOINT_SHIFT, cy - COLMAP_KEYPOINT_SHIFT)
 
 
 def estimate_scene_sim3(src_sfm: np.ndarray, dst_metric: np.ndarray, max_error: float, seed: int) -> tuple[pycolmap.Sim3d, int]:
@@ -219,13 +216,8 @@ def aerial_frames_seeing(points: np.ndarray, model: pycolmap.Reconstruction, top
     """The aerial frames in whose view most of the given metric 3D points fall (in front, inside the image)."""
     scores = []
     for image in model.images.values():
-        camera = model.camera(image.camera_id)
-        cam = points @ np.asarray(image.cam_from_world().rotation.matrix()).T + image.cam_from_world().translation
-        front = cam[:, 2] > 0
-        uv = cam[front, :2] / cam[front, 2:] * [camera.focal_length_x, camera.focal_length_y] + \
-            [camera.principal_point_x, camera.principal_point_y]
-        inside = np.sum((uv[:, 0] >= 0) & (uv[:, 0] < camera.width) & (uv[:, 1] >= 0) & (uv[:, 1] < camera.height))
-        scores.append((-int(inside), image.name))
+        view = PairView(image.name, model.camera(image.camera_id), image.cam_from_world(), np.nan)
+        scores.append((-float(visible_fractions(view, points[None])[0]), image.name))
     return [name for score, name in sorted(scores)[:top] if score < 0]
 
 
@@ -339,13 +331,11 @@ def projection_guided_correspondences(photo: GroundPhoto, cam2world: np.ndarray,
     """2D-3D matches found by projecting the aerial points through the predicted pose: each point is compared only
     with the photo's keypoints within `radius_px` of its projection (best vs second best, then one point per
     keypoint). Far more matches survive than with global nearest neighbours across the aerial-ground gap."""
-    from scipy.spatial import cKDTree
-
     features = read_features(features_path, photo.name)
     keypoints, descriptors = features.keypoints.astype(np.float64), unit_rows(features.descriptors)
     world2cam = np.linalg.inv(cam2world)
     cam = points.xyz @ world2cam[:3, :3].T + world2cam[:3, 3]
-    K = photo_intrinsics_opencv(photo)
+    K = opencv_intrinsics(photo.camera)
     front = cam[:, 2] > 0
     uv = np.full((len(cam), 2), -1e9)
     uv[front] = (cam[front] / cam[front, 2:]) @ K[:2].T

@@ -10,9 +10,7 @@ COLMAP binary in aerial/ and text in aerial-txt/ (both written under temporary n
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Callable, TypeVar
 
 import numpy as np
 import pycolmap
@@ -24,6 +22,7 @@ from .ge_preprocess import SPARSE_DIR
 from .h5io import keypoints_to_colmap, read_features, read_matches, write_pairs
 from .matching import MatcherConf, match_pairs
 from .pairs import centers_extent, observations, pairs_from_poses
+from .scenes import Timer
 
 DEFAULT_MAX_SAMPSON_PX = 2.0  # known poses leave only keypoint noise; kept 91% of raw SIFT matches on GESblender
 MAX_ROTATION_CHANGE_DEG = 1e-6
@@ -31,7 +30,6 @@ MAX_CENTER_CHANGE_FRACTION = 1e-6  # of the scene extent ...
 MIN_CENTER_CHANGE_M = 1e-4  # ... or this, whichever is larger
 MAX_INTRINSICS_CHANGE = 1e-9  # relative to the parameter (absolute below 1)
 
-T = TypeVar("T")
 
 
 class PosesMovedError(RuntimeError):
@@ -255,34 +253,32 @@ def build_aerial_model(scene_dir: Path | str, work_dir: Path | str, feature_conf
     for stale in ("aerial", "aerial-txt"):
         remove_path(work_dir / stale)
     features, matches = work_dir / "features.h5", work_dir / "matches.h5"
-    timings: dict[str, float] = {}
-
-    def timed(step: str, function: Callable[..., T], *args, **kwargs) -> T:
-        start = time.perf_counter()
-        value = function(*args, **kwargs)
-        timings[step] = time.perf_counter() - start
-        return value
-
+    timer = Timer()
     model = pycolmap.Reconstruction(str(scene_dir / SPARSE_DIR))
     if image_names is not None:
         model = select_images(model, image_names)
-    pairs = timed("pairs", pairs_from_poses, model, num_neighbors, min_overlap, max_angle_deg)
+    with timer.step("pairs"):
+        pairs = pairs_from_poses(model, num_neighbors, min_overlap, max_angle_deg)
     if not pairs:
         raise RuntimeError(f"{scene_dir}: no overlapping frame pairs among {model.num_images()} frames")
     with atomic_file(work_dir / "pairs-aerial.txt") as tmp:
         write_pairs(tmp, pairs)
     names = sorted(image.name for image in model.images.values())
     images = [ImageInput(name, footage / name, mask_attribution=True) for name in names]
-    timed("extraction", extract_features, images, features, feature_conf, overwrite=overwrite, progress=progress)
-    timed("matching", match_pairs, pairs, features, matches, matcher_conf, overwrite=overwrite, progress=progress)
+    with timer.step("extraction"):
+        extract_features(images, features, feature_conf, overwrite=overwrite, progress=progress)
+    with timer.step("matching"):
+        match_pairs(pairs, features, matches, matcher_conf, overwrite=overwrite, progress=progress)
     with atomic_file(work_dir / "database.db") as tmp:
-        timed("database", create_database, tmp, model, features, matches, pairs)
-        inliers = timed("verification", verify_with_known_poses, tmp, model, features, matches, pairs, max_sampson_px,
-                        progress)
+        with timer.step("database"):
+            create_database(tmp, model, features, matches, pairs)
+        with timer.step("verification"):
+            inliers = verify_with_known_poses(tmp, model, features, matches, pairs, max_sampson_px, progress)
     with atomic_dir(work_dir / "aerial") as tmp:  # renamed last: aerial/ marks a finished, checked model
-        rec = timed("triangulation", triangulate_with_fixed_poses, model, work_dir / "database.db", footage, tmp)
+        with timer.step("triangulation"):
+            rec = triangulate_with_fixed_poses(model, work_dir / "database.db", footage, tmp)
         with atomic_dir(work_dir / "aerial-txt") as tmp_txt:
             rec.write_text(str(tmp_txt))
     stats = model_statistics(rec)
-    stats.update(num_pairs=len(pairs), num_verified_matches=int(sum(inliers.values())), timings=timings)
+    stats.update(num_pairs=len(pairs), num_verified_matches=int(sum(inliers.values())), timings=timer.seconds)
     return rec, stats
