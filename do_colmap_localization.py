@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Stage 4a: sparse aerial model from the known GES poses, then the MegaDepth photos registered into it (metric).
+"""Stage 4: sparse aerial model from the known GES poses, the MegaDepth photos registered into it (metric), then
+multi-view stereo depth for every image (localized_dense_metric/).
 
     python do_colmap_localization.py --root_dir <data_root>/data --megadepth_dir <processed MegaDepth> \\
         --megadepth_image_list datasets_preprocess/megadepth_image_list.npz [--scenes 0001] [--features sift]
 
-Writes <root_dir>/<scene>/sfm_output_localization/sfm_<features>+<matcher>/ (see aerialmd/localization.py).
+Writes <root_dir>/<scene>/sfm_output_localization/sfm_<features>+<matcher>/ (see aerialmd/localization.py) and in it
+localized_dense_metric/{images,depths,sparse-txt,dense.json} (see aerialmd/dense.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from aerialmd.dense import DenseConf, densify, resolve_backend  # noqa: E402
 from aerialmd.localization import localize  # noqa: E402
 from aerialmd.scenes import add_scene_arguments  # noqa: E402
 
@@ -33,15 +36,42 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_keypoints", type=int, help="keypoints per image (default: 8192 sift, 4096 aliked)")
     parser.add_argument("--resize_max", type=int, help="downscale images to this long side before extraction")
     parser.add_argument("--overwrite", action="store_true", help="redo scenes whose output exists")
+    mvs = parser.add_argument_group("multi-view stereo (localized_dense_metric)")
+    mvs.add_argument("--mvs_backend", default="auto", choices=["auto", "colmap", "torch"],
+                     help="colmap: pycolmap PatchMatch (needs CUDA); torch: plane sweep on CPU/CUDA; auto: colmap "
+                          "when pycolmap has CUDA")
+    mvs.add_argument("--skip_mvs", action="store_true", help="stop after registration")
+    mvs.add_argument("--mvs_only", action="store_true", help="only the MVS step (registration must exist)")
+    defaults = DenseConf()
+    mvs.add_argument("--mvs_max_image_size", type=int, default=defaults.max_image_size,
+                     help="long side of the undistorted images and depth maps")
+    mvs.add_argument("--mvs_num_sources", type=int, default=defaults.num_sources, help="source views per image")
+    mvs.add_argument("--mvs_horizontal_planes", action="store_true",
+                     help="torch backend: also sweep horizontal planes (twice the time)")
+    mvs.add_argument("--mvs_device", default=defaults.device, help="torch backend device: auto, cpu, cuda, cuda:1 ...")
     return parser
+
+
+def dense_conf(args: argparse.Namespace) -> DenseConf:
+    return DenseConf(backend=args.mvs_backend, max_image_size=args.mvs_max_image_size,
+                     num_sources=args.mvs_num_sources, horizontal_planes=args.mvs_horizontal_planes,
+                     device=args.mvs_device)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     try:
-        return localize(args.root_dir, args.megadepth_dir, args.megadepth_image_list, args.scenes, args.features,
-                        args.matcher, args.overwrite, args.max_keypoints, args.resize_max, args.shard)
-    except (FileNotFoundError, ValueError) as exc:
+        code = 0
+        if not args.skip_mvs:
+            resolve_backend(args.mvs_backend)  # before hours of registration, not after
+        if not args.mvs_only:
+            code = localize(args.root_dir, args.megadepth_dir, args.megadepth_image_list, args.scenes, args.features,
+                            args.matcher, args.overwrite, args.max_keypoints, args.resize_max, args.shard)
+        if not args.skip_mvs:
+            code = max(code, densify(args.root_dir, args.megadepth_dir, args.megadepth_image_list, args.scenes,
+                                     dense_conf(args), args.overwrite, args.shard))
+        return code
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

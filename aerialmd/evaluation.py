@@ -48,3 +48,36 @@ def registration_accuracy(model: pycolmap.Reconstruction, truth: dict) -> dict:
     if len(per_image) >= 3:
         summary["scale"] = float(np.squeeze(pycolmap.estimate_sim3d(np.array(estimated), np.array(true)).scale))
     return summary
+
+
+def depth_accuracy(depth: np.ndarray, truth: np.ndarray) -> dict:
+    """The MVS issue's figures: coverage of the ground-truth-valid pixels, and among the depths produced there the
+    fractions within 2 % relative error and off by more than 10 %; plus depths produced where the truth is sky."""
+    both = (depth > 0) & (truth > 0)
+    error = np.abs(depth[both] - truth[both]) / truth[both]
+    return {"coverage": float(both.sum() / max((truth > 0).sum(), 1)),
+            "within_2pct": float(np.mean(error < 0.02)) if error.size else 0.0,
+            "off_10pct": float(np.mean(error > 0.10)) if error.size else 1.0,
+            "on_sky": int(((depth > 0) & (truth == 0)).sum())}
+
+
+def dense_accuracy(dense_dir: Path, ground_truth_dir: Path) -> dict[str, dict]:
+    """depth_accuracy of a `localized_dense_metric` folder against the sample's true depth, pooled per image kind
+    ('aerial', 'ground'); the truth is resampled (nearest) to the depth maps' size."""
+    from .depth_io import read_depth_exr, read_depth_h5  # local: keeps this module light for registration tests
+    import cv2
+
+    pooled: dict[str, tuple[list, list]] = {}
+    for image in load_ground_truth(ground_truth_dir)["images"]:
+        name = image["name"] + (PROCESSED_SUFFIX if image["kind"] == "ground" else "")
+        path = Path(dense_dir) / "depths" / f"{Path(name).stem}.h5"
+        if not path.is_file():
+            continue
+        depth = read_depth_h5(path)
+        truth = read_depth_exr(Path(ground_truth_dir) / "depth" / f"{image['name']}.exr")
+        truth = cv2.resize(truth, depth.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        produced, true = pooled.setdefault(image["kind"], ([], []))
+        produced.append(depth.ravel())
+        true.append(truth.ravel())
+    return {kind: {**depth_accuracy(np.concatenate(p), np.concatenate(t)), "images": len(p)}
+            for kind, (p, t) in pooled.items()}

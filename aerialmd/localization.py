@@ -20,6 +20,7 @@ import numpy as np
 import pycolmap
 
 from .atomic import atomic_dir
+from .dense_model import LOCALIZATION_DIR
 from .features import FeatureConf, ImageInput, extract_features
 from .ge_preprocess import SPARSE_DIR
 from .h5io import keypoints_to_colmap, read_features, write_pairs
@@ -33,7 +34,7 @@ from .registration import (
 )
 from .triangulation import assert_poses_unchanged, build_aerial_model, model_statistics
 
-OUTPUT_ROOT = "sfm_output_localization"
+OUTPUT_ROOT = LOCALIZATION_DIR  # defined in dense_model, which the export stage reads without torch
 STAGE = "localization"
 
 

@@ -7,13 +7,19 @@ is done in float32 torch on `device` ('auto': CUDA when available, else CPU).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 INVALID_COST = 2.0  # worse than any 1 - NCC
+MIN_PLANE_CLEARANCE = 0.5  # metres between the camera and the highest horizontal sweep plane
+NCC_STD_FLOOR = 0.001  # intensity std (images in [0, 1]) below which a window counts as untextured (0.01 lost
+# coverage on the sample: low-contrast but real texture was scored as untextured)
+RANGE_SLACK = 1e-4  # float32 rounding at the ends of the depth range
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +58,41 @@ def gray_image(view: MVSView, device: torch.device) -> torch.Tensor:
     return image
 
 
-def inverse_depth_hypotheses(depth_min: float, depth_max: float, num_depths: int, device: torch.device) -> torch.Tensor:
-    """Inverse depths of the sweep planes, uniform from 1/depth_max to 1/depth_min."""
-    return torch.linspace(1.0 / depth_max, 1.0 / depth_min, num_depths, device=device)
+@dataclasses.dataclass(frozen=True)
+class PlaneFamily:
+    """Parallel sweep planes n . X = c in the reference camera frame (metres, OpenCV camera axes).
+
+    A pixel whose ray is r = K^-1 (u, v, 1) meets plane c at depth z = c / (n . r). Offsets are a geometric series
+    (same sign), so consecutive planes differ by the same relative depth at every pixel: equal relative precision
+    near and far, which is what a relative-error target asks for."""
+
+    normal: np.ndarray
+    offsets: np.ndarray
+
+
+def geometric_offsets(low: float, high: float, count: int) -> np.ndarray:
+    """`count` offsets from low to high (same sign, nonzero) with a constant ratio between neighbours."""
+    sign = np.sign(low)
+    return sign * np.geomspace(abs(low), abs(high), count)
+
+
+def fronto_parallel_planes(depth_min: float, depth_max: float, count: int) -> PlaneFamily:
+    """Planes facing the camera at depths spaced geometrically from depth_min to depth_max."""
+    return PlaneFamily(np.array([0.0, 0.0, 1.0]), geometric_offsets(depth_min, depth_max, count))
+
+
+def horizontal_planes(ref: MVSView, up: np.ndarray, height_min: float, height_max: float,
+                      count: int) -> PlaneFamily | None:
+    """Planes of constant world height (normal `up`, world frame) from height_min up to height_max or to just below
+    the camera (horizontal surfaces above it are not visible), spaced geometrically in their distance below the camera;
+    None when the camera is not above height_min."""
+    cam2world = np.asarray(ref.cam2world, dtype=np.float64)
+    camera_height = float(up @ cam2world[:3, 3])
+    top = min(height_max, camera_height - MIN_PLANE_CLEARANCE)
+    if top <= height_min:
+        return None
+    normal = cam2world[:3, :3].T @ up
+    return PlaneFamily(normal, geometric_offsets(height_min - camera_height, top - camera_height, count))
 
 
 def pixel_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
@@ -94,22 +132,6 @@ def sample_at(image: torch.Tensor, uv: torch.Tensor, mode: str = "bilinear") -> 
     return out.reshape(uv.shape[:-1])
 
 
-def warp_source(src_image: torch.Tensor, A: torch.Tensor, b: torch.Tensor, depths: torch.Tensor,
-                shape: tuple[int, int], margin: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The source image warped into the reference through each plane: (D x H x W values, D x H x W validity: the
-    warped pixel lies at least `margin` pixels inside the source)."""
-    hom = A[None] * depths[:, None, None] + b  # D x HW x 3
-    z = hom[..., 2:]
-    grid = hom[..., :2] / z.clamp(min=1e-6)
-    height, width = src_image.shape
-    limit = torch.tensor([1.0 - 2.0 * margin / max(width - 1, 1), 1.0 - 2.0 * margin / max(height - 1, 1)],
-                         device=grid.device)
-    inside = (grid.abs() <= limit).all(dim=-1) & (z[..., 0] > 0)
-    warped = F.grid_sample(src_image[None, None].expand(len(depths), 1, -1, -1), grid[:, :, None], mode="bilinear",
-                           padding_mode="zeros", align_corners=True)
-    return warped.reshape(-1, *shape), inside.reshape(-1, *shape)
-
-
 def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
     """Mean over a window x window box (shrunk at the borders) of an N x H x W tensor."""
     return F.avg_pool2d(x[:, None], window, stride=1, padding=window // 2, count_include_pad=False)[:, 0]
@@ -117,10 +139,13 @@ def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
 
 def ncc_cost(ref_mean: torch.Tensor, ref_std: torch.Tensor, ref_image: torch.Tensor, warped: torch.Tensor,
              valid: torch.Tensor, window: int) -> torch.Tensor:
-    """1 - NCC between the reference and warped windows (N x H x W); INVALID_COST where the warp left the source."""
+    """1 - NCC between the reference and warped windows (N x H x W); INVALID_COST where the warp left the source.
+
+    The NCC denominator has a floor (NCC_STD_FLOOR squared), so windows without texture score about 0 (cost 1) at
+    every depth rather than dividing by zero: they carry no evidence, and smoothing fills them."""
     mean = box_mean(warped, window)
     std = (box_mean(warped * warped, window) - mean * mean).clamp_(min=0).sqrt_()
-    ncc = (box_mean(warped * ref_image, window) - mean * ref_mean) / (ref_std * std + 1e-6)
+    ncc = (box_mean(warped * ref_image, window) - mean * ref_mean) / (ref_std * std + NCC_STD_FLOOR**2)
     return torch.where(valid, 1.0 - ncc.clamp(-1.0, 1.0), torch.full_like(ncc, INVALID_COST))
 
 
@@ -131,66 +156,201 @@ def window_stats(image: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.
     return mean, var.clamp(min=0).sqrt()
 
 
-def cost_volume(ref: MVSView, sources: list[MVSView], inv_depths: torch.Tensor, window: int, top_k: int,
-                chunk: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Aggregated cost (mean of the best top_k source costs) per depth hypothesis, D x H x W; and the reference std."""
-    ref_image = gray_image(ref, device)
-    ref_mean, ref_std = window_stats(ref_image, window)
-    images = [gray_image(src, device) for src in sources]
-    projections = [(image, *plane_projection(ref, src, image.shape, device)) for image, src in zip(images, sources)]
-    k = min(top_k, len(sources))
-    volume = torch.empty(len(inv_depths), *ref.shape, device=device)
-    for start in range(0, len(inv_depths), chunk):
-        planes = 1.0 / inv_depths[start:start + chunk]
-        warps = [warp_source(image, A, b, planes, ref.shape, window // 2) for image, A, b in projections]
-        costs = torch.stack([ncc_cost(ref_mean, ref_std, ref_image, warped, valid, window) for warped, valid in warps])
-        volume[start:start + chunk] = costs.topk(k, dim=0, largest=False).values.mean(dim=0)
-    return volume, ref_std
+def hypothesis_depths(offsets: torch.Tensor, ray_dot: torch.Tensor, depth_min: float, depth_max: float) -> torch.Tensor:
+    """Depth of every pixel on each plane (P x HW) from the planes' offsets c and the pixels' n . r; 0 where the plane
+    is behind the camera or outside [depth_min, depth_max]."""
+    depth = offsets[:, None] / ray_dot[None]
+    inside = (depth >= depth_min * (1.0 - RANGE_SLACK)) & (depth <= depth_max * (1.0 + RANGE_SLACK))
+    return torch.where(inside, depth, torch.zeros_like(depth))
 
 
-def refine_argmin(volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Winner-take-all over dim 0 with a parabola fit: (fractional index, best cost, integer index), each H x W."""
-    best = volume.argmin(dim=0, keepdim=True)
-    last = volume.shape[0] - 1
-    c0 = volume.gather(0, best)[0]
-    cm = volume.gather(0, (best - 1).clamp(min=0))[0]
-    cp = volume.gather(0, (best + 1).clamp(max=last))[0]
+def warp_source(src_image: torch.Tensor, A: torch.Tensor, b: torch.Tensor, depth: torch.Tensor,
+                shape: tuple[int, int], margin: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source image warped into the reference at per-pixel depths (N x HW, 0 = no hypothesis): (N x H x W values,
+    N x H x W validity: a hypothesis exists and the warped pixel lies at least `margin` pixels inside the source)."""
+    hom = A[None] * depth[..., None] + b
+    z = hom[..., 2:]
+    grid = hom[..., :2] / z.clamp(min=1e-6)
+    height, width = src_image.shape
+    limit = torch.tensor([1.0 - 2.0 * margin / max(width - 1, 1), 1.0 - 2.0 * margin / max(height - 1, 1)],
+                         device=grid.device)
+    inside = (grid.abs() <= limit).all(dim=-1) & (z[..., 0] > 0) & (depth > 0)
+    warped = F.grid_sample(src_image[None, None].expand(len(depth), 1, -1, -1), grid[:, :, None], mode="bilinear",
+                           padding_mode="zeros", align_corners=True)
+    return warped.reshape(-1, *shape), inside.reshape(-1, *shape)
+
+
+@dataclasses.dataclass
+class SweepSetup:
+    """The plane families of one sweep on the reference's pixels: per family the offsets c (P_f), the log of the ratio
+    between neighbouring offsets, and n . r per pixel (HW)."""
+
+    offsets: list[torch.Tensor]
+    log_ratios: list[float]
+    ray_dots: list[torch.Tensor]
+
+    @classmethod
+    def create(cls, ref: MVSView, families: list[PlaneFamily], device: torch.device) -> "SweepSetup":
+        rays = torch.linalg.inv(_float(ref.K, device)) @ pixel_grid(*ref.shape, device)
+        ratios = [float(np.log(f.offsets[1] / f.offsets[0])) if len(f.offsets) > 1 else 0.0 for f in families]
+        return cls([_float(f.offsets, device) for f in families], ratios,
+                   [_float(f.normal, device) @ rays for f in families])
+
+    @property
+    def starts(self) -> list[int]:
+        """Index of each family's first plane in the stacked cost volume."""
+        return np.cumsum([0] + [len(c) for c in self.offsets]).tolist()
+
+
+class PhotometricCost:
+    """Matching cost of reference pixels at given depths: 1 - NCC over window x window boxes against each source,
+    aggregated as the mean of the best top_k sources (occlusion-robust). Pixels keep a fronto-parallel window."""
+
+    def __init__(self, ref: MVSView, sources: list[MVSView], window: int, top_k: int, device: torch.device) -> None:
+        self.shape, self.window, self.k = ref.shape, window, min(top_k, len(sources))
+        self.ref_image = gray_image(ref, device)
+        self.ref_mean, self.ref_std = window_stats(self.ref_image, window)
+        images = [gray_image(src, device) for src in sources]
+        self.projections = [(image, *plane_projection(ref, src, image.shape, device))
+                            for image, src in zip(images, sources)]
+
+    def __call__(self, depth: torch.Tensor) -> torch.Tensor:
+        """N x H x W costs for N per-pixel depth hypotheses (N x HW, 0 = none: INVALID_COST)."""
+        warps = [warp_source(image, A, b, depth, self.shape, self.window // 2) for image, A, b in self.projections]
+        costs = torch.stack([ncc_cost(self.ref_mean, self.ref_std, self.ref_image, warped, valid, self.window)
+                             for warped, valid in warps])
+        return costs.topk(self.k, dim=0, largest=False).values.mean(dim=0)
+
+
+def cost_volume(cost: PhotometricCost, setup: SweepSetup, depth_range: tuple[float, float], chunk: int,
+                device: torch.device) -> torch.Tensor:
+    """The cost of every plane of every family, stacked: (sum P_f) x H x W."""
+    volume = torch.empty(setup.starts[-1], *cost.shape, device=device)
+    for start, offsets, ray_dot in zip(setup.starts, setup.offsets, setup.ray_dots):
+        for first in range(0, len(offsets), chunk):
+            depth = hypothesis_depths(offsets[first:first + chunk], ray_dot, *depth_range)
+            volume[start + first:start + first + len(depth)] = cost(depth)
+    return volume
+
+
+@dataclasses.dataclass(frozen=True)
+class SmoothingConf:
+    """Semi-global aggregation of the cost volume along the 4 image axes directions (Hirschmueller's SGM, on sweep
+    planes): a step of one plane between neighbouring pixels costs p1, a larger jump p2 (in units of the 1 - NCC
+    cost). It fills weakly textured areas from their surroundings and removes isolated wrong minima."""
+
+    p1: float = 0.05
+    p2: float = 0.3
+
+
+@contextlib.contextmanager
+def single_threaded(device: torch.device) -> Iterator[None]:
+    """One CPU thread for torch inside (other devices: unchanged). For many small sequential steps (SGM, LightGlue on
+    one pair) thread hand-off costs more than it gains, and on a loaded machine spinning threads made SGM 15x slower."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def aggregate_along_width(volume: torch.Tensor, p1: float, p2: float) -> torch.Tensor:
+    """SGM path costs along +x for a batch of volumes, B x D x H x W (planes of one family adjacent along D)."""
+    out = torch.empty_like(volume)
+    previous = out[..., 0] = volume[..., 0]
+    padded = torch.full((volume.shape[0], volume.shape[1] + 2, volume.shape[2]), float("inf"), device=volume.device)
+    for x in range(1, volume.shape[3]):
+        lowest = previous.amin(dim=1, keepdim=True)
+        padded[:, 1:-1] = previous
+        best = torch.minimum(padded[:, :-2], padded[:, 2:]).add_(p1)
+        torch.minimum(best, previous, out=best)
+        torch.minimum(best, lowest + p2, out=best)
+        previous = out[..., x] = best.sub_(lowest).add_(volume[..., x])
+    return out
+
+
+def both_ways_along_width(volume: torch.Tensor, p1: float, p2: float) -> torch.Tensor:
+    """Sum of the +x and -x SGM path costs of a D x H x W volume (both directions in one batch)."""
+    paths = aggregate_along_width(torch.stack([volume, volume.flip(2)]), p1, p2)
+    return paths[0] + paths[1].flip(2)
+
+
+def smooth_cost_volume(volume: torch.Tensor, conf: SmoothingConf) -> torch.Tensor:
+    """Mean of the SGM path costs along +-x and +-y (same scale as the input volume). The planes of all families are
+    stacked along D, so a step between two families' end planes is charged p1 like any neighbour."""
+    with single_threaded(volume.device):
+        horizontal = both_ways_along_width(volume, conf.p1, conf.p2)
+        vertical = both_ways_along_width(volume.transpose(1, 2).contiguous(), conf.p1, conf.p2).transpose(1, 2)
+    return (horizontal + vertical) / 4.0
+
+
+def winner_depth(volume: torch.Tensor, setup: SweepSetup) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Winner-take-all over all planes with a parabola fit (in log offset) between the winner's neighbours in its
+    family: (depth, best cost, log-depth half-width covering +-2 planes around the winner), each H x W."""
+    shape = volume.shape[1:]
+    flat = volume.reshape(len(volume), -1)
+    best = flat.argmin(dim=0)
+    c0 = flat.gather(0, best[None])[0]
+    starts = torch.tensor(setup.starts, device=volume.device)
+    family = torch.bucketize(best, starts[1:], right=True)
+    local = best - starts[family]
+    size = starts[family + 1] - starts[family]
+    cm = flat.gather(0, (best - 1).clamp(min=0)[None])[0]
+    cp = flat.gather(0, (best + 1).clamp(max=len(flat) - 1)[None])[0]
     curvature = cm - 2.0 * c0 + cp
-    interior = (best[0] > 0) & (best[0] < last) & (curvature > 1e-9)
+    interior = (local > 0) & (local < size - 1) & (curvature > 1e-9) & (cm < INVALID_COST) & (cp < INVALID_COST)
     offset = torch.where(interior, 0.5 * (cm - cp) / curvature.clamp(min=1e-9), torch.zeros_like(c0)).clamp(-0.5, 0.5)
-    return best[0] + offset, c0, best[0]
+    log_ratio = torch.tensor(setup.log_ratios, device=volume.device)[family]
+    plane = torch.cat(setup.offsets)[best] * torch.exp(offset * log_ratio)
+    depth = plane / torch.stack(setup.ray_dots).gather(0, family[None])[0]
+    radius = 2.5 * log_ratio.abs()
+    return depth.reshape(shape), c0.reshape(shape), radius.reshape(shape)
 
 
-def cost_margin(volume: torch.Tensor, best: torch.Tensor, c0: torch.Tensor, exclude: int = 2) -> torch.Tensor:
-    """Best cost outside +-exclude hypotheses of the winner, minus the winner's cost (H x W): a confidence."""
-    index = torch.arange(volume.shape[0], device=volume.device)[:, None, None]
-    far = (index - best[None]).abs() > exclude
-    runner_up = torch.where(far, volume, torch.full_like(volume, INVALID_COST)).amin(dim=0)
-    return runner_up - c0
+def cost_margin(volume: torch.Tensor, setup: SweepSetup, depth: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Best cost among planes whose depth at the pixel differs from the winner's by more than `radius` in log depth,
+    minus the winner's cost (H x W): a confidence that no other depth explains the pixel as well."""
+    log_depth, flat_radius = depth.flatten().abs().clamp(min=1e-12).log(), radius.flatten()
+    runner_up = torch.full_like(log_depth, INVALID_COST)
+    flat = volume.reshape(len(volume), -1)
+    for start, offsets, ray_dot in zip(setup.starts, setup.offsets, setup.ray_dots):
+        plane_depth = (offsets[:, None] / ray_dot[None]).abs().clamp(min=1e-12)
+        far = (plane_depth.log() - log_depth).abs() > flat_radius
+        costs = torch.where(far, flat[start:start + len(offsets)], torch.full_like(far, INVALID_COST, dtype=flat.dtype))
+        runner_up = torch.minimum(runner_up, costs.amin(dim=0))
+    return (runner_up - flat.amin(dim=0)).reshape(depth.shape)
 
 
 def plane_sweep_depth(ref: MVSView, sources: list[MVSView], depth_min: float, depth_max: float, num_depths: int = 128,
                       window: int = 7, device: str | torch.device = "auto", top_k: int = 2, chunk: int = 8,
-                      max_cost: float = 0.4, min_margin: float = 0.02,
-                      min_texture: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fronto-parallel plane sweep: (depth H x W, confidence H x W), both float32, 0 where invalid.
+                      max_cost: float = 0.8, min_margin: float = 0.0, min_texture: float = 0.0,
+                      extra_families: tuple[PlaneFamily, ...] = (),
+                      smoothing: SmoothingConf | None = SmoothingConf()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plane sweep over fronto-parallel planes (plus any `extra_families`, e.g. horizontal planes for the ground):
+    (depth H x W, confidence H x W), both float32, 0 where invalid.
 
-    Planes are uniform in inverse depth; each source is warped onto every plane (grid_sample), the photometric cost is
-    1 - NCC over window x window boxes, the cost across sources is the mean of the best `top_k` (occlusion-robust).
-    Winner-take-all with a parabola fit along the inverse depth gives the depth; the confidence is the margin to the
-    best cost away from the winner. Pixels with cost > max_cost, margin < min_margin, or a reference window std below
-    min_texture are invalid. Memory is bounded by processing `chunk` planes at a time (plus the D x H x W volume).
+    Each source is warped onto every plane (grid_sample), the photometric cost is 1 - NCC over window x window boxes,
+    the cost across sources is the mean of the best `top_k` (occlusion-robust). Winner-take-all over all planes with a
+    parabola fit gives the depth; the confidence is the margin to the best cost at a clearly different depth. Pixels
+    with cost > max_cost, margin < min_margin, or a reference window std below min_texture are invalid. Depths outside
+    [depth_min, depth_max] are never hypothesised. Memory: `chunk` planes at a time plus the cost volume.
     """
     device = resolve_device(device)
+    families = [fronto_parallel_planes(depth_min, depth_max, num_depths), *extra_families]
     with torch.no_grad():
-        inv_depths = inverse_depth_hypotheses(depth_min, depth_max, num_depths, device)
-        volume, ref_std = cost_volume(ref, sources, inv_depths, window, top_k, chunk, device)
-        index, c0, best = refine_argmin(volume)
-        margin = cost_margin(volume, best, c0)
-        step = (inv_depths[-1] - inv_depths[0]) / max(num_depths - 1, 1)
-        depth = 1.0 / (inv_depths[0] + index * step)
-        valid = (c0 <= max_cost) & (margin >= min_margin) & (ref_std >= min_texture)
-        zero = torch.zeros_like(depth)
+        setup = SweepSetup.create(ref, families, device)
+        cost = PhotometricCost(ref, sources, window, top_k, device)
+        volume = cost_volume(cost, setup, (depth_min, depth_max), chunk, device)
+        if smoothing is not None:
+            volume = smooth_cost_volume(volume, smoothing)
+        depth, c0, radius = winner_depth(volume, setup)
+        margin = cost_margin(volume, setup, depth, radius)
+        valid = (c0 <= max_cost) & (margin >= min_margin) & (cost.ref_std >= min_texture) & (depth > 0)
+        zero = torch.zeros_like(c0)
         return torch.where(valid, depth, zero), torch.where(valid, margin, zero)
 
 

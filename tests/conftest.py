@@ -11,6 +11,10 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from aerialmd.dense import DenseConf  # noqa: E402
+
+DENSE_CONF = DenseConf(backend="torch", max_image_size=320, device="cpu")  # the dense stage as the tests run it
+
 SHARED_DATA = Path(os.environ.get("AERIALMD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
@@ -29,3 +33,40 @@ def tiny_sample(tmp_path_factory):
 
     config = SampleConfig.tiny()
     return generate_sample(tmp_path_factory.mktemp("sample") / "root", config), config
+
+
+@pytest.fixture(scope="session")
+def localized(tiny_sample, tmp_path_factory):
+    """Stages 2, 3 and 4a run on the tiny sample with SIFT; returns (output folder, ground truth, sample paths,
+    preprocessed MegaDepth folder)."""
+    from aerialmd.ge_preprocess import preprocess_ge
+    from aerialmd.localization import OUTPUT_ROOT, localize
+    from aerialmd.megadepth import preprocess_megadepth
+    from tests.test_sample_scene import ground_truth
+
+    paths, config = tiny_sample
+    work = tmp_path_factory.mktemp("localization")
+    assert preprocess_ge(paths.root, paths.scene_list, workers=2) == 0
+    processed = work / "processed"
+    assert preprocess_megadepth(paths.megadepth_root, paths.scene_list, processed, workers=2) == 0
+    assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 0
+    out = paths.root / "data" / config.scene_id / OUTPUT_ROOT / "sfm_sift+nn-ratio"
+    return out, ground_truth(paths), paths, processed
+
+
+@pytest.fixture(scope="session")
+def dense_output(localized):
+    """The dense stage (DENSE_CONF) run once on the registered tiny sample: (localized_dense_metric folder, accuracy
+    per image kind against the ground truth, dense.json)."""
+    import json
+
+    from aerialmd.dense import DENSE_DIR, dense_scene
+    from aerialmd.evaluation import dense_accuracy
+
+    sfm_dir, _, paths, processed = localized
+    message = dense_scene(sfm_dir, paths.root / "data" / paths.scene_id, [processed / paths.scene_id / "0"], DENSE_CONF)
+    assert message is not None and "failed images" in message
+    out = sfm_dir / DENSE_DIR
+    figures = dense_accuracy(out, paths.ground_truth_dir)
+    print(f"\ndense accuracy vs ground truth: {figures}")
+    return out, figures, json.loads((out / "dense.json").read_text())

@@ -3,13 +3,11 @@ and accuracy against the exact epipolar geometry of the tiny sample scene."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import json
 import urllib.request
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
@@ -20,6 +18,7 @@ from aerialmd import features as features_module
 from aerialmd.features import FeatureConf, ImageInput, extract_features, outside_attribution, unscale_keypoints
 from aerialmd.h5io import names_to_pair, read_features, read_matches
 from aerialmd.matching import CONFIGS, MatcherConf, match_pairs, nn_ratio_match, pairs_to_match, resolve_configs
+from aerialmd.mvs import single_threaded
 from aerialmd.video import extract_frames
 
 # Each method must match three pairs of the tiny sample, chosen from its ground truth: the two nearest aerial frames,
@@ -101,18 +100,6 @@ def no_downloads(*args, **kwargs):
     raise AssertionError(f"attempted download: {args}")
 
 
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run torch single-threaded: on this shared 2-core machine two threads made ALIKED and LightGlue 3-6x slower
-    (1.2 s against 0.2 s an image, 1-6 s against 0.4 s a pair)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=list(METHODS))
 def run(request: pytest.FixtureRequest, scene: Scene, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """Extract and match one method's test pairs, with every download path blocked."""
@@ -121,7 +108,7 @@ def run(request: pytest.FixtureRequest, scene: Scene, tmp_path_factory: pytest.T
     names = sorted({name for pair in pairs.values() for name in pair})
     images = [image for kind in scene.images.values() for image in kind if image.name in names]
     out = tmp_path_factory.mktemp(request.param.replace("+", "_"))
-    with pytest.MonkeyPatch.context() as patch, one_torch_thread():
+    with pytest.MonkeyPatch.context() as patch, single_threaded(torch.device("cpu")):
         patch.setattr(torch.hub, "download_url_to_file", no_downloads)
         patch.setattr(urllib.request, "urlopen", no_downloads)
         features = extract_features(images, out / "features.h5", feature_conf, progress=False)
@@ -206,7 +193,7 @@ def test_attribution_box_has_no_keypoints(run: Run, scene: Scene, tmp_path: Path
     for image in aerial:
         features = read_features(run.features, image.name)
         assert outside_attribution(features.keypoints, features.image_size).all()
-    with one_torch_thread():
+    with single_threaded(torch.device("cpu")):
         unmasked = extract_features([dataclasses.replace(aerial[0], mask_attribution=False)], tmp_path / "f.h5",
                                     run.feature_conf, progress=False)
     features = read_features(unmasked, aerial[0].name)

@@ -5,27 +5,11 @@ from __future__ import annotations
 import json
 
 import pycolmap
-import pytest
 
 from aerialmd.camera import cam2world_from_cam_from_world
-from aerialmd.ge_preprocess import preprocess_ge
-from aerialmd.localization import OUTPUT_ROOT, localize
-from aerialmd.megadepth import preprocess_megadepth
 from aerialmd.evaluation import registration_accuracy
-from tests.test_sample_scene import ground_truth, pose_errors
-
-
-@pytest.fixture(scope="module")
-def localized(tiny_sample, tmp_path_factory):
-    """Stages 2, 3 and 4a run on the tiny sample with SIFT; returns (output folder, ground truth, sample paths)."""
-    paths, config = tiny_sample
-    work = tmp_path_factory.mktemp("localization")
-    assert preprocess_ge(paths.root, paths.scene_list, workers=2) == 0
-    processed = work / "processed"
-    assert preprocess_megadepth(paths.megadepth_root, paths.scene_list, processed, workers=2) == 0
-    assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 0
-    out = paths.root / "data" / config.scene_id / OUTPUT_ROOT / "sfm_sift+nn-ratio"
-    return out, ground_truth(paths), paths, processed
+from aerialmd.localization import localize
+from tests.test_sample_scene import pose_errors
 
 
 def test_ground_photos_registered_accurately_at_metric_scale(localized):

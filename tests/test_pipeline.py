@@ -55,17 +55,21 @@ def test_preprocessed_megadepth_matches_ground_truth(tiny_sample, tmp_path):
 def test_run_pipeline_on_tiny_sample(tmp_path):
     """The main job: sample made, every stage run, summary printed; a second run reuses everything."""
     root = tmp_path / "sample"
-    cmd = [sys.executable, str(REPO_ROOT / "run_pipeline.py"), "--sample_root", str(root), "--sample_size", "tiny"]
+    cmd = [sys.executable, str(REPO_ROOT / "run_pipeline.py"), "--sample_root", str(root), "--sample_size", "tiny",
+           "--mvs_max_image_size", "160"]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     summary = first.stdout.split("stage")[-1]
-    assert all(name in summary for name in ("sample_scene", "preprocess_ge", "preprocess_megadepth"))
+    assert all(name in summary for name in ("sample_scene", "preprocess_ge", "preprocess_megadepth", "localization",
+                                            "dense"))
     assert "FAILED" not in summary
     config = json.loads((root / "sample_scene.json").read_text())
     frames = sorted((root / "data" / config["scene_id"] / "footage").glob("*.jpeg"))
     assert len(frames) == sum(o["frames"] for o in config["orbits"])
     processed = sorted((root / "megadepth_processed" / config["scene_id"] / "0").glob("*.npz"))
     assert len(processed) == config["num_ground"]
+    dense = root / "data" / config["scene_id"] / "sfm_output_localization" / "sfm_sift+nn-ratio" / "localized_dense_metric"
+    assert len(list((dense / "depths").glob("*.h5"))) == len(list((dense / "images").iterdir())) >= len(frames)
     second = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert second.returncode == 0 and "already done" in second.stdout
 

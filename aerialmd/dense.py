@@ -1,0 +1,355 @@
+"""Stage 4b: dense metric depth for every image of the localized model (multi-view stereo), in the seed's layout.
+
+Per scene, into `<root_dir>/<scene>/sfm_output_localization/sfm_<features>+<matcher>/` (next to stage 4a's output):
+    localized_dense_metric/images/<name>              undistorted images (PINHOLE cameras)
+    localized_dense_metric/depths/<name stem>.h5      dataset 'depth', float32, metres, same size as the image, 0 = invalid
+    localized_dense_metric/sparse-txt/                the undistorted model (cameras, images, points3D) as COLMAP text
+    localized_dense_metric/dense.json                 settings, per-image coverage / agreement / failures, timings
+    dense_work/                                       resumable intermediate state (removed when the scene finishes)
+
+`localized_dense_metric/` is written under a temporary name and renamed when complete; its `dense.json` records the
+settings, and re-running with other settings is refused unless `--overwrite`. Raw per-image depth maps are cached in
+`dense_work/raw/`, so a killed run resumes at the first image it had not finished.
+
+Backends: `colmap` (pycolmap's CUDA PatchMatch stereo, geometric depth maps) and `torch` (aerialmd.mvs plane sweep plus
+a multi-view geometric consistency filter; CPU or CUDA). `auto` picks colmap when pycolmap has CUDA, torch otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pycolmap
+from tqdm import tqdm
+
+from .atomic import atomic_file, remove_path
+from .camera import cam2world_from_cam_from_world, opencv_intrinsics
+from .dense_model import DENSE_DIR, depth_file_name, write_dense_model
+from .depth_io import read_depth_exr, read_depth_h5, write_depth_h5
+from .localization import OUTPUT_ROOT
+from .mvs import MVSView, geometric_consistency_filter, horizontal_planes, plane_sweep_depth, resolve_device
+from .scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
+
+STAGE = "dense"
+DENSE_REPORT = "dense.json"  # written last inside the (atomic) output folder; records the settings
+WORK_DIR = "dense_work"
+LOCALIZED_MODEL = "localized"
+WORLD_UP = np.array([0.0, 0.0, 1.0])  # the ENU frame of stage 2 (aerialmd.ge_preprocess)
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseConf:
+    """Settings of the dense stage (recorded in dense.json; changing them needs --overwrite)."""
+
+    backend: str = "auto"  # auto | colmap | torch
+    max_image_size: int = 640  # long side of the undistorted images and depth maps
+    num_sources: int = 5
+    num_depths: int = 128
+    window: int = 7
+    max_cost: float = 0.8  # 1 - NCC (after smoothing) above which a pixel gets no depth; ~1 = no photometric evidence
+    horizontal_planes: bool = True  # also sweep planes of constant height (ground, roofs); doubles the cost
+    filter_neighbours: int = 12  # views checked by the consistency filter (torch backend)
+    min_agree: int = 2  # of those, views whose depth must confirm a depth
+    consistency_tol: float = 0.01  # relative depth tolerance of the consistency check
+    device: str = "auto"
+
+    def settings(self) -> dict:
+        """What determines the outputs (the device does not)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "device"}
+
+
+def resolve_backend(name: str) -> str:
+    """'auto' -> 'colmap' when pycolmap was built with CUDA, else 'torch'; 'colmap' without CUDA is an error."""
+    if name not in ("auto", "colmap", "torch"):
+        raise ValueError(f"unknown MVS backend {name!r} (choose auto, colmap or torch)")
+    if name == "auto":
+        return "colmap" if pycolmap.has_cuda else "torch"
+    if name == "colmap" and not pycolmap.has_cuda:
+        raise RuntimeError("--mvs_backend colmap needs pycolmap built with CUDA (pycolmap.has_cuda is False): install a "
+                           "CUDA build of pycolmap (e.g. pip install pycolmap-cuda12), or use --mvs_backend torch")
+    return name
+
+
+def image_sources(scene_dir: Path, processed_dirs: list[Path]) -> list[Path]:
+    """Folders holding the model's images: the GES frames and the preprocessed MegaDepth photos."""
+    return [scene_dir / "footage", *processed_dirs]
+
+
+def link_images(model: pycolmap.Reconstruction, folders: list[Path], out_dir: Path) -> None:
+    """One folder with every model image by name (symbolic links), as COLMAP's undistorter wants."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for image in model.images.values():
+        found = next((f / image.name for f in folders if (f / image.name).is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"image {image.name} of the localized model not found in {', '.join(map(str, folders))}")
+        link = out_dir / image.name
+        if not link.exists():
+            link.symlink_to(found.resolve())
+
+
+def undistort(model_dir: Path, image_dir: Path, workspace: Path, max_image_size: int) -> pycolmap.Reconstruction:
+    """COLMAP's image undistorter into `workspace` (images/, sparse/, stereo/): PINHOLE cameras, long side capped."""
+    if not (workspace / "sparse").is_dir():
+        tmp = workspace.with_name(workspace.name + ".tmp")
+        remove_path(tmp)
+        options = pycolmap.UndistortCameraOptions(max_image_size=max_image_size)
+        pycolmap.undistort_images(str(tmp), str(model_dir), str(image_dir), undistort_options=options)
+        os.replace(tmp, workspace)
+    return pycolmap.Reconstruction(str(workspace / "sparse"))
+
+
+def point_ids(image: pycolmap.Image) -> set[int]:
+    return {p.point3D_id for p in image.points2D if p.has_point3D()}
+
+
+def select_sources(model: pycolmap.Reconstruction, image_id: int, count: int, min_shared: int = 8,
+                   min_angle_deg: float = 1.0) -> list[int]:
+    """The `count` images sharing the most sparse points with `image_id` at a median triangulation angle of at least
+    min_angle_deg (tiny baselines give no depth), weighted down below 5 degrees."""
+    ids = point_ids(model.images[image_id])
+    centre = model.images[image_id].projection_center()
+    scored = []
+    for other_id, other in model.images.items():
+        shared = ids & point_ids(other) if other_id != image_id else set()
+        if len(shared) < min_shared:
+            continue
+        points = np.array([model.points3D[p].xyz for p in shared])
+        a, b = points - centre, points - other.projection_center()
+        cos = np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        angle = float(np.degrees(np.median(np.arccos(np.clip(cos, -1, 1)))))
+        if angle >= min_angle_deg:
+            scored.append((len(shared) * min(angle / 5.0, 1.0), other_id))
+    return [other_id for _, other_id in sorted(scored, key=lambda s: (-s[0], s[1]))[:count]]
+
+
+def depth_range(model: pycolmap.Reconstruction, image_id: int) -> tuple[float, float] | None:
+    """Depth bounds from the sparse points the image observes (1st-99th percentile, widened), or None without points."""
+    image = model.images[image_id]
+    ids = list(point_ids(image))
+    if len(ids) < 5:
+        return None
+    xyz = np.array([model.points3D[p].xyz for p in ids])
+    depths = (xyz @ image.cam_from_world().rotation.matrix().T + image.cam_from_world().translation)[:, 2]
+    depths = depths[depths > 0]
+    if len(depths) < 5:
+        return None
+    low, high = np.percentile(depths, [1, 99])
+    return 0.75 * low, 1.5 * high
+
+
+def height_range(model: pycolmap.Reconstruction, image_id: int) -> tuple[float, float]:
+    """World heights spanned by the points the image observes (1st-90th percentile)."""
+    xyz = np.array([model.points3D[p].xyz for p in point_ids(model.images[image_id])])
+    low, high = np.percentile(xyz @ WORLD_UP, [1, 90])
+    return float(low) - 2.0, float(high) + 2.0
+
+
+def mvs_view(model: pycolmap.Reconstruction, image_id: int, image_dir: Path) -> MVSView:
+    image = model.images[image_id]
+    rgb = cv2.imread(str(image_dir / image.name), cv2.IMREAD_COLOR)
+    if rgb is None:
+        raise ValueError(f"{image_dir / image.name}: unreadable image")
+    return MVSView(cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB), opencv_intrinsics(model.cameras[image.camera_id]),
+                   cam2world_from_cam_from_world(image.cam_from_world()))
+
+
+def raw_torch_depth(model: pycolmap.Reconstruction, image_id: int, image_dir: Path, conf: DenseConf) -> np.ndarray:
+    """Plane-sweep depth of one image against its selected sources (before the consistency filter)."""
+    image = model.images[image_id]
+    camera = model.cameras[image.camera_id]
+    sources = select_sources(model, image_id, conf.num_sources)
+    bounds = depth_range(model, image_id)
+    if not sources or bounds is None:
+        return np.zeros((camera.height, camera.width), np.float32)
+    ref = mvs_view(model, image_id, image_dir)
+    extra = ()
+    if conf.horizontal_planes:
+        family = horizontal_planes(ref, WORLD_UP, *height_range(model, image_id), conf.num_depths)
+        extra = (family,) if family is not None else ()
+    depth, _ = plane_sweep_depth(ref, [mvs_view(model, s, image_dir) for s in sources], *bounds,
+                                 num_depths=conf.num_depths, window=conf.window, device=conf.device,
+                                 extra_families=extra, max_cost=conf.max_cost)
+    return depth.cpu().numpy()
+
+
+def torch_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseConf,
+                 failures: dict[str, str]) -> dict[str, np.ndarray]:
+    """Per image name the filtered torch-backend depth; raw maps are cached in workspace/raw (resumable)."""
+    raw_dir = workspace / "raw"
+    raw_dir.mkdir(exist_ok=True)
+    raw = {}
+    for image_id in tqdm(sorted(model.images), desc="MVS (torch)", leave=False):
+        name = model.images[image_id].name
+        path = raw_dir / depth_file_name(name)
+        if not path.is_file():
+            try:
+                depth = raw_torch_depth(model, image_id, workspace / "images", conf)
+            except Exception as exc:  # one image's failure is reported, the scene goes on
+                failures[name] = f"{type(exc).__name__}: {exc}"
+                continue
+            with atomic_file(path) as tmp:
+                write_depth_h5(tmp, depth)
+        raw[name] = read_depth_h5(path)
+    views = {model.images[i].name: mvs_view(model, i, workspace / "images") for i in model.images}
+    by_name = {image.name: image_id for image_id, image in model.images.items()}
+    neighbours = {name: [model.images[s].name for s in select_sources(model, by_name[name], conf.filter_neighbours)]
+                  for name in raw}
+    filtered = geometric_consistency_filter(raw, views, neighbours, rel_tol=conf.consistency_tol,
+                                            min_agree=conf.min_agree, device=conf.device)
+    return {name: depth.cpu().numpy() for name, depth in filtered.items()}
+
+
+def read_colmap_array(path: Path) -> np.ndarray:
+    """A COLMAP dense array file (`W&H&C&` text header, then float32 channel planes, rows of W values) as H x W (x C)."""
+    data = path.read_bytes()
+    fields = data.split(b"&", 3)
+    if len(fields) < 4:
+        raise ValueError(f"{path}: not a COLMAP array file (no W&H&C& header)")
+    width, height, channels = (int(f) for f in fields[:3])
+    values = np.frombuffer(fields[3], dtype="<f4")
+    if values.size != width * height * channels:
+        raise ValueError(f"{path}: {values.size} values, header says {width}x{height}x{channels}")
+    array = values.reshape(channels, height, width).transpose(1, 2, 0)
+    return array[..., 0] if channels == 1 else array
+
+
+def colmap_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseConf,
+                  failures: dict[str, str]) -> dict[str, np.ndarray]:
+    """COLMAP PatchMatch stereo (CUDA) with geometric consistency; its geometric depth maps per image name."""
+    options = pycolmap.PatchMatchOptions(max_image_size=conf.max_image_size, geom_consistency=True,
+                                         window_radius=conf.window // 2)
+    pycolmap.patch_match_stereo(str(workspace), options=options)
+    out = {}
+    for image in model.images.values():
+        path = workspace / "stereo" / "depth_maps" / f"{image.name}.geometric.bin"
+        if path.is_file():
+            out[image.name] = read_colmap_array(path).astype(np.float32)
+        else:
+            failures[image.name] = f"{path}: no depth map written by patch_match_stereo"
+    return out
+
+
+def megadepth_agreement(depth: np.ndarray, megadepth_depth: np.ndarray, scale: float) -> float | None:
+    """Median |MVS - s * MegaDepth| / (s * MegaDepth) over pixels where both are valid (MegaDepth resized to the
+    MVS size, nearest); None without overlap."""
+    resized = cv2.resize(megadepth_depth, depth.shape[::-1], interpolation=cv2.INTER_NEAREST) * scale
+    both = (depth > 0) & (resized > 0)
+    if both.sum() < 100:
+        return None
+    return float(np.median(np.abs(depth[both] - resized[both]) / resized[both]))
+
+
+def megadepth_depth_path(name: str, processed_dirs: list[Path]) -> Path | None:
+    """The preprocessed MegaDepth depth (.exr, SfM units) of a ground photo, if there is one."""
+    return next((d / f"{Path(name).stem}.exr" for d in processed_dirs if (d / f"{Path(name).stem}.exr").is_file()),
+                None)
+
+
+def image_metrics(depths: dict[str, np.ndarray], model: pycolmap.Reconstruction, processed_dirs: list[Path],
+                  sim3_scale: float | None) -> dict[str, dict]:
+    """Per image: coverage (valid fraction of pixels) and, for ground photos, agreement with the scaled MegaDepth depth."""
+    metrics = {}
+    for image in model.images.values():
+        depth = depths.get(image.name)
+        entry: dict = {"coverage": float((depth > 0).mean()) if depth is not None else 0.0}
+        mega = megadepth_depth_path(image.name, processed_dirs)
+        if depth is not None and mega is not None and sim3_scale is not None:
+            entry["megadepth_rel_diff"] = megadepth_agreement(depth, read_depth_exr(mega), sim3_scale)
+        metrics[image.name] = entry
+    return metrics
+
+
+def summarize(metrics: dict[str, dict], failures: dict[str, str]) -> dict:
+    """Scene-level figures: image count, median coverage, median MegaDepth agreement, failures."""
+    agreements = [m["megadepth_rel_diff"] for m in metrics.values() if m.get("megadepth_rel_diff") is not None]
+    return {"images": len(metrics), "median_coverage": float(np.median([m["coverage"] for m in metrics.values()])),
+            "megadepth_median_rel_diff": float(np.median(agreements)) if agreements else None,
+            "megadepth_photos_compared": len(agreements), "failed_images": len(failures)}
+
+
+def check_settings(out_dir: Path, conf: DenseConf) -> bool:
+    """True when the scene's dense output exists with the same settings; an error when it has other settings."""
+    marker = out_dir / DENSE_REPORT
+    if not marker.is_file():
+        return False
+    recorded = json.loads(marker.read_text()).get("settings")
+    if recorded != conf.settings():
+        raise ValueError(f"{out_dir} was made with other settings ({recorded}); use --overwrite to redo it")
+    return True
+
+
+def dense_scene(sfm_dir: Path, scene_dir: Path, processed_dirs: list[Path], conf: DenseConf,
+                overwrite: bool = False) -> str | None:
+    """Run stage 4b on one scene's stage-4a output; a one-line summary, or None when done already."""
+    out_dir = sfm_dir / DENSE_DIR
+    if not overwrite and check_settings(out_dir, conf):
+        return None
+    backend = resolve_backend(conf.backend)
+    workspace = sfm_dir / WORK_DIR
+    settings_file = workspace / "settings.json"
+    if workspace.exists() and (overwrite or not settings_file.is_file()
+                               or json.loads(settings_file.read_text()) != conf.settings()):
+        remove_path(workspace)  # intermediate state of other settings is not reused
+    workspace.mkdir(parents=True, exist_ok=True)
+    settings_file.write_text(json.dumps(conf.settings()))
+    timer = Timer()
+    localized = pycolmap.Reconstruction(str(sfm_dir / LOCALIZED_MODEL))
+    with timer.step("undistortion"):
+        link_images(localized, image_sources(scene_dir, processed_dirs), workspace / "inputs")
+        model = undistort(sfm_dir / LOCALIZED_MODEL, workspace / "inputs", workspace / "undistorted", conf.max_image_size)
+    failures: dict[str, str] = {}
+    with timer.step("mvs"):
+        compute = colmap_depths if backend == "colmap" else torch_depths
+        depths = compute(model, workspace / "undistorted", conf, failures)
+    registration = json.loads((sfm_dir / "registration.json").read_text())
+    scale = registration.get("sim3_metric_from_sfm", {}).get("scale")
+    metrics = image_metrics(depths, model, processed_dirs, scale)
+    summary = summarize(metrics, failures)
+    document = {"settings": conf.settings(), "backend": backend, "device": str(resolve_device(conf.device)),
+                "summary": summary, "images": metrics, "failures": failures, "timings": timer.seconds}
+    images = {image.name: workspace / "undistorted" / "images" / image.name for image in model.images.values()}
+    blank = {image.name: np.zeros((model.cameras[image.camera_id].height, model.cameras[image.camera_id].width),
+                                  np.float32) for image in model.images.values()}
+    write_dense_model(out_dir, model, images, {**blank, **depths}, overwrite=True,
+                      text_files={DENSE_REPORT: json.dumps(document, indent=1)})
+    remove_path(workspace)
+    agreement = summary["megadepth_median_rel_diff"]
+    return (f"{summary['images']} depth maps ({backend}), median coverage {summary['median_coverage']:.2f}, "
+            f"MegaDepth agreement {'n/a' if agreement is None else f'{100 * agreement:.2f}%'}, "
+            f"{len(failures)} failed images")
+
+
+def find_sfm_dirs(scene_dir: Path) -> list[Path]:
+    """Stage-4a outputs of a scene (one per feature/matcher configuration)."""
+    root = scene_dir / OUTPUT_ROOT
+    return sorted(p for p in root.glob("sfm_*") if (p / LOCALIZED_MODEL).is_dir()) if root.is_dir() else []
+
+
+def densify(root_dir: Path | str, megadepth_processed: Path | str, image_list: Path | str,
+            scenes: list[str] | None = None, conf: DenseConf = DenseConf(), overwrite: bool = False,
+            shard: Shard | None = None) -> int:
+    """Run stage 4b over the scene list: every stage-4a output of every selected scene."""
+    root_dir, megadepth_processed = Path(root_dir), Path(megadepth_processed)
+    pycolmap.logging.minloglevel = pycolmap.logging.WARNING
+    resolve_backend(conf.backend)  # fail before any scene when the backend cannot run
+    scene_images = load_scene_list(image_list)
+
+    def process(scene: str) -> str | None:
+        sfm_dirs = find_sfm_dirs(root_dir / scene)
+        if not sfm_dirs:
+            if scenes:
+                raise FileNotFoundError(f"{root_dir / scene / OUTPUT_ROOT}: no localized model (run do_colmap_localization)")
+            return None
+        processed = [megadepth_processed / scene / sub for sub in sorted(scene_images[scene])]
+        messages = [dense_scene(d, root_dir / scene, processed, conf, overwrite) for d in sfm_dirs]
+        done = [f"{d.name}: {m}" for d, m in zip(sfm_dirs, messages) if m is not None]
+        return "; ".join(done) if done else "already done (use --overwrite to redo)"
+
+    report = run_per_scene(STAGE, select_scenes(scene_images, scenes, shard), process)
+    print(report.summary(), flush=True)
+    return report.exit_code()
