@@ -121,7 +121,7 @@ def test_killed_run_resumes_to_identical_depths(localized, tmp_path):
               f"dense_scene(Path({str(killed)!r}), Path({str(scene_dir)!r}), [Path({str(dirs[0])!r})], "
               f"DenseConf(**{conf.settings()!r}, device='cpu'))")
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    raw_dir = killed / WORK_DIR / "raw"
+    raw_dir = killed / WORK_DIR / "undistorted" / "raw"
     while process.poll() is None and len(list(raw_dir.glob("*.h5"))) < 5:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
