@@ -3,6 +3,7 @@
 
 With no arguments: creates the built-in sample scene under ./sample_data (if not there yet) and runs all stages on it.
 With --data_root (and --megadepth_dir, --scene_list): runs the stages on your own data.
+With --executor ray: one Ray task per scene (all its stages) on a Ray cluster (--ray_address) or a local Ray instance.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aerialmd.pipeline import PipelinePaths, Stage, build_stages, format_summary, run_stages, sample_pipeline  # noqa: E402
+from aerialmd.dense import DenseConf  # noqa: E402
+from aerialmd.executors import EXECUTORS, run_local, run_ray  # noqa: E402
+from aerialmd.pipeline import PipelinePaths, Stage, sample_pipeline  # noqa: E402
 from aerialmd.sample_scene import SampleConfig  # noqa: E402
 from aerialmd.scenes import add_scene_arguments  # noqa: E402
 
 SAMPLE_SIZES = {"default": SampleConfig(), "tiny": SampleConfig.tiny()}
+SAMPLE_MVS_SIZE = 320  # the sample's depth maps: keeps the whole run within a few minutes on a laptop CPU
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -31,7 +35,32 @@ def get_parser() -> argparse.ArgumentParser:
     add_scene_arguments(parser)
     parser.add_argument("--workers", type=int, default=None, help="parallel workers per stage (default: CPU count)")
     parser.add_argument("--overwrite", action="store_true", help="redo finished work")
+    parser.add_argument("--mvs_backend", default="auto", choices=["auto", "colmap", "torch"],
+                        help="MVS backend (see do_colmap_localization.py)")
+    parser.add_argument("--mvs_max_image_size", type=int, default=None,
+                        help=f"long side of the depth maps (default: {DenseConf().max_image_size}; "
+                             f"{SAMPLE_MVS_SIZE} for the sample)")
+    add_executor_arguments(parser)
     return parser
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """--executor and the Ray executor's settings."""
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local: the stages in turn over all scenes, in this process; ray: one Ray task per scene")
+    parser.add_argument("--ray_address", default=None,
+                        help="Ray cluster to use (e.g. auto, <head>:6379, ray://<head>:10001; default: RAY_ADDRESS "
+                             "when set, else a local Ray instance on this machine)")
+    parser.add_argument("--ray_cpus_per_scene", type=float, default=2,
+                        help="CPUs reserved per scene task (also its worker threads unless --workers)")
+    parser.add_argument("--ray_gpus_per_scene", type=float, default=0,
+                        help="GPUs reserved per scene task, used by the MVS stage (colmap backend, or torch on CUDA); "
+                             "fractions share a GPU")
+
+
+def dense_conf(args: argparse.Namespace) -> DenseConf:
+    size = args.mvs_max_image_size or (DenseConf().max_image_size if args.data_root else SAMPLE_MVS_SIZE)
+    return DenseConf(backend=args.mvs_backend, max_image_size=size)
 
 
 def resolve_paths(args: argparse.Namespace) -> tuple[PipelinePaths, list[Stage]]:
@@ -48,12 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     try:
         paths, first = resolve_paths(args)
-        results = run_stages(first + build_stages(paths, args.scenes, args.workers, args.overwrite, args.shard))
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        common = (paths, args.scenes, args.workers, args.overwrite, args.shard, dense_conf(args), first)
+        if args.executor == "ray":
+            return run_ray(*common, address=args.ray_address, cpus_per_scene=args.ray_cpus_per_scene,
+                           gpus_per_scene=args.ray_gpus_per_scene)
+        return run_local(*common)
+    except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print("\n" + format_summary(results))
-    return max((r.exit_code for r in results), default=0)
 
 
 if __name__ == "__main__":

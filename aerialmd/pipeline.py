@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from .dense import DENSE_DIR, DenseConf, densify
 from .ge_preprocess import preprocess_ge
 from .localization import OUTPUT_ROOT, localize
 from .megadepth import preprocess_megadepth
@@ -55,7 +56,7 @@ def sample_pipeline(root: Path, config: SampleConfig) -> tuple[PipelinePaths, St
 
 
 def build_stages(paths: PipelinePaths, scenes: list[str] | None, workers: int | None, overwrite: bool,
-                 shard: Shard | None = None) -> list[Stage]:
+                 shard: Shard | None = None, dense: DenseConf = DenseConf()) -> list[Stage]:
     """Every stage that exists so far, in the order users run them by hand."""
     workers = workers or os.cpu_count() or 1
     return [
@@ -71,6 +72,10 @@ def build_stages(paths: PipelinePaths, scenes: list[str] | None, workers: int | 
               lambda: localize(paths.data_root / "data", paths.megadepth_processed, paths.scene_list, scenes,
                                overwrite=overwrite, shard=shard),
               paths.data_root / "data", f"*/{OUTPUT_ROOT}/*/registration.json"),
+        Stage("dense",
+              lambda: densify(paths.data_root / "data", paths.megadepth_processed, paths.scene_list, scenes, dense,
+                              overwrite, shard),
+              paths.data_root / "data", f"*/{OUTPUT_ROOT}/*/{DENSE_DIR}/depths/*.h5"),
     ]
 
 
