@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aerialmd.dense import DenseConf, densify, resolve_backend  # noqa: E402
+from aerialmd.dense import BACKENDS, DenseConf, densify, resolve_backend  # noqa: E402
 from aerialmd.localization import localize  # noqa: E402
 from aerialmd.scenes import add_scene_arguments  # noqa: E402
 
@@ -37,7 +37,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resize_max", type=int, help="downscale images to this long side before extraction")
     parser.add_argument("--overwrite", action="store_true", help="redo scenes whose output exists")
     mvs = parser.add_argument_group("multi-view stereo (localized_dense_metric)")
-    mvs.add_argument("--mvs_backend", default="auto", choices=["auto", "colmap", "torch"],
+    mvs.add_argument("--mvs_backend", default="auto", choices=BACKENDS,
                      help="colmap: pycolmap PatchMatch (needs CUDA); torch: plane sweep on CPU/CUDA; auto: colmap "
                           "when pycolmap has CUDA")
     mvs.add_argument("--skip_mvs", action="store_true", help="stop after registration")

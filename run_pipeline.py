@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aerialmd.dense import DenseConf  # noqa: E402
+from aerialmd.dense import BACKENDS, DenseConf  # noqa: E402
 from aerialmd.executors import EXECUTORS, run_local, run_ray  # noqa: E402
 from aerialmd.pipeline import PipelinePaths, Stage, sample_pipeline  # noqa: E402
 from aerialmd.sample_scene import SampleConfig  # noqa: E402
@@ -35,7 +35,7 @@ def get_parser() -> argparse.ArgumentParser:
     add_scene_arguments(parser)
     parser.add_argument("--workers", type=int, default=None, help="parallel workers per stage (default: CPU count)")
     parser.add_argument("--overwrite", action="store_true", help="redo finished work")
-    parser.add_argument("--mvs_backend", default="auto", choices=["auto", "colmap", "torch"],
+    parser.add_argument("--mvs_backend", default="auto", choices=BACKENDS,
                         help="MVS backend (see do_colmap_localization.py)")
     parser.add_argument("--mvs_max_image_size", type=int, default=None,
                         help=f"long side of the depth maps (default: {DenseConf().max_image_size}; "

@@ -38,6 +38,7 @@ from .scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
 STAGE = "dense"
 DENSE_REPORT = "dense.json"  # written last inside the (atomic) output folder; records the settings
 WORK_DIR = "dense_work"
+BACKENDS = ("auto", "colmap", "torch")
 LOCALIZED_MODEL = "localized"
 WORLD_UP = np.array([0.0, 0.0, 1.0])  # the ENU frame of stage 2 (aerialmd.ge_preprocess)
 
@@ -65,7 +66,7 @@ class DenseConf:
 
 def resolve_backend(name: str) -> str:
     """'auto' -> 'colmap' when pycolmap was built with CUDA, else 'torch'; 'colmap' without CUDA is an error."""
-    if name not in ("auto", "colmap", "torch"):
+    if name not in BACKENDS:
         raise ValueError(f"unknown MVS backend {name!r} (choose auto, colmap or torch)")
     if name == "auto":
         return "colmap" if pycolmap.has_cuda else "torch"
@@ -107,24 +108,28 @@ def point_ids(image: pycolmap.Image) -> set[int]:
     return {p.point3D_id for p in image.points2D if p.has_point3D()}
 
 
-def select_sources(model: pycolmap.Reconstruction, image_id: int, count: int, min_shared: int = 8,
-                   min_angle_deg: float = 1.0) -> list[int]:
-    """The `count` images sharing the most sparse points with `image_id` at a median triangulation angle of at least
-    min_angle_deg (tiny baselines give no depth), weighted down below 5 degrees."""
-    ids = point_ids(model.images[image_id])
-    centre = model.images[image_id].projection_center()
-    scored = []
-    for other_id, other in model.images.items():
-        shared = ids & point_ids(other) if other_id != image_id else set()
-        if len(shared) < min_shared:
-            continue
-        points = np.array([model.points3D[p].xyz for p in shared])
-        a, b = points - centre, points - other.projection_center()
-        cos = np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-        angle = float(np.degrees(np.median(np.arccos(np.clip(cos, -1, 1)))))
-        if angle >= min_angle_deg:
-            scored.append((len(shared) * min(angle / 5.0, 1.0), other_id))
-    return [other_id for _, other_id in sorted(scored, key=lambda s: (-s[0], s[1]))[:count]]
+def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
+                   min_angle_deg: float = 1.0) -> dict[int, list[int]]:
+    """Per image, the other images ranked as stereo partners: by the sparse points they share, among those at a
+    median triangulation angle of at least min_angle_deg (tiny baselines give no depth), weighted down below 5
+    degrees. Computed once per scene; the MVS sources and the consistency-filter neighbours are prefixes of it."""
+    points = {image_id: point_ids(image) for image_id, image in model.images.items()}
+    ranking = {}
+    for image_id, image in model.images.items():
+        centre = image.projection_center()
+        scored = []
+        for other_id, other in model.images.items():
+            shared = points[image_id] & points[other_id] if other_id != image_id else set()
+            if len(shared) < min_shared:
+                continue
+            xyz = np.array([model.points3D[p].xyz for p in shared])
+            a, b = xyz - centre, xyz - other.projection_center()
+            cos = np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            angle = float(np.degrees(np.median(np.arccos(np.clip(cos, -1, 1)))))
+            if angle >= min_angle_deg:
+                scored.append((len(shared) * min(angle / 5.0, 1.0), other_id))
+        ranking[image_id] = [other_id for _, other_id in sorted(scored, key=lambda s: (-s[0], s[1]))]
+    return ranking
 
 
 def depth_range(model: pycolmap.Reconstruction, image_id: int) -> tuple[float, float] | None:
@@ -158,11 +163,11 @@ def mvs_view(model: pycolmap.Reconstruction, image_id: int, image_dir: Path) -> 
                    cam2world_from_cam_from_world(image.cam_from_world()))
 
 
-def raw_torch_depth(model: pycolmap.Reconstruction, image_id: int, image_dir: Path, conf: DenseConf) -> np.ndarray:
-    """Plane-sweep depth of one image against its selected sources (before the consistency filter)."""
+def raw_torch_depth(model: pycolmap.Reconstruction, image_id: int, sources: list[int], image_dir: Path,
+                    conf: DenseConf) -> np.ndarray:
+    """Plane-sweep depth of one image against its sources (before the consistency filter)."""
     image = model.images[image_id]
     camera = model.cameras[image.camera_id]
-    sources = select_sources(model, image_id, conf.num_sources)
     bounds = depth_range(model, image_id)
     if not sources or bounds is None:
         return np.zeros((camera.height, camera.width), np.float32)
@@ -183,12 +188,14 @@ def torch_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseCon
     raw_dir = workspace / "raw"
     raw_dir.mkdir(exist_ok=True)
     raw = {}
+    ranking = ranked_sources(model)
     for image_id in tqdm(sorted(model.images), desc="MVS (torch)", leave=False):
         name = model.images[image_id].name
         path = raw_dir / depth_file_name(name)
         if not path.is_file():
             try:
-                depth = raw_torch_depth(model, image_id, workspace / "images", conf)
+                depth = raw_torch_depth(model, image_id, ranking[image_id][:conf.num_sources], workspace / "images",
+                                        conf)
             except Exception as exc:  # one image's failure is reported, the scene goes on
                 failures[name] = f"{type(exc).__name__}: {exc}"
                 continue
@@ -196,9 +203,8 @@ def torch_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseCon
                 write_depth_h5(tmp, depth)
         raw[name] = read_depth_h5(path)
     views = {model.images[i].name: mvs_view(model, i, workspace / "images") for i in model.images}
-    by_name = {image.name: image_id for image_id, image in model.images.items()}
-    neighbours = {name: [model.images[s].name for s in select_sources(model, by_name[name], conf.filter_neighbours)]
-                  for name in raw}
+    neighbours = {image.name: [model.images[s].name for s in ranking[image_id][:conf.filter_neighbours]]
+                  for image_id, image in model.images.items() if image.name in raw}
     filtered = geometric_consistency_filter(raw, views, neighbours, rel_tol=conf.consistency_tol,
                                             min_agree=conf.min_agree, device=conf.device)
     return {name: depth.cpu().numpy() for name, depth in filtered.items()}

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pycolmap
 
 from .camera import cam2world_from_cam_from_world, pose_errors
+from .depth_io import read_depth_exr, read_depth_h5
 
 # MegaDepth photos are named '<name>' in the ground truth and '<name>.jpg' once preprocessed (the published layout).
 PROCESSED_SUFFIX = ".jpg"
@@ -64,9 +66,6 @@ def depth_accuracy(depth: np.ndarray, truth: np.ndarray) -> dict:
 def dense_accuracy(dense_dir: Path, ground_truth_dir: Path) -> dict[str, dict]:
     """depth_accuracy of a `localized_dense_metric` folder against the sample's true depth, pooled per image kind
     ('aerial', 'ground'); the truth is resampled (nearest) to the depth maps' size."""
-    from .depth_io import read_depth_exr, read_depth_h5  # local: keeps this module light for registration tests
-    import cv2
-
     pooled: dict[str, tuple[list, list]] = {}
     for image in load_ground_truth(ground_truth_dir)["images"]:
         name = image["name"] + (PROCESSED_SUFFIX if image["kind"] == "ground" else "")
