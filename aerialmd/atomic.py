@@ -1,21 +1,47 @@
 """Atomic outputs: everything is written under a temporary name and renamed into place only when complete.
 
-A crash or a failed scene therefore never leaves a partial file or folder that looks finished.
+A crash or a failed scene therefore never leaves a partial file or folder that looks finished. Temporaries left by a
+process that was killed are removed the next time a folder is written next to them (their names hold the writer's
+process id, so a temporary of a live writer is never touched).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
 from typing import Iterator
 
 
+TEMPORARY_NAME = re.compile(r"\..+\.tmp-(\d+)-[0-9a-f]{8}")
+
+
 def temporary_sibling(path: Path) -> Path:
     """A unique hidden name next to `path`, on the same file system so the final rename is atomic."""
     return path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete the temporaries in `folder` whose writing process no longer runs (it was killed mid-write)."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        match = TEMPORARY_NAME.fullmatch(entry.name)
+        if match and not process_alive(int(match.group(1))):
+            remove_path(entry)
 
 
 def remove_path(path: Path) -> None:
@@ -61,6 +87,7 @@ def atomic_dir(path: Path | str, overwrite: bool = True) -> Iterator[Path]:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
     tmp = temporary_sibling(path)
     tmp.mkdir()
     try:

@@ -29,9 +29,17 @@ from tqdm import tqdm
 
 from .atomic import atomic_file, remove_path
 from .camera import cam2world_from_cam_from_world, opencv_intrinsics
-from .dense_model import DENSE_DIR, depth_file_name, write_dense_model
+from .dense_model import (
+    DENSE_DIR,
+    LOCALIZED_MODEL,
+    REGISTRATION_FILE,
+    depth_file_name,
+    find_sfm_dirs,
+    write_dense_model,
+)
 from .depth_io import read_depth_exr, read_depth_h5, write_depth_h5
 from .localization import OUTPUT_ROOT
+from .markers import SETTINGS_KEY, is_finished
 from .mvs import MVSView, geometric_consistency_filter, horizontal_planes, plane_sweep_depth, resolve_device
 from .scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
 
@@ -39,7 +47,6 @@ STAGE = "dense"
 DENSE_REPORT = "dense.json"  # written last inside the (atomic) output folder; records the settings
 WORK_DIR = "dense_work"
 BACKENDS = ("auto", "colmap", "torch")
-LOCALIZED_MODEL = "localized"
 WORLD_UP = np.array([0.0, 0.0, 1.0])  # the ENU frame of stage 2 (aerialmd.ge_preprocess)
 
 
@@ -278,22 +285,11 @@ def summarize(metrics: dict[str, dict], failures: dict[str, str]) -> dict:
             "megadepth_photos_compared": len(agreements), "failed_images": len(failures)}
 
 
-def check_settings(out_dir: Path, conf: DenseConf) -> bool:
-    """True when the scene's dense output exists with the same settings; an error when it has other settings."""
-    marker = out_dir / DENSE_REPORT
-    if not marker.is_file():
-        return False
-    recorded = json.loads(marker.read_text()).get("settings")
-    if recorded != conf.settings():
-        raise ValueError(f"{out_dir} was made with other settings ({recorded}); use --overwrite to redo it")
-    return True
-
-
 def dense_scene(sfm_dir: Path, scene_dir: Path, processed_dirs: list[Path], conf: DenseConf,
                 overwrite: bool = False) -> str | None:
     """Run stage 4b on one scene's stage-4a output; a one-line summary, or None when done already."""
     out_dir = sfm_dir / DENSE_DIR
-    if not overwrite and check_settings(out_dir, conf):
+    if not overwrite and is_finished(out_dir / DENSE_REPORT, conf.settings()):
         return None
     backend = resolve_backend(conf.backend)
     workspace = sfm_dir / WORK_DIR
@@ -312,11 +308,11 @@ def dense_scene(sfm_dir: Path, scene_dir: Path, processed_dirs: list[Path], conf
     with timer.step("mvs"):
         compute = colmap_depths if backend == "colmap" else torch_depths
         depths = compute(model, workspace / "undistorted", conf, failures)
-    registration = json.loads((sfm_dir / "registration.json").read_text())
+    registration = json.loads((sfm_dir / REGISTRATION_FILE).read_text())
     scale = registration.get("sim3_metric_from_sfm", {}).get("scale")
     metrics = image_metrics(depths, model, processed_dirs, scale)
     summary = summarize(metrics, failures)
-    document = {"settings": conf.settings(), "backend": backend, "device": str(resolve_device(conf.device)),
+    document = {SETTINGS_KEY: conf.settings(), "backend": backend, "device": str(resolve_device(conf.device)),
                 "summary": summary, "images": metrics, "failures": failures, "timings": timer.seconds}
     images = {image.name: workspace / "undistorted" / "images" / image.name for image in model.images.values()}
     blank = {image.name: np.zeros((model.cameras[image.camera_id].height, model.cameras[image.camera_id].width),
@@ -328,12 +324,6 @@ def dense_scene(sfm_dir: Path, scene_dir: Path, processed_dirs: list[Path], conf
     return (f"{summary['images']} depth maps ({backend}), median coverage {summary['median_coverage']:.2f}, "
             f"MegaDepth agreement {'n/a' if agreement is None else f'{100 * agreement:.2f}%'}, "
             f"{len(failures)} failed images")
-
-
-def find_sfm_dirs(scene_dir: Path) -> list[Path]:
-    """Stage-4a outputs of a scene (one per feature/matcher configuration)."""
-    root = scene_dir / OUTPUT_ROOT
-    return sorted(p for p in root.glob("sfm_*") if (p / LOCALIZED_MODEL).is_dir()) if root.is_dir() else []
 
 
 def densify(root_dir: Path | str, megadepth_processed: Path | str, image_list: Path | str,

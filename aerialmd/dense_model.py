@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 LOCALIZATION_DIR = "sfm_output_localization"  # stage 4 output root (aerialmd.localization.OUTPUT_ROOT)
 SFM_PREFIX = "sfm_"
+REGISTRATION_FILE = "registration.json"  # stage 4a's figures and settings, next to LOCALIZED_MODEL
+LOCALIZED_MODEL = "localized"  # stage 4a's registered model (COLMAP binary) inside an sfm_* folder
 DENSE_DIR = "localized_dense_metric"
 IMAGES_DIR = "images"
 DEPTHS_DIR = "depths"
@@ -92,6 +94,12 @@ def depth_file_name(name: str) -> str:
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Finding and reading
+
+
+def find_sfm_dirs(scene_dir: Path) -> list[Path]:
+    """Stage-4a outputs of a scene (one per feature/matcher configuration), sorted."""
+    root = Path(scene_dir) / LOCALIZATION_DIR
+    return sorted(p for p in root.glob(f"{SFM_PREFIX}*") if (p / LOCALIZED_MODEL).is_dir()) if root.is_dir() else []
 
 
 def find_dense_dir(scene_dir: Path | str, sfm_name: str | None = None) -> Path:

@@ -21,8 +21,9 @@ from typing import Any, Iterable, Sequence, TextIO
 from tqdm import tqdm
 
 from .dense import DenseConf
-from .ge_preprocess import SceneInputError, find_inputs
+from .ge_preprocess import has_download
 from .pipeline import PipelinePaths, Stage, StageResult, build_stages, format_summary, run_stages
+from .report import write_index
 from .scenes import Shard, Stopwatch, load_scene_list, select_scenes
 
 EXECUTORS = ("local", "ray")
@@ -78,15 +79,7 @@ def scenes_with_input(paths: PipelinePaths, scenes: list[str] | None, shard: Sha
     selected = select_scenes(load_scene_list(paths.scene_list), scenes, shard)
     if scenes:
         return selected
-    return [scene for scene in selected if has_ge_input(paths.data_root, scene)]
-
-
-def has_ge_input(data_root: Path, scene: str) -> bool:
-    """Something was downloaded for the scene (complete or not)."""
-    try:
-        return find_inputs(data_root, scene) is not None
-    except SceneInputError:
-        return True
+    return [scene for scene in selected if has_download(paths.data_root, scene)]
 
 
 def scene_stage(stage: Stage, scene: str) -> Stage:
@@ -218,6 +211,7 @@ def run_ray(paths: PipelinePaths, scenes: list[str] | None, workers: int | None,
         outcomes = report_outcomes(gather(ray, refs), len(refs))
     finally:
         ray.shutdown()
+    print(f"index of all scenes: {write_index(paths.data_root)}")  # tasks finishing together may each miss another
     return 0 if all(o.ok for o in outcomes) else 1
 
 

@@ -28,9 +28,10 @@ import numpy as np
 import simplejpeg
 from tqdm import tqdm
 
-from .atomic import atomic_file, remove_path
+from .atomic import atomic_file, remove_path, remove_stale_temporaries
 from .dense_model import DenseModel, DenseView, find_dense_dir, read_dense_model
 from .depth_io import read_depth_h5, write_depth_exr
+from .markers import check_folder_settings
 from .megadepth import is_done, output_paths, read_photo, write_camera_npz, write_jpeg
 from .pair_file import PairFile, load_pair_file, save_pair_file
 from .scenes import Shard, run_per_scene, select_scenes
@@ -191,12 +192,15 @@ def export_scene(scene_dir: Path, names: Sequence[str], out_dir: Path, max_depth
                  pool: Executor | None = None, overwrite: bool = False, sfm_name: str | None = None) -> ExportStats:
     """Export the named images of one scene (finished ones skipped unless overwrite).
 
-    Raises FileNotFoundError/ValueError when the dense model is needed and missing or unreadable."""
+    Raises FileNotFoundError/ValueError when the dense model is needed and missing or unreadable, and ValueError when
+    the scene's finished files were made with other settings (without overwrite)."""
     names = list(dict.fromkeys(names))
+    check_folder_settings(out_dir, {"max_depth": max_depth, "sfm_name": sfm_name}, overwrite)
     pending = [name for name in names if overwrite or not is_done(out_dir, name)]
     stats = ExportStats(skipped=len(names) - len(pending))
     if not pending:
         return stats
+    remove_stale_temporaries(out_dir)  # of a run killed while writing its files
     model = read_dense_model(find_dense_dir(scene_dir, sfm_name))
     tasks = export_tasks(model, pending, out_dir, max_depth, stats)
     run_tasks(tasks, pool, stats, scene_dir.name)

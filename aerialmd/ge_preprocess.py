@@ -24,6 +24,7 @@ from .atomic import atomic_dir
 from .camera import cam2world_from_cam_from_world
 from .geodesy import SpherePoint, WorldFrame
 from .ges import DecodedCamera, GESExport, GESFormatError, decode_cameras, default_world_frame, read_ges_json
+from .markers import SETTINGS_KEY, is_finished
 from .scenes import Shard, load_scene_list, run_per_scene, select_scenes
 from .video import extract_frames, list_image_sequence
 
@@ -67,6 +68,14 @@ def find_inputs(data_root: Path, scene: str) -> GEInputs | None:
     if not has_frames:
         raise SceneInputError(f"{video}: no video (nor image sequence {footage})")
     return GEInputs(scene, json_path, video if video.exists() else None, footage if not video.exists() else None)
+
+
+def has_download(data_root: Path, scene: str) -> bool:
+    """Something was downloaded for the scene (complete or not)."""
+    try:
+        return find_inputs(data_root, scene) is not None
+    except SceneInputError:
+        return True
 
 
 def copy_image_sequence(footage: Path, out_dir: Path, prefix: str) -> list[Path]:
@@ -160,7 +169,8 @@ def preprocess_ge_scene(data_root: Path, scene: str, origin: SpherePoint | None 
     inputs = find_inputs(data_root, scene)
     if inputs is None:
         return None
-    if out_dir.exists() and not overwrite:
+    settings = {"origin": None if origin is None else origin.to_dict()}
+    if not overwrite and is_finished(out_dir / CAMERAS_FILE, settings):
         return GEResult(scene, len(list_image_sequence(out_dir / "footage")), "already done (use --overwrite to redo)")
     try:
         export = read_ges_json(inputs.json_path)
@@ -178,7 +188,7 @@ def preprocess_ge_scene(data_root: Path, scene: str, origin: SpherePoint | None 
         world = default_world_frame(export, origin)
         cameras = decode_cameras(export, world, size)
         (tmp / f"{scene}.json").write_text(json.dumps(aligned_json(inputs.json_path, export), indent=1))
-        document = cameras_document(scene, export, world, frames, cameras, alignment)
+        document = {SETTINGS_KEY: settings, **cameras_document(scene, export, world, frames, cameras, alignment)}
         (tmp / CAMERAS_FILE).write_text(json.dumps(document, indent=1))
         write_colmap_cameras(tmp / SPARSE_DIR, frames, cameras)
     return GEResult(scene, len(frames), alignment)

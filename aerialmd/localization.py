@@ -15,15 +15,17 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pycolmap
 
 from .atomic import atomic_dir
-from .dense_model import LOCALIZATION_DIR
+from .dense_model import LOCALIZATION_DIR, LOCALIZED_MODEL, REGISTRATION_FILE
 from .features import FeatureConf, ImageInput, extract_features
 from .ge_preprocess import SPARSE_DIR
 from .h5io import keypoints_to_colmap, read_features, write_pairs
+from .markers import SETTINGS_KEY, is_finished
 from .matching import MatcherConf, match_pairs, resolve_configs
 from .scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
 from .registration import (
@@ -114,12 +116,22 @@ def write_model(model: pycolmap.Reconstruction, binary_dir: Path, text_dir: Path
     model.write_text(str(text_dir))
 
 
+def localization_settings(feature_conf: FeatureConf, matcher_conf: MatcherConf, conf: RegistrationConf) -> dict:
+    """What determines stage 4a's outputs (devices do not), as recorded in registration.json."""
+    def without_device(config: Any) -> dict:
+        return {k: v for k, v in dataclasses.asdict(config).items() if k != "device"}
+
+    return {"features": without_device(feature_conf), "matcher": without_device(matcher_conf),
+            "registration": dataclasses.asdict(conf)}
+
+
 def localize_scene(scene_dir: Path, processed_dirs: dict[str, Path], subscene_images: dict[str, list[str]],
                    feature_conf: FeatureConf, matcher_conf: MatcherConf, output_name: str,
                    conf: RegistrationConf = RegistrationConf(), overwrite: bool = False) -> str | None:
     """Run stage 4a on one scene; returns a one-line summary, or None when the output exists (and not overwrite)."""
     out_dir = scene_dir / OUTPUT_ROOT / output_name
-    if out_dir.exists() and not overwrite:
+    settings = localization_settings(feature_conf, matcher_conf, conf)
+    if not overwrite and is_finished(out_dir / REGISTRATION_FILE, settings):
         return None
     reference = pycolmap.Reconstruction(str(scene_dir / SPARSE_DIR))
     photos, missing = [], []
@@ -136,11 +148,11 @@ def localize_scene(scene_dir: Path, processed_dirs: dict[str, Path], subscene_im
         registration = register_photos(aerial, photos, tmp, feature_conf, matcher_conf, conf, timer)
         model = localized_model(tmp / "aerial", photos, registration.results, tmp / "features.h5")
         assert_poses_unchanged(reference, model)
-        write_model(model, tmp / "localized", tmp / "localized-txt")
+        write_model(model, tmp / LOCALIZED_MODEL, tmp / f"{LOCALIZED_MODEL}-txt")
         document = registration.to_json()
-        document.update({"aerial_model": model_statistics(aerial), "localized_model": model_statistics(model),
+        document.update({SETTINGS_KEY: settings, "aerial_model": model_statistics(aerial), "localized_model": model_statistics(model),
                          "missing_photos": missing, "features": feature_conf.name, "matcher": matcher_conf.name})
-        (tmp / "registration.json").write_text(json.dumps(document, indent=1))
+        (tmp / REGISTRATION_FILE).write_text(json.dumps(document, indent=1))
         (tmp / "timings.json").write_text(json.dumps(timer.seconds, indent=1))
     counts = document["counts"]
     return (f"{counts['registered'] + counts['individual']}/{len(photos)} photos registered "

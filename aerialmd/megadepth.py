@@ -28,7 +28,7 @@ import numpy as np
 import pycolmap
 from tqdm import tqdm
 
-from aerialmd.atomic import atomic_file, remove_path
+from aerialmd.atomic import atomic_file, remove_path, remove_stale_temporaries
 from aerialmd.camera import (
     cam2world_from_cam_from_world,
     colmap_to_opencv_intrinsics,
@@ -223,6 +223,7 @@ def preprocess_megadepth_scene(
     stats = SceneStats(skipped=len(names) - len(pending))
     if not pending:
         return stats
+    remove_stale_temporaries(out_dir)  # of a run killed while writing its files
     dense = dense_dir(root, scene, subscene)
     if not dense.is_dir():
         raise FileNotFoundError(f"{dense}: dense folder not found")

@@ -11,6 +11,7 @@ from .dense import DENSE_DIR, DenseConf, densify
 from .ge_preprocess import preprocess_ge
 from .localization import OUTPUT_ROOT, localize
 from .megadepth import preprocess_megadepth
+from .report import REPORT_FILE, REPORTS_DIR, write_reports
 from .sample_scene import SampleConfig, generate_sample, sample_paths
 from .scenes import Shard, Stopwatch
 
@@ -31,6 +32,7 @@ class Stage:
     run: Callable[[], int]
     outputs: Path
     pattern: str  # glob (below outputs) of the files that count as this stage's products
+    always: bool = False  # runs even after an earlier stage failed (the report: it shows where a scene stopped)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,20 +78,24 @@ def build_stages(paths: PipelinePaths, scenes: list[str] | None, workers: int | 
               lambda: densify(paths.data_root / "data", paths.megadepth_processed, paths.scene_list, scenes, dense,
                               overwrite, shard),
               paths.data_root / "data", f"*/{OUTPUT_ROOT}/*/{DENSE_DIR}/depths/*.h5"),
+        Stage("report",
+              lambda: write_reports(paths.data_root, paths.megadepth_processed, paths.scene_list, scenes, shard),
+              paths.data_root / REPORTS_DIR, f"*/{REPORT_FILE}", always=True),
     ]
 
 
 def run_stages(stages: list[Stage], stop_on_failure: bool = True) -> list[StageResult]:
-    """Run stages in order; a failing stage stops the run unless told otherwise (later stages need its outputs)."""
-    results = []
+    """Run stages in order; after a failing stage only the `always` stages run, unless told otherwise (later stages
+    need its outputs)."""
+    results: list[StageResult] = []
     for stage in stages:
+        if stop_on_failure and any(r.exit_code for r in results) and not stage.always:
+            continue
         print(f"=== {stage.name} ===", flush=True)
         watch = Stopwatch()
         code = stage.run()
         produced = len(list(stage.outputs.glob(stage.pattern))) if stage.outputs.exists() else 0
         results.append(StageResult(stage.name, code, watch.seconds(), produced, stage.outputs, stage.pattern))
-        if code and stop_on_failure:
-            break
     return results
 
 

@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     config = SampleConfig()
     paths, create = sample_pipeline(args.root, config)
-    registration = [s for s in build_stages(paths, None, None, False) if s.name != "dense"]
+    registration = [s for s in build_stages(paths, None, None, False) if s.name not in ("dense", "report")]
     if any(r.exit_code for r in run_stages([create, *registration])):
         sys.exit("registration failed; see above")
     sfm_dir = paths.data_root / "data" / config.scene_id / "sfm_output_localization" / "sfm_sift+nn-ratio"

@@ -246,6 +246,10 @@ def test_max_depth_cut_and_resume(dense_scene, pairs_path, tmp_path, capsys) -> 
     assert f"1 written, {len(truth) - 1} skipped" in capsys.readouterr().out
     assert export_main([*args, "--scenes", "1234"]) == 2  # not a scene of the pair file
     assert "error: scenes not in the scene list: 1234" in capsys.readouterr().err
+    before = (tmp_path / scene / f"{name}.exr").read_bytes()
+    assert export_main([*args[:-4], "--max_depth", "80", "--workers", "1"]) == 1  # other settings: refused
+    assert "other settings (max_depth: 60.0 -> 80.0); use --overwrite" in capsys.readouterr().out
+    assert (tmp_path / scene / f"{name}.exr").read_bytes() == before
 
 
 def test_a_broken_image_is_reported_and_leaves_no_partial_outputs(dense_scene, pairs_path, tmp_path, capsys) -> None:

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Callable
 
+import cv2
+import h5py
 import numpy as np
+import pytest
 
 from aerialmd.depth_io import read_depth_exr
 from aerialmd.megadepth import preprocess_megadepth
+from aerialmd.report import write_reports
+from aerialmd.scenes import load_scene_list, save_scene_list
 from tests.conftest import REPO_ROOT
 from tests.test_sample_scene import ground_truth, pose_errors
 
@@ -52,16 +65,32 @@ def test_preprocessed_megadepth_matches_ground_truth(tiny_sample, tmp_path):
             assert np.median(np.abs(depth[v, u] - src) / src) < 1e-3
 
 
-def test_run_pipeline_on_tiny_sample(tmp_path):
+# The pipeline tests' subprocesses use one OpenMP thread: the MVS result depends on the thread count (near-ties flip),
+# and the kill-and-resume comparison needs every run to compute alike; one thread is also fastest on a loaded machine.
+PIPELINE_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+MVS_SIZE = "160"
+
+
+def pipeline_command(root: Path) -> list[str]:
+    return [sys.executable, str(REPO_ROOT / "run_pipeline.py"), "--sample_root", str(root), "--sample_size", "tiny",
+            "--mvs_max_image_size", MVS_SIZE]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """run_pipeline.py on the tiny sample, uninterrupted: (sample root, the finished process)."""
+    root = tmp_path_factory.mktemp("pipeline") / "sample"
+    run = subprocess.run(pipeline_command(root), capture_output=True, text=True, cwd=root.parent, env=PIPELINE_ENV)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return root, run
+
+
+def test_run_pipeline_on_tiny_sample(pipeline_run):
     """The main job: sample made, every stage run, summary printed; a second run reuses everything."""
-    root = tmp_path / "sample"
-    cmd = [sys.executable, str(REPO_ROOT / "run_pipeline.py"), "--sample_root", str(root), "--sample_size", "tiny",
-           "--mvs_max_image_size", "160"]
-    first = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    root, first = pipeline_run
     summary = first.stdout.split("stage")[-1]
     assert all(name in summary for name in ("sample_scene", "preprocess_ge", "preprocess_megadepth", "localization",
-                                            "dense"))
+                                            "dense", "report"))
     assert "FAILED" not in summary
     config = json.loads((root / "sample_scene.json").read_text())
     frames = sorted((root / "data" / config["scene_id"] / "footage").glob("*.jpeg"))
@@ -70,8 +99,89 @@ def test_run_pipeline_on_tiny_sample(tmp_path):
     assert len(processed) == config["num_ground"]
     dense = root / "data" / config["scene_id"] / "sfm_output_localization" / "sfm_sift+nn-ratio" / "localized_dense_metric"
     assert len(list((dense / "depths").glob("*.h5"))) == len(list((dense / "images").iterdir())) >= len(frames)
-    second = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert f"index of all scenes: {root / 'index.html'}" in first.stdout
+    second = subprocess.run(pipeline_command(root), capture_output=True, text=True, cwd=root.parent, env=PIPELINE_ENV)
     assert second.returncode == 0 and "already done" in second.stdout
+
+
+def output_files(root: Path) -> dict[str, Path]:
+    """Every product of the stages by path relative to the root; timings and reports left out (they vary run to run),
+    so are SQLite databases (their pages hold free-space garbage)."""
+    skipped = {"timings.json", "database.db", "dense.json"}
+    files = {}
+    for folder in ("data", "megadepth_processed"):
+        for path in (root / folder).rglob("*"):
+            if path.is_file() and path.name not in skipped:
+                files[str(path.relative_to(root))] = path
+    return files
+
+
+def h5_arrays(path: Path) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as h5:
+        h5.visititems(lambda name, item: arrays.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
+def same_content(a: Path, b: Path) -> bool:
+    """Identical bytes, or for HDF5 files (features, matches, depth maps) the same datasets with identical arrays
+    (their metadata may differ)."""
+    if a.suffix == ".h5":
+        first, second = h5_arrays(a), h5_arrays(b)
+        return first.keys() == second.keys() and all(np.array_equal(first[k], second[k]) for k in first)
+    return a.read_bytes() == b.read_bytes()
+
+
+def dense_json_without_timings(path: Path) -> dict:
+    document = json.loads(path.read_text())
+    document.pop("timings")
+    return document
+
+
+def run_until_killed(command: list[str], cwd: Path, condition: Callable[[], bool], what: str) -> None:
+    """Start the pipeline and SIGKILL its whole process group as soon as `condition` holds; fails the test when the
+    run ends first (the kill point was never reached)."""
+    process = subprocess.Popen(command, cwd=cwd, env=PIPELINE_ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while process.poll() is None:
+            if condition():
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                return
+            time.sleep(0.02)
+        pytest.fail(f"the pipeline ended (exit {process.returncode}) before {what}")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_killed_pipeline_resumes_to_identical_outputs(pipeline_run, tmp_path):
+    """SIGKILL during sample generation, during registration and twice during MVS; every rerun goes on from what was
+    finished, and the end result equals the uninterrupted run's, file by file."""
+    reference, _ = pipeline_run
+    root = tmp_path / "sample"
+    scene = json.loads((reference / "sample_scene.json").read_text())["scene_id"]
+    sfm_root = root / "data" / scene / "sfm_output_localization"
+    raw = sfm_root / "sfm_sift+nn-ratio" / "dense_work" / "undistorted" / "raw"
+    kill_points = [
+        ("sample generation is under way", lambda: any(tmp_path.glob(".sample.tmp-*/*"))),
+        ("registration is under way", lambda: any(sfm_root.glob(".sfm_*.tmp-*/features.h5"))),
+        ("MVS has written 2 depth maps", lambda: len(list(raw.glob("*.h5"))) >= 2),
+        ("MVS has written 6 depth maps", lambda: len(list(raw.glob("*.h5"))) >= 6),
+    ]
+    for what, condition in kill_points:
+        run_until_killed(pipeline_command(root), tmp_path, condition, what)
+    final = subprocess.run(pipeline_command(root), capture_output=True, text=True, cwd=tmp_path, env=PIPELINE_ENV)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    expected, produced = output_files(reference), output_files(root)
+    assert sorted(produced) == sorted(expected)
+    different = [name for name in expected if not same_content(expected[name], produced[name])]
+    assert not different, f"{len(different)} of {len(expected)} files differ, e.g. {different[:5]}"
+    dense_json = f"data/{scene}/sfm_output_localization/sfm_sift+nn-ratio/localized_dense_metric/dense.json"
+    assert dense_json_without_timings(reference / dense_json) == dense_json_without_timings(root / dense_json)
+    assert not list(tmp_path.rglob(".*.tmp-*")), "temporaries of the killed runs left behind"
 
 
 def test_run_pipeline_rejects_a_foreign_folder(tmp_path):
@@ -79,3 +189,68 @@ def test_run_pipeline_rejects_a_foreign_folder(tmp_path):
     run = subprocess.run([sys.executable, str(REPO_ROOT / "run_pipeline.py"), "--sample_root", str(tmp_path / "sample"),
                           "--sample_size", "tiny"], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 2 and run.stderr.startswith("error: ") and "not a sample scene" in run.stderr
+
+
+def figure_is_drawn(path: Path) -> bool:
+    """A PNG that decodes to a real picture: not tiny, and more than a blank page (some pixels far from white)."""
+    image = cv2.imread(str(path))
+    return image is not None and min(image.shape[:2]) >= 200 and (image.min(axis=2) < 200).mean() > 0.01
+
+
+def test_scene_report_and_figures(pipeline_run):
+    """report.json tells the truth about the run (counts checked against the sample's ground truth and the outputs)
+    and every figure is a drawn picture."""
+    root, _ = pipeline_run
+    config = json.loads((root / "sample_scene.json").read_text())
+    report = json.loads((root / "reports" / config["scene_id"] / "report.json").read_text())
+    assert report["status"] == "complete" and all(report["stages"].values())
+    assert report["counts"] == {"aerial_frames": sum(o["frames"] for o in config["orbits"]),
+                                "ground_photos_preprocessed": config["num_ground"]}
+    model = report["models"]["sfm_sift+nn-ratio"]
+    photos = model["registration"]["photos"]
+    assert len(photos) == config["num_ground"] and all(p["num_inliers"] > 0 for p in photos.values())
+    dense = root / "data" / config["scene_id"] / "sfm_output_localization" / "sfm_sift+nn-ratio" / "localized_dense_metric"
+    assert model["dense"]["summary"]["images"] == len(list((dense / "depths").glob("*.h5")))
+    assert model["settings"]["dense"]["max_image_size"] == int(MVS_SIZE)
+    assert model["settings"]["localization"]["features"]["name"] == "sift"
+    assert {"extraction", "matching"} <= set(model["timings"]["localization"]) and "mvs" in model["timings"]["dense"]
+    assert {"python", "torch", "pycolmap"} <= set(report["versions"])
+    assert len(report["figures"]) == 3
+    for name in report["figures"]:
+        assert figure_is_drawn(root / "reports" / config["scene_id"] / name), name
+
+
+def find_chromium() -> str:
+    found = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if found is None:
+        pytest.skip("no Chromium (CI installs Debian's chromium)")
+    return found
+
+
+def test_index_opens_in_chromium_and_shows_every_scene(pipeline_run, tmp_path):
+    """A data root with the finished sample scene and a second scene whose download was never processed: the index,
+    rendered by headless Chromium, lists both with their status, and its screenshot shows the figures."""
+    reference, _ = pipeline_run
+    scene = json.loads((reference / "sample_scene.json").read_text())["scene_id"]
+    root = tmp_path / "root"
+    for folder in ("data", "megadepth_processed", "downloaded_data"):
+        shutil.copytree(reference / folder, root / folder, symlinks=True)
+    for suffix in (".json", ".mp4"):
+        shutil.copyfile(root / "downloaded_data" / f"{scene}{suffix}", root / "downloaded_data" / f"9001{suffix}")
+    scenes = load_scene_list(reference / "megadepth_image_list.npz")
+    save_scene_list(root / "list.npz", {**scenes, "9001": scenes[scene], "9002": scenes[scene]})  # 9002: no download
+    assert write_reports(root, root / "megadepth_processed", root / "list.npz") == 0
+    chromium = find_chromium()
+    browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,1000"]
+    url = (root / "index.html").as_uri()
+    dom = subprocess.run([*browser, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    rows = re.findall(r'<tr id="scene-(\w+)"><td>.*?</td><td class="\w+">(.*?)</td>', dom)
+    assert rows == [(scene, "complete"), ("9001", "incomplete: preprocess_ge not done")]
+    for link in re.findall(r'<img src="([^"]+)"', dom):
+        assert figure_is_drawn(root / urllib.parse.unquote(link)), link
+    shot = tmp_path / "index.png"
+    subprocess.run([*browser, f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[:2] == (1000, 1400)
+    colourful = np.abs(image.astype(int) - image.mean(axis=2, keepdims=True)).max(axis=2) > 40  # the figures' colours
+    assert colourful.mean() > 0.005

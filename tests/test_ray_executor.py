@@ -54,6 +54,11 @@ def test_ray_executor_on_tiny_sample(tmp_path):
     assert f"scene {scene}: ok" in second.stdout and "already done" in second.stdout
     assert "scene 9999: FAILED at preprocess_ge" in second.stdout and "no video" in second.stdout
     assert "1/2 scenes ok" in second.stdout
+    statuses = {json.loads(p.read_text())["scene"]: json.loads(p.read_text())["status"]
+                for p in (root / "reports").glob("*/report.json")}
+    assert statuses == {scene: "complete", "9999": "incomplete: preprocess_ge not done"}
+    index = (root / "index.html").read_text()
+    assert f'id="scene-{scene}"' in index and 'id="scene-9999"' in index
 
 
 def make_data_root(root: Path) -> PipelinePaths:

@@ -1,0 +1,49 @@
+"""Settings markers: every finished scene output records the settings that made it, so a rerun with other settings
+is detected (and refused without --overwrite) instead of silently skipped or mixed with the old outputs.
+
+Where a stage keeps them: stage 2 in `data/<scene>/ge_cameras.json`, stage 4a in `registration.json`, stage 4b in
+`localized_dense_metric/dense.json`, each under the key `settings`. Those files are written inside the stage's
+atomic output folder, so a marker exists only for a finished output. The export, which is resumable per file, keeps
+its settings in `<export>/<scene>/settings.json` (check_folder_settings).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_text_atomic
+
+SETTINGS_KEY = "settings"
+FOLDER_SETTINGS = "settings.json"  # check_folder_settings' marker
+
+
+def recorded_settings(marker: Path) -> dict[str, Any] | None:
+    """The settings a finished output recorded (an empty dict when it recorded none), or None when unfinished."""
+    if not marker.is_file():
+        return None
+    return json.loads(marker.read_text()).get(SETTINGS_KEY, {})
+
+
+def is_finished(marker: Path, settings: dict[str, Any]) -> bool:
+    """True when the output of `marker` is finished with these settings (skip it), False when it is not finished;
+    a ValueError naming the output and the settings that differ when it was made with others."""
+    recorded = recorded_settings(marker)
+    if recorded is None:
+        return False
+    settings = json.loads(json.dumps(settings))  # as it reads back from JSON (tuples become lists)
+    if recorded != settings:
+        changed = sorted(k for k in {*recorded, *settings} if recorded.get(k, "absent") != settings.get(k, "absent"))
+        details = ", ".join(f"{k}: {recorded.get(k, 'absent')} -> {settings.get(k, 'absent')}" for k in changed)
+        raise ValueError(f"{marker.parent} was made with other settings ({details}); use --overwrite to redo it")
+    return True
+
+
+def check_folder_settings(folder: Path, settings: dict[str, Any], overwrite: bool) -> None:
+    """For stages that fill a folder file by file (resumable per file, e.g. the export): the settings of the files
+    already there live in <folder>/settings.json. Other settings are a ValueError unless overwrite (which redoes every
+    file); the settings are recorded before the first file is written."""
+    marker = folder / FOLDER_SETTINGS
+    if overwrite or not is_finished(marker, settings):
+        write_text_atomic(marker, json.dumps({SETTINGS_KEY: settings}, indent=1))
