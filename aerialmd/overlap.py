@@ -48,8 +48,8 @@ from scipy import sparse
 from tqdm import tqdm
 
 from .dense_model import LOCALIZATION_DIR, DenseModel, DenseView, covisibility, find_dense_dir, read_dense_model
-from .pair_file import PairFile, save_pair_file
-from .scenes import run_per_scene, select_scenes
+from .pair_file import PairFile, SceneBlock, load_pair_file, merge_pair_files, save_pair_file
+from .scenes import Shard, run_per_scene, select_scenes
 
 STAGE = "make_pairs"
 DEFAULT_MAX_SIDE = 192
@@ -316,6 +316,9 @@ class ScenePairs:
     def kinds(self) -> list[str]:
         return [pair_kind(self.names[i], self.names[j], self.scene) for i, j in self.pairs]
 
+    def block(self) -> SceneBlock:
+        return SceneBlock(self.scene, self.names, self.pairs, self.scores)
+
     def summary(self) -> str:
         counts = ", ".join(f"{kind} {n}" for kind, n in kind_counts(self.kinds).items())
         dropped = f"; {len(self.dropped_views)} images without usable depth left out" if self.dropped_views else ""
@@ -367,18 +370,6 @@ def scene_pairs(scene: str, model: DenseModel, conf: PairsConf = PairsConf(), pr
     return ScenePairs(scene, names, candidates[keep], scores[keep], len(candidates), in_window, dropped)
 
 
-def pair_file_from_scenes(results: Sequence[ScenePairs]) -> PairFile:
-    """The pair-file content of some scenes: every image of each scene, pairs as global image indices."""
-    scenes, images, image_scene, rows = [], [], [], []
-    for scene_index, result in enumerate(sorted(results, key=lambda r: r.scene)):
-        offset = len(images)
-        scenes.append(result.scene)
-        images += result.names
-        image_scene += [result.scene] * len(result.names)
-        rows += [(scene_index, offset + int(i), offset + int(j), float(s)) for (i, j), s in zip(result.pairs, result.scores)]
-    return PairFile.from_rows(scenes, images, image_scene, rows)
-
-
 def available_scenes(megadepth_aerial_dir: Path) -> list[str]:
     """Scene folders that hold a localization output."""
     if not megadepth_aerial_dir.is_dir():
@@ -392,17 +383,28 @@ def split_output_paths(output_path: Path) -> tuple[Path, Path]:
     return output_path.with_name(f"{stem}_train.npz"), output_path.with_name(f"{stem}_val.npz")
 
 
+def merge_pair_file_paths(inputs: Sequence[Path | str], output_path: Path | str) -> None:
+    """Merge pair files (e.g. one per shard) into one and write it."""
+    merged = merge_pair_files([load_pair_file(path) for path in inputs])
+    save_pair_file(output_path, merged)
+    print(f"[{STAGE}] merged {len(inputs)} files into {output_path}: {len(merged.scenes)} scenes, "
+          f"{len(merged.images)} images, {len(merged.score)} pairs", flush=True)
+
+
 def make_pairs(megadepth_aerial_dir: Path | str, output_path: Path | str, scenes: Sequence[str] | None = None,
-               conf: PairsConf = PairsConf(), split_val: Sequence[str] | None = None, sfm_name: str | None = None) -> int:
-    """Score and select pairs of the selected scenes and write the pair file(s); returns the process exit code.
+               conf: PairsConf = PairsConf(), split_val: Sequence[str] | None = None, sfm_name: str | None = None,
+               shard: Shard | None = None) -> int:
+    """Score and select pairs of the selected scenes (this shard's part) and write the pair file(s); returns the
+    process exit code.
 
     With split_val, scenes in it go to `<stem>_val.npz`, the others to `<stem>_train.npz`. Setup problems raise; a
-    failed scene is reported (exit code 1) and the file(s) hold the scenes that succeeded."""
+    failed scene is reported (exit code 1) and the file(s) hold the scenes that succeeded. The files of the shards of
+    a run merge (merge_pair_files) into the file of an unsharded run: each scene's selection is seeded by its id."""
     root = Path(megadepth_aerial_dir)
     output_path = Path(output_path)
-    selected = select_scenes(available_scenes(root), scenes)
+    selected = select_scenes(available_scenes(root), scenes, shard)
     if split_val:
-        unknown = sorted(set(split_val) - set(selected))
+        unknown = sorted(set(split_val) - set(select_scenes(available_scenes(root), scenes)))
         if unknown:
             raise ValueError(f"--split_val scenes not among the selected scenes: {', '.join(unknown)}")
     results: list[ScenePairs] = []
@@ -424,7 +426,7 @@ def make_pairs(megadepth_aerial_dir: Path | str, output_path: Path | str, scenes
         else:
             outputs = {output_path: results}
         for path, part in outputs.items():
-            pair_file = pair_file_from_scenes(part)
+            pair_file = PairFile.from_scene_blocks([r.block() for r in part])
             save_pair_file(path, pair_file)
             print(f"[{STAGE}] wrote {path}: {len(pair_file.scenes)} scenes, {len(pair_file.images)} images, "
                   f"{len(pair_file.score)} pairs")

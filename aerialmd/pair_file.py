@@ -39,6 +39,16 @@ class Pair(NamedTuple):
     score: float
 
 
+@dataclasses.dataclass(frozen=True)
+class SceneBlock:
+    """One scene's part of a pair file: its image names, pairs as (i, j) indices into them, and their scores."""
+
+    scene: str
+    names: list[str]
+    pairs: np.ndarray
+    scores: np.ndarray
+
+
 @dataclasses.dataclass
 class PairFile:
     """A pair file's content: scene ids, global image names (None = no data) with their scene, and the pairs as
@@ -61,6 +71,34 @@ class PairFile:
         columns = np.array(rows, dtype=np.float64).reshape(-1, 4)
         return cls(list(scenes), list(images), list(images_scene_name), columns[:, 0].astype(np.int64),
                    columns[:, 1].astype(np.int64), columns[:, 2].astype(np.int64), columns[:, 3])
+
+    @classmethod
+    def from_scene_blocks(cls, blocks: Sequence[SceneBlock]) -> "PairFile":
+        """A PairFile of whole scenes, in scene-id order: every image of each scene, pairs as global indices."""
+        scenes, images, image_scenes, rows = [], [], [], []
+        for scene_index, block in enumerate(sorted(blocks, key=lambda b: b.scene)):
+            offset = len(images)
+            scenes.append(block.scene)
+            images += block.names
+            image_scenes += [block.scene] * len(block.names)
+            rows += [(scene_index, offset + int(i), offset + int(j), float(score))
+                     for (i, j), score in zip(block.pairs, block.scores)]
+        return cls.from_rows(scenes, images, image_scenes, rows)
+
+    def scene_blocks(self) -> list[SceneBlock]:
+        """The file split into its scenes (images named, pairs in scene-local indices); ValueError when a pair has an
+        unnamed image."""
+        blocks = []
+        for scene_index, scene in enumerate(self.scenes):
+            members = [i for i, owner in enumerate(self.images_scene_name) if owner == scene and self.images[i]]
+            local = {global_index: k for k, global_index in enumerate(members)}
+            rows = np.flatnonzero(self.scene_id == scene_index)
+            if any(int(self.im1_id[r]) not in local or int(self.im2_id[r]) not in local for r in rows):
+                raise ValueError(f"scene {scene}: a pair refers to an unnamed image or one of another scene")
+            pairs = np.array([(local[int(self.im1_id[r])], local[int(self.im2_id[r])]) for r in rows],
+                             np.int64).reshape(-1, 2)
+            blocks.append(SceneBlock(scene, [str(self.images[i]) for i in members], pairs, self.score[rows]))
+        return blocks
 
     def images_by_scene(self) -> dict[str, list[str]]:
         """Scene id -> its (non-None) image names, in file order, without duplicates; every scene listed."""
@@ -230,6 +268,17 @@ def _object_rows(pair_file: PairFile) -> np.ndarray:
     for k, row in enumerate(zip(pair_file.scene_id, pair_file.im1_id, pair_file.im2_id, pair_file.score)):
         rows[k] = [int(row[0]), int(row[1]), int(row[2]), float(row[3])]
     return rows
+
+
+def merge_pair_files(pair_files: Sequence[PairFile]) -> PairFile:
+    """One pair file holding the scenes of several (e.g. the shards of a make_pairs run); a scene in two files is a
+    ValueError. Scenes come out in id order, so merging the shards gives the file an unsharded run writes."""
+    blocks = [block for pair_file in pair_files for block in pair_file.scene_blocks()]
+    scenes = [block.scene for block in blocks]
+    repeated = sorted({scene for scene in scenes if scenes.count(scene) > 1})
+    if repeated:
+        raise ValueError(f"scenes in more than one pair file: {', '.join(repeated)}")
+    return PairFile.from_scene_blocks(blocks)
 
 
 def save_pair_file(path: Path | str, pair_file: PairFile) -> None:

@@ -227,3 +227,30 @@ def test_make_pairs_script_with_val_split(dense_scene, tmp_path, capsys) -> None
 
     assert make_pairs_main([*args, "--split_val", "0015"]) == 2  # not a scene of the folder
     assert make_pairs_main([*args, "--scenes", "0015"]) == 2
+
+
+def test_shards_merge_into_the_unsharded_files(dense_scene, tmp_path, capsys) -> None:
+    """Two scenes scored in one run and in two shards (one has no val scene: its val file is empty); merging the
+    shards' train and val files gives the unsharded run's files exactly."""
+    root, scene, _, _ = dense_scene
+    data = tmp_path / "data"
+    shutil.copytree(root / scene, data / scene)
+    shutil.copytree(root / scene, data / "9001")
+    common = ["--megadepth_aerial_dir", str(data), "--split_val", "9001", "--workers", "2", "--pairs_per_scene", "40"]
+    assert make_pairs_main([*common, "--output_path", str(tmp_path / "all.npz")]) == 0
+    for k in range(2):
+        assert make_pairs_main([*common, "--output_path", str(tmp_path / f"part{k}.npz"), "--shard", f"{k}/2"]) == 0
+    assert load_pair_file(tmp_path / "part0_val.npz").scenes == []
+    for split in ("train", "val"):
+        parts = [str(tmp_path / f"part{k}_{split}.npz") for k in range(2)]
+        assert make_pairs_main(["--merge", *parts, "--output_path", str(tmp_path / f"merged_{split}.npz")]) == 0
+        merged, unsharded = (load_pair_file(tmp_path / f"{stem}_{split}.npz") for stem in ("merged", "all"))
+        assert merged.scenes == unsharded.scenes and merged.images == unsharded.images
+        assert merged.images_scene_name == unsharded.images_scene_name
+        for column in ("scene_id", "im1_id", "im2_id", "score"):
+            np.testing.assert_array_equal(getattr(merged, column), getattr(unsharded, column))
+    capsys.readouterr()
+    twice = [str(tmp_path / "part0_train.npz")] * 2
+    assert make_pairs_main(["--merge", *twice, "--output_path", str(tmp_path / "bad.npz")]) == 2
+    assert f"scenes in more than one pair file: {scene}" in capsys.readouterr().err
+    assert not (tmp_path / "bad.npz").exists()
