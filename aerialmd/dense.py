@@ -40,7 +40,14 @@ from .dense_model import (
 from .depth_io import read_depth_exr, read_depth_h5, write_depth_h5
 from .localization import OUTPUT_ROOT
 from .markers import SETTINGS_KEY, is_finished
-from .mvs import MVSView, geometric_consistency_filter, horizontal_planes, plane_sweep_depth, resolve_device
+from .mvs import (
+    MVSView,
+    coarse_to_fine_depth,
+    geometric_consistency_filter,
+    horizontal_planes,
+    plane_sweep_depth,
+    resolve_device,
+)
 from .scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
 
 STAGE = "dense"
@@ -61,6 +68,7 @@ class DenseConf:
     window: int = 7
     max_cost: float = 0.8  # 1 - NCC (after smoothing) above which a pixel gets no depth; ~1 = no photometric evidence
     horizontal_planes: bool = True  # also sweep planes of constant height (ground, roofs); doubles the cost
+    coarse_to_fine_above: int = 400  # long side above which the sweep runs at half resolution, refined at full (4x less)
     filter_neighbours: int = 12  # views checked by the consistency filter (torch backend)
     min_agree: int = 2  # of those, views whose depth must confirm a depth
     consistency_tol: float = 0.01  # relative depth tolerance of the consistency check
@@ -183,9 +191,9 @@ def raw_torch_depth(model: pycolmap.Reconstruction, image_id: int, sources: list
     if conf.horizontal_planes:
         family = horizontal_planes(ref, WORLD_UP, *height_range(model, image_id), conf.num_depths)
         extra = (family,) if family is not None else ()
-    depth, _ = plane_sweep_depth(ref, [mvs_view(model, s, image_dir) for s in sources], *bounds,
-                                 num_depths=conf.num_depths, window=conf.window, device=conf.device,
-                                 extra_families=extra, max_cost=conf.max_cost)
+    sweep = coarse_to_fine_depth if max(ref.shape) > conf.coarse_to_fine_above else plane_sweep_depth
+    depth, _ = sweep(ref, [mvs_view(model, s, image_dir) for s in sources], *bounds, num_depths=conf.num_depths,
+                     window=conf.window, device=conf.device, extra_families=extra, max_cost=conf.max_cost)
     return depth.cpu().numpy()
 
 

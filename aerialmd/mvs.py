@@ -133,8 +133,10 @@ def sample_at(image: torch.Tensor, uv: torch.Tensor, mode: str = "bilinear") -> 
 
 
 def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
-    """Mean over a window x window box (shrunk at the borders) of an N x H x W tensor."""
-    return F.avg_pool2d(x[:, None], window, stride=1, padding=window // 2, count_include_pad=False)[:, 0]
+    """Mean over a window x window box (shrunk at the borders) of an N x H x W tensor; separable (rows, then columns:
+    the shrunk box is still a rectangle), so its cost grows with window, not window squared."""
+    rows = F.avg_pool2d(x[:, None], (1, window), stride=1, padding=(0, window // 2), count_include_pad=False)
+    return F.avg_pool2d(rows, (window, 1), stride=1, padding=(window // 2, 0), count_include_pad=False)[:, 0]
 
 
 def ncc_cost(ref_mean: torch.Tensor, ref_std: torch.Tensor, ref_image: torch.Tensor, warped: torch.Tensor,
@@ -288,6 +290,18 @@ def smooth_cost_volume(volume: torch.Tensor, conf: SmoothingConf) -> torch.Tenso
     return (horizontal + vertical) / 4.0
 
 
+def parabola_offset(flat: torch.Tensor, best: torch.Tensor, interior: torch.Tensor) -> torch.Tensor:
+    """Sub-plane offset of the minimum (in [-0.5, 0.5] planes) from a parabola through the costs of the winner `best`
+    and its neighbours in a D x N cost volume; 0 where `interior` is False, the fit is not convex or a neighbour has
+    no hypothesis."""
+    c0 = flat.gather(0, best[None])[0]
+    cm = flat.gather(0, (best - 1).clamp(min=0)[None])[0]
+    cp = flat.gather(0, (best + 1).clamp(max=len(flat) - 1)[None])[0]
+    curvature = cm - 2.0 * c0 + cp
+    interior = interior & (curvature > 1e-9) & (cm < INVALID_COST) & (cp < INVALID_COST)
+    return torch.where(interior, 0.5 * (cm - cp) / curvature.clamp(min=1e-9), torch.zeros_like(c0)).clamp(-0.5, 0.5)
+
+
 def winner_depth(volume: torch.Tensor, setup: SweepSetup) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Winner-take-all over all planes with a parabola fit (in log offset) between the winner's neighbours in its
     family: (depth, best cost, log-depth half-width covering +-2 planes around the winner), each H x W."""
@@ -299,11 +313,7 @@ def winner_depth(volume: torch.Tensor, setup: SweepSetup) -> tuple[torch.Tensor,
     family = torch.bucketize(best, starts[1:], right=True)
     local = best - starts[family]
     size = starts[family + 1] - starts[family]
-    cm = flat.gather(0, (best - 1).clamp(min=0)[None])[0]
-    cp = flat.gather(0, (best + 1).clamp(max=len(flat) - 1)[None])[0]
-    curvature = cm - 2.0 * c0 + cp
-    interior = (local > 0) & (local < size - 1) & (curvature > 1e-9) & (cm < INVALID_COST) & (cp < INVALID_COST)
-    offset = torch.where(interior, 0.5 * (cm - cp) / curvature.clamp(min=1e-9), torch.zeros_like(c0)).clamp(-0.5, 0.5)
+    offset = parabola_offset(flat, best, (local > 0) & (local < size - 1))
     log_ratio = torch.tensor(setup.log_ratios, device=volume.device)[family]
     plane = torch.cat(setup.offsets)[best] * torch.exp(offset * log_ratio)
     depth = plane / torch.stack(setup.ray_dots).gather(0, family[None])[0]
@@ -352,6 +362,58 @@ def plane_sweep_depth(ref: MVSView, sources: list[MVSView], depth_min: float, de
         valid = (c0 <= max_cost) & (margin >= min_margin) & (cost.ref_std >= min_texture) & (depth > 0)
         zero = torch.zeros_like(c0)
         return torch.where(valid, depth, zero), torch.where(valid, margin, zero)
+
+
+def halved_view(view: MVSView, device: torch.device) -> MVSView:
+    """The view at half resolution: gray image averaged over 2 x 2 blocks (odd last row/column dropped), intrinsics
+    mapped to the new pixel centres (new pixel i covers old pixels 2i and 2i + 1, centre 2i + 0.5)."""
+    image = F.avg_pool2d(gray_image(view, device)[None, None], 2)[0, 0]
+    scale = torch.tensor([[0.5, 0.0, -0.25], [0.0, 0.5, -0.25], [0.0, 0.0, 1.0]], device=device)
+    return MVSView(image, scale @ _float(view.K, device), view.cam2world)
+
+
+def upsampled(coarse: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A half-resolution map (halved_view's pixels) at full resolution, nearest coarse pixel (2x, edge replicated)."""
+    full = coarse.repeat_interleave(2, dim=0).repeat_interleave(2, dim=1)
+    full = F.pad(full[None, None], (0, max(shape[1] - full.shape[1], 0), 0, max(shape[0] - full.shape[0], 0)),
+                 mode="replicate")[0, 0]
+    return full[:shape[0], :shape[1]]
+
+
+def refine_depth(cost: PhotometricCost, depth: torch.Tensor, log_step: float, steps: int,
+                 smoothing: SmoothingConf | None) -> torch.Tensor:
+    """Per-pixel depth refined around an initial H x W depth (0 = none): costs at depth * exp(k * log_step) for
+    k = -steps..steps (semi-globally smoothed, which keeps neighbours consistent in weak texture), winner with a
+    parabola fit; pixels without an initial depth stay 0."""
+    factors = torch.exp(log_step * torch.arange(-steps, steps + 1, device=depth.device, dtype=torch.float32))
+    volume = cost(factors[:, None] * depth.flatten()[None])
+    if smoothing is not None:
+        volume = smooth_cost_volume(volume, smoothing)
+    flat = volume.reshape(len(volume), -1)
+    best = flat.argmin(dim=0)
+    offset = parabola_offset(flat, best, (best > 0) & (best < len(flat) - 1))
+    return depth * torch.exp(log_step * ((best - steps).float() + offset)).reshape(depth.shape)
+
+
+def coarse_to_fine_depth(ref: MVSView, sources: list[MVSView], depth_min: float, depth_max: float,
+                         num_depths: int = 128, window: int = 7, device: str | torch.device = "auto", top_k: int = 2,
+                         refine_steps: int = 4, smoothing: SmoothingConf | None = SmoothingConf(),
+                         **sweep_options) -> tuple[torch.Tensor, torch.Tensor]:
+    """plane_sweep_depth at half resolution (a quarter of the pixels: the cost volume and its smoothing are nearly all
+    of the work), then every full-resolution pixel refined around the upsampled coarse depth over +-1 fronto-parallel
+    plane step in 2 * refine_steps + 1 hypotheses, with a window of the coarse window's footprint (2 * window - 1:
+    the coarse window at full resolution gave noisy refinements that the consistency filter rejected, -7 % aerial
+    coverage on the sample); validity and confidence are the coarse pixel's. Same arguments (`sweep_options`: chunk,
+    max_cost, min_margin, min_texture, extra_families) and outputs as plane_sweep_depth."""
+    device = resolve_device(device)
+    with torch.no_grad():
+        depth, confidence = plane_sweep_depth(halved_view(ref, device), [halved_view(s, device) for s in sources],
+                                              depth_min, depth_max, num_depths, window, device, top_k,
+                                              smoothing=smoothing, **sweep_options)
+        depth, confidence = upsampled(depth, ref.shape), upsampled(confidence, ref.shape)
+        cost = PhotometricCost(ref, sources, 2 * window - 1, top_k, device)
+        plane_step = float(np.log(depth_max / depth_min)) / max(num_depths - 1, 1)
+        return refine_depth(cost, depth, plane_step / refine_steps, refine_steps, smoothing), confidence
 
 
 def project(points: torch.Tensor, view: MVSView, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

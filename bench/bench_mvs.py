@@ -2,8 +2,10 @@
 
 Targets (issue): <= 15 s per reference on CPU, peak memory < 4 GB. Input: synthetic random-texture images from 6
 sideways-translated cameras; the cost of the sweep does not depend on the content. By default the sweep is configured
-as the dense stage runs it (aerialmd.dense.DenseConf: fronto-parallel plus horizontal planes, semi-global smoothing).
+as the dense stage runs it (aerialmd.dense.DenseConf: fronto-parallel plus horizontal planes, semi-global smoothing,
+swept at half resolution and refined at full resolution since 640 exceeds coarse_to_fine_above).
 Usage: python bench/bench_mvs.py [--device cpu|cuda|auto] [--num-depths N] [--window W] [--fronto-only] [--no-smoothing]
+                                 [--full-resolution]
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aerialmd.dense import DenseConf  # noqa: E402
-from aerialmd.mvs import MVSView, PlaneFamily, geometric_offsets, plane_sweep_depth, resolve_device  # noqa: E402
+from aerialmd.mvs import (  # noqa: E402
+    MVSView,
+    PlaneFamily,
+    coarse_to_fine_depth,
+    geometric_offsets,
+    plane_sweep_depth,
+    resolve_device,
+)
 
 WIDTH, HEIGHT, SOURCES = 640, 480, 5
 
@@ -48,6 +57,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=None)
     parser.add_argument("--fronto-only", action="store_true", help="no second plane family")
     parser.add_argument("--no-smoothing", action="store_true", help="winner-take-all on the raw cost volume")
+    parser.add_argument("--full-resolution", action="store_true", help="sweep at full resolution (no coarse-to-fine)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     stage = DenseConf()
@@ -60,14 +70,15 @@ def main() -> None:
     ref, sources = synthetic_views()
     before = peak_rss_gb()
     start = time.perf_counter()
-    plane_sweep_depth(ref, sources, 2.0, 50.0, device=device, **options)
+    coarse = not args.full_resolution and max(WIDTH, HEIGHT) > stage.coarse_to_fine_above
+    (coarse_to_fine_depth if coarse else plane_sweep_depth)(ref, sources, 2.0, 50.0, device=device, **options)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     families = 1 + len(options.get("extra_families", ()))
     print(f"device {device}, {torch.get_num_threads()} threads, {WIDTH}x{HEIGHT}, {SOURCES} sources, "
           f"{families} plane families x {options['num_depths']} planes, window {options['window']}, "
-          f"smoothing {'off' if args.no_smoothing else 'on'}")
+          f"smoothing {'off' if args.no_smoothing else 'on'}, {'coarse-to-fine' if coarse else 'full-resolution sweep'}")
     print(f"seconds per reference: {seconds:.1f} (target <= 15)")
     if device.type == "cuda":
         print(f"peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GB (target < 4)")

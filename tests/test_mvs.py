@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from aerialmd.mvs import MVSView, SmoothingConf, horizontal_planes, plane_sweep_depth
+from aerialmd.mvs import MVSView, SmoothingConf, box_mean, coarse_to_fine_depth, horizontal_planes, plane_sweep_depth
 
 def translated(x: float) -> np.ndarray:
     """cam2world of a camera translated by x along the x axis."""
@@ -18,18 +18,45 @@ def translated(x: float) -> np.ndarray:
     return pose
 
 
-def test_fronto_parallel_plane_is_recovered_exactly():
+def fronto_parallel_scene(scale: int, depth: float = 10.0) -> tuple[MVSView, list[MVSView]]:
+    """A textured plane at `depth` seen by a reference and 4 sideways-shifted sources; 80 x 60 pixels times `scale`
+    (focal 100 * scale: a source at x = t sees the plane shifted by 100 * scale * t / depth pixels)."""
     rng = np.random.default_rng(0)
-    texture = cv2.GaussianBlur(rng.random((80, 160)).astype(np.float32), (0, 0), 1.0)
-    K = np.array([[100.0, 0.0, 39.5], [0.0, 100.0, 29.5], [0.0, 0.0, 1.0]])
-    depth, offset = 10.0, 40  # a source at x = t sees the plane shifted by 100 * t / 10 pixels
-    crops = {t: texture[10:70, offset + round(10 * t): offset + round(10 * t) + 80] for t in (0.0, -1.0, -0.5, 0.5, 1.0)}
+    texture = cv2.GaussianBlur(rng.random((80 * scale, 160 * scale)).astype(np.float32), (0, 0), float(scale))
+    f = 100.0 * scale
+    K = np.array([[f, 0.0, 40 * scale - 0.5], [0.0, f, 30 * scale - 0.5], [0.0, 0.0, 1.0]])
+    shift = f / depth
+    top, left, width, height = 10 * scale, 40 * scale, 80 * scale, 60 * scale
+    crops = {t: texture[top:top + height, left + round(shift * t):left + round(shift * t) + width]
+             for t in (0.0, -1.0, -0.5, 0.5, 1.0)}
     ref = MVSView(crops.pop(0.0), K, translated(0.0))
-    sources = [MVSView(image, K, translated(t)) for t, image in crops.items()]
+    return ref, [MVSView(image, K, translated(t)) for t, image in crops.items()]
+
+
+def test_fronto_parallel_plane_is_recovered_exactly():
+    ref, sources = fronto_parallel_scene(1)
     estimate, confidence = plane_sweep_depth(ref, sources, 5.0, 20.0, num_depths=31, window=5, device="cpu")
     centre = estimate[5:-5, 15:-15]
     assert (centre > 0).all() and (confidence[5:-5, 15:-15] > 0).all()
-    assert torch.allclose(centre, torch.full_like(centre, depth), rtol=1e-3)
+    assert torch.allclose(centre, torch.full_like(centre, 10.0), rtol=1e-3)
+
+
+def test_box_mean_is_the_mean_over_the_box_clipped_at_the_borders():
+    image = np.random.default_rng(1).random((2, 9, 12)).astype(np.float32)
+    for window in (3, 7):
+        r = window // 2
+        expected = np.array([[[image[n, max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1].mean() for x in range(12)]
+                              for y in range(9)] for n in range(2)])
+        np.testing.assert_allclose(box_mean(torch.from_numpy(image), window).numpy(), expected, rtol=1e-5)
+
+
+def test_coarse_to_fine_recovers_the_fronto_parallel_plane():
+    ref, sources = fronto_parallel_scene(2)
+    estimate, confidence = coarse_to_fine_depth(ref, sources, 5.0, 20.0, num_depths=31, window=5, device="cpu")
+    assert estimate.shape == confidence.shape == (120, 160)
+    centre = estimate[10:-10, 30:-30]
+    # the plane step is 4.7 %; the refinement's wider window (the coarse footprint) interpolates within 0.5 %
+    assert (centre > 0).all() and torch.allclose(centre, torch.full_like(centre, 10.0), rtol=5e-3)
 
 
 UP = np.array([0.0, 0.0, 1.0])
