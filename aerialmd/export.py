@@ -7,6 +7,7 @@ Output, per image `<name>` of the pair file (names kept whole: `9000_000.jpeg` -
     <output_dir>/<scene>/<name>.jpg   the photo: the source bytes when it is a JPEG without EXIF, else re-encoded
     <output_dir>/<scene>/<name>.exr   depth, one float32 channel `Y`, metres, 0 = invalid (and beyond --max_depth)
     <output_dir>/<scene>/<name>.npz   `intrinsics` 3x3 (OpenCV pixel convention), `cam2world` 4x4 (metres, ENU)
+    <output_dir>/<scene>/settings.json   the settings the scene's files were made with (aerialmd.markers)
 Each file is written atomically and the three are removed together if one fails; finished images are skipped unless
 overwrite. Names of the pair file without data (not in the dense model, missing or unreadable files) are listed at the
 end; a scene fails when its dense model is missing or unreadable or none of its images could be exported.
@@ -31,7 +32,7 @@ from tqdm import tqdm
 from .atomic import atomic_file, remove_path, remove_stale_temporaries
 from .dense_model import DenseModel, DenseView, find_dense_dir, read_dense_model
 from .depth_io import read_depth_h5, write_depth_exr
-from .markers import check_folder_settings
+from .markers import check_folder_settings, record_folder_settings
 from .megadepth import is_done, output_paths, read_photo, write_camera_npz, write_jpeg
 from .pair_file import PairFile, load_pair_file, save_pair_file
 from .scenes import Shard, run_per_scene, select_scenes
@@ -195,13 +196,15 @@ def export_scene(scene_dir: Path, names: Sequence[str], out_dir: Path, max_depth
     Raises FileNotFoundError/ValueError when the dense model is needed and missing or unreadable, and ValueError when
     the scene's finished files were made with other settings (without overwrite)."""
     names = list(dict.fromkeys(names))
-    check_folder_settings(out_dir, {"max_depth": max_depth, "sfm_name": sfm_name}, overwrite)
+    settings = {"max_depth": max_depth, "sfm_name": sfm_name}
+    check_folder_settings(out_dir, settings, overwrite)
     pending = [name for name in names if overwrite or not is_done(out_dir, name)]
     stats = ExportStats(skipped=len(names) - len(pending))
     if not pending:
         return stats
     remove_stale_temporaries(out_dir)  # of a run killed while writing its files
     model = read_dense_model(find_dense_dir(scene_dir, sfm_name))
+    record_folder_settings(out_dir, settings)
     tasks = export_tasks(model, pending, out_dir, max_depth, stats)
     run_tasks(tasks, pool, stats, scene_dir.name)
     return stats

@@ -4,7 +4,7 @@ is detected (and refused without --overwrite) instead of silently skipped or mix
 Where a stage keeps them: stage 2 in `data/<scene>/ge_cameras.json`, stage 4a in `registration.json`, stage 4b in
 `localized_dense_metric/dense.json`, each under the key `settings`. Those files are written inside the stage's
 atomic output folder, so a marker exists only for a finished output. The export, which is resumable per file, keeps
-its settings in `<export>/<scene>/settings.json` (check_folder_settings).
+its settings in `<export>/<scene>/settings.json` (check_folder_settings, record_folder_settings).
 """
 
 from __future__ import annotations
@@ -41,9 +41,13 @@ def is_finished(marker: Path, settings: dict[str, Any]) -> bool:
 
 
 def check_folder_settings(folder: Path, settings: dict[str, Any], overwrite: bool) -> None:
-    """For stages that fill a folder file by file (resumable per file, e.g. the export): the settings of the files
-    already there live in <folder>/settings.json. Other settings are a ValueError unless overwrite (which redoes every
-    file); the settings are recorded before the first file is written."""
-    marker = folder / FOLDER_SETTINGS
-    if overwrite or not is_finished(marker, settings):
-        write_text_atomic(marker, json.dumps({SETTINGS_KEY: settings}, indent=1))
+    """For stages that fill a folder file by file (resumable per file, e.g. the export): a ValueError when the files
+    already there were made with other settings (as record_folder_settings recorded them), unless overwrite (which
+    redoes every file)."""
+    if not overwrite:
+        is_finished(folder / FOLDER_SETTINGS, settings)
+
+
+def record_folder_settings(folder: Path, settings: dict[str, Any]) -> None:
+    """Record the settings of a folder filled file by file; called before its first file is written."""
+    write_text_atomic(folder / FOLDER_SETTINGS, json.dumps({SETTINGS_KEY: settings}, indent=1))

@@ -26,6 +26,7 @@ from aerialmd.dense_model import (
 from aerialmd.depth_io import read_depth_exr, write_depth_h5
 from aerialmd.evaluation import PROCESSED_SUFFIX, load_ground_truth
 from aerialmd.export import DEFAULT_MAX_DEPTH, write_photo
+from aerialmd.markers import FOLDER_SETTINGS
 from aerialmd.overlap import DEFAULT_REL_TOL, PairsConf, make_pairs, pair_kind
 from aerialmd.pair_file import Pair, PairFile, load_pair_file, read_pair_file, save_pair_file
 
@@ -304,8 +305,8 @@ def test_published_format_with_missing_names_is_exported_and_reported(dense_scen
     assert "0015: all 2 images" in text
     assert "1 entries of 'images' are None" in text
     assert "3 images named in the pair file have no data" in text
-    assert sorted(p.name for p in (out / scene).iterdir()) == sorted(f"{n}{s}" for n in names
-                                                                      for s in (".exr", ".jpg", ".npz"))
+    assert sorted(p.name for p in (out / scene).iterdir()) == sorted([FOLDER_SETTINGS, *(
+        f"{n}{s}" for n in names for s in (".exr", ".jpg", ".npz"))])
     assert not (out / "0015").exists()
 
 
