@@ -1,8 +1,8 @@
 """Atomic outputs: everything is written under a temporary name and renamed into place only when complete.
 
 A crash or a failed scene therefore never leaves a partial file or folder that looks finished. Temporaries left by a
-process that was killed are removed the next time a folder is written next to them (their names hold the writer's
-process id, so a temporary of a live writer is never touched).
+process that was killed are removed the next time the same folder is written (their names hold the writer's process
+id, so a temporary of a live writer is never touched).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 
-TEMPORARY_NAME = re.compile(r"\..+\.tmp-(\d+)-[0-9a-f]{8}")
+TEMPORARY_NAME = re.compile(r"\.(.+)\.tmp-(\d+)-[0-9a-f]{8}")  # .<target name>.tmp-<writer pid>-<hex>
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -34,13 +34,15 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: Path) -> None:
-    """Delete the temporaries in `folder` whose writing process no longer runs (it was killed mid-write)."""
+def remove_stale_temporaries(folder: Path, target: str | None = None) -> None:
+    """Delete the temporaries in `folder` (only those of `target` when given) whose writing process no longer runs
+    (it was killed mid-write). Process ids are per machine: on storage shared by a cluster, give the target, so that
+    a scene's writer only ever removes temporaries of its own scene, never those of a scene another node is writing."""
     if not folder.is_dir():
         return
     for entry in folder.iterdir():
         match = TEMPORARY_NAME.fullmatch(entry.name)
-        if match and not process_alive(int(match.group(1))):
+        if match and (target is None or match.group(1) == target) and not process_alive(int(match.group(2))):
             remove_path(entry)
 
 
@@ -87,7 +89,7 @@ def atomic_dir(path: Path | str, overwrite: bool = True) -> Iterator[Path]:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists")
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent)
+    remove_stale_temporaries(path.parent, path.name)
     tmp = temporary_sibling(path)
     tmp.mkdir()
     try:

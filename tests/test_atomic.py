@@ -19,7 +19,9 @@ def test_atomic_dir_removes_temporaries_of_dead_writers_only(tmp_path):
     (stale / "features.h5").write_text("half written")
     unrelated = tmp_path / ".keep.tmp-notes"
     unrelated.write_text("not ours")
+    other_scene = tmp_path / stale.name.replace(".scene.", ".other.")  # maybe another node's writer: pids are per host
+    other_scene.mkdir()
     with atomic_dir(target) as tmp:
         (tmp / "done.txt").write_text("ok")
     assert (target / "done.txt").read_text() == "ok"
-    assert live.is_dir() and unrelated.is_file() and not stale.exists()
+    assert live.is_dir() and unrelated.is_file() and other_scene.is_dir() and not stale.exists()
