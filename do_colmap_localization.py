@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aerialmd.dense import BACKENDS, DenseConf, densify, resolve_backend  # noqa: E402
 from aerialmd.localization import localize  # noqa: E402
-from aerialmd.scenes import add_scene_arguments  # noqa: E402
+from aerialmd.scenes import SETUP_ERRORS, add_scene_arguments, exit_code_of  # noqa: E402
 
 DEFAULT_SCENE_LIST = Path(__file__).resolve().parent / "datasets_preprocess" / "megadepth_image_list.npz"
 
@@ -60,7 +60,8 @@ def dense_conf(args: argparse.Namespace) -> DenseConf:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    try:
+
+    def run() -> int:
         code = 0
         if not args.skip_mvs:
             resolve_backend(args.mvs_backend)  # before hours of registration, not after
@@ -71,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             code = max(code, densify(args.root_dir, args.megadepth_dir, args.megadepth_image_list, args.scenes,
                                      dense_conf(args), args.overwrite, args.shard))
         return code
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    return exit_code_of(run, (*SETUP_ERRORS, RuntimeError))  # RuntimeError: the colmap backend without CUDA
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aerialmd.report import write_reports  # noqa: E402
-from aerialmd.scenes import add_scene_arguments  # noqa: E402
+from aerialmd.scenes import add_scene_arguments, exit_code_of  # noqa: E402
 
 REPO_SCENE_LIST = Path(__file__).resolve().parent / "datasets_preprocess" / "megadepth_image_list.npz"
 
@@ -36,12 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     local_list = args.data_root / "megadepth_image_list.npz"
     scene_list = args.scene_list or (local_list if local_list.is_file() else REPO_SCENE_LIST)
-    try:
-        return write_reports(args.data_root, args.megadepth_processed or args.data_root / "megadepth_processed",
-                             scene_list, args.scenes, args.shard)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return exit_code_of(lambda: write_reports(args.data_root, args.megadepth_processed or args.data_root /
+                                              "megadepth_processed", scene_list, args.scenes, args.shard))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from aerialmd.dense import BACKENDS, DenseConf  # noqa: E402
 from aerialmd.executors import EXECUTORS, run_local, run_ray  # noqa: E402
 from aerialmd.pipeline import PipelinePaths, Stage, sample_pipeline  # noqa: E402
 from aerialmd.sample_scene import SampleConfig  # noqa: E402
-from aerialmd.scenes import add_scene_arguments  # noqa: E402
+from aerialmd.scenes import SETUP_ERRORS, add_scene_arguments, exit_code_of  # noqa: E402
 
 SAMPLE_SIZES = {"default": SampleConfig(), "tiny": SampleConfig.tiny()}
 SAMPLE_MVS_SIZE = 320  # the sample's depth maps: keeps the whole run within a few minutes on a laptop CPU
@@ -75,16 +75,16 @@ def resolve_paths(args: argparse.Namespace) -> tuple[PipelinePaths, list[Stage]]
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    try:
+
+    def run() -> int:
         paths, first = resolve_paths(args)
         common = (paths, args.scenes, args.workers, args.overwrite, args.shard, dense_conf(args), first)
         if args.executor == "ray":
             return run_ray(*common, address=args.ray_address, cpus_per_scene=args.ray_cpus_per_scene,
                            gpus_per_scene=args.ray_gpus_per_scene)
         return run_local(*common)
-    except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    return exit_code_of(run, (*SETUP_ERRORS, FileExistsError, RuntimeError))  # FileExistsError: a foreign sample root
 
 
 if __name__ == "__main__":

@@ -21,10 +21,12 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 import pycolmap
+import torch
 from tqdm import tqdm
 
 from .atomic import atomic_file, remove_path
@@ -73,6 +75,10 @@ class DenseConf:
     min_agree: int = 2  # of those, views whose depth must confirm a depth
     consistency_tol: float = 0.01  # relative depth tolerance of the consistency check
     device: str = "auto"
+
+    def depth_sweep(self, long_side: int) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+        """The plane sweep for an image of this long side: coarse-to-fine above coarse_to_fine_above, else full."""
+        return coarse_to_fine_depth if long_side > self.coarse_to_fine_above else plane_sweep_depth
 
     def settings(self) -> dict:
         """What determines the outputs (the device does not)."""
@@ -191,8 +197,7 @@ def raw_torch_depth(model: pycolmap.Reconstruction, image_id: int, sources: list
     if conf.horizontal_planes:
         family = horizontal_planes(ref, WORLD_UP, *height_range(model, image_id), conf.num_depths)
         extra = (family,) if family is not None else ()
-    sweep = coarse_to_fine_depth if max(ref.shape) > conf.coarse_to_fine_above else plane_sweep_depth
-    depth, _ = sweep(ref, [mvs_view(model, s, image_dir) for s in sources], *bounds, num_depths=conf.num_depths,
+    depth, _ = conf.depth_sweep(max(ref.shape))(ref, [mvs_view(model, s, image_dir) for s in sources], *bounds, num_depths=conf.num_depths,
                      window=conf.window, device=conf.device, extra_families=extra, max_cost=conf.max_cost)
     return depth.cpu().numpy()
 

@@ -402,9 +402,10 @@ def make_pairs(megadepth_aerial_dir: Path | str, output_path: Path | str, scenes
     a run merge (merge_pair_files) into the file of an unsharded run: each scene's selection is seeded by its id."""
     root = Path(megadepth_aerial_dir)
     output_path = Path(output_path)
-    selected = select_scenes(available_scenes(root), scenes, shard)
+    requested = select_scenes(available_scenes(root), scenes)
+    selected = shard.take(requested) if shard else requested
     if split_val:
-        unknown = sorted(set(split_val) - set(select_scenes(available_scenes(root), scenes)))
+        unknown = sorted(set(split_val) - set(requested))
         if unknown:
             raise ValueError(f"--split_val scenes not among the selected scenes: {', '.join(unknown)}")
     results: list[ScenePairs] = []

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 SceneImages = dict[str, dict[str, list[str]]]  # scene id -> subscene id -> MegaDepth image names
+SETUP_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, ValueError)  # missing inputs, bad arguments
 
 
 def load_scene_list(path: Path | str) -> SceneImages:
@@ -163,3 +165,13 @@ def run_per_scene(stage: str, scenes: Iterable[str], process: Callable[[str], st
         if message is not None:
             report.add(scene, True, message, watch.seconds())
     return report
+
+
+def exit_code_of(run: Callable[[], int], errors: tuple[type[Exception], ...] = SETUP_ERRORS) -> int:
+    """A stage script's exit status: run's own (0 ok, 1 some scene failed), or 2 after a one-line `error: ...` on
+    stderr when run raises a setup error (before or between scenes: scene failures are reported by the stage)."""
+    try:
+        return run()
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

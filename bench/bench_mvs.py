@@ -70,15 +70,16 @@ def main() -> None:
     ref, sources = synthetic_views()
     before = peak_rss_gb()
     start = time.perf_counter()
-    coarse = not args.full_resolution and max(WIDTH, HEIGHT) > stage.coarse_to_fine_above
-    (coarse_to_fine_depth if coarse else plane_sweep_depth)(ref, sources, 2.0, 50.0, device=device, **options)
+    sweep = plane_sweep_depth if args.full_resolution else stage.depth_sweep(max(WIDTH, HEIGHT))
+    sweep(ref, sources, 2.0, 50.0, device=device, **options)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     families = 1 + len(options.get("extra_families", ()))
     print(f"device {device}, {torch.get_num_threads()} threads, {WIDTH}x{HEIGHT}, {SOURCES} sources, "
           f"{families} plane families x {options['num_depths']} planes, window {options['window']}, "
-          f"smoothing {'off' if args.no_smoothing else 'on'}, {'coarse-to-fine' if coarse else 'full-resolution sweep'}")
+          f"smoothing {'off' if args.no_smoothing else 'on'}, "
+          f"{'coarse-to-fine' if sweep is coarse_to_fine_depth else 'full-resolution sweep'}")
     print(f"seconds per reference: {seconds:.1f} (target <= 15)")
     if device.type == "cuda":
         print(f"peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GB (target < 4)")

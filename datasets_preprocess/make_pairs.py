@@ -24,7 +24,7 @@ SCRIPT_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPT_DIR.parent))  # run from a checkout without installing the package
 
 from aerialmd.overlap import PairsConf, make_pairs, merge_pair_file_paths  # noqa: E402
-from aerialmd.scenes import add_scene_arguments  # noqa: E402
+from aerialmd.scenes import add_scene_arguments, exit_code_of  # noqa: E402
 
 DEFAULTS = PairsConf()
 
@@ -81,15 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     conf = PairsConf(min_score=args.min_score, max_score=args.max_score, pairs_per_scene=args.pairs_per_scene,
                      max_side=args.max_side, rel_tol=args.rel_tol, combine=args.combine,
                      min_shared_points=args.min_shared_points, seed=args.seed, workers=args.workers)
-    try:
-        if args.merge:
-            merge_pair_file_paths(args.merge, args.output_path)
-            return 0
-        return make_pairs(args.megadepth_aerial_dir, args.output_path, args.scenes, conf, args.split_val, args.sfm_name,
-                          args.shard)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    def merge() -> int:
+        merge_pair_file_paths(args.merge, args.output_path)
+        return 0
+
+    if args.merge:
+        return exit_code_of(merge)
+    return exit_code_of(lambda: make_pairs(args.megadepth_aerial_dir, args.output_path, args.scenes, conf,
+                                           args.split_val, args.sfm_name, args.shard))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ SCRIPT_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPT_DIR.parent))  # run from a checkout without installing the package
 
 from aerialmd.export import DEFAULT_MAX_DEPTH, export_aerialmegadepth  # noqa: E402
-from aerialmd.scenes import add_scene_arguments  # noqa: E402
+from aerialmd.scenes import add_scene_arguments, exit_code_of  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,12 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return export_aerialmegadepth(args.megadepth_aerial_dir, args.precomputed_pairs, args.output_dir, args.scenes,
-                                      args.max_depth, args.workers, args.overwrite, args.shard, args.sfm_name)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return exit_code_of(lambda: export_aerialmegadepth(args.megadepth_aerial_dir, args.precomputed_pairs,
+                                                       args.output_dir, args.scenes, args.max_depth, args.workers,
+                                                       args.overwrite, args.shard, args.sfm_name))
 
 
 if __name__ == "__main__":

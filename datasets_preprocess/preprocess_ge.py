@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aerialmd.ge_preprocess import preprocess_ge  # noqa: E402
 from aerialmd.geodesy import SpherePoint  # noqa: E402
-from aerialmd.scenes import add_scene_arguments  # noqa: E402
+from aerialmd.scenes import add_scene_arguments, exit_code_of  # noqa: E402
 
 DEFAULT_SCENE_LIST = Path(__file__).resolve().parent / "megadepth_image_list.npz"
 
@@ -45,12 +45,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    try:
-        return preprocess_ge(args.data_root, args.scene_list, args.scenes, args.origin, args.overwrite, args.workers,
-                             args.shard)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return exit_code_of(lambda: preprocess_ge(args.data_root, args.scene_list, args.scenes, args.origin,
+                                              args.overwrite, args.workers, args.shard))
 
 
 if __name__ == "__main__":

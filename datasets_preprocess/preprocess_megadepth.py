@@ -14,7 +14,7 @@ SCRIPT_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPT_DIR.parent))  # run from a checkout without installing the package
 
 from aerialmd.megadepth import preprocess_megadepth  # noqa: E402
-from aerialmd.scenes import add_scene_arguments  # noqa: E402
+from aerialmd.scenes import add_scene_arguments, exit_code_of  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,14 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return preprocess_megadepth(
-            args.megadepth_dir, args.megadepth_image_list, args.output_dir, args.scenes, args.workers, args.overwrite,
-            args.shard,
-        )
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return exit_code_of(lambda: preprocess_megadepth(args.megadepth_dir, args.megadepth_image_list, args.output_dir,
+                                                     args.scenes, args.workers, args.overwrite, args.shard))
 
 
 if __name__ == "__main__":
