@@ -46,8 +46,9 @@ def get_parser() -> argparse.ArgumentParser:
     mvs.add_argument("--mvs_max_image_size", type=int, default=defaults.max_image_size,
                      help="long side of the undistorted images and depth maps")
     mvs.add_argument("--mvs_num_sources", type=int, default=defaults.num_sources, help="source views per image")
-    mvs.add_argument("--mvs_horizontal_planes", action="store_true",
-                     help="torch backend: also sweep horizontal planes (twice the time)")
+    mvs.add_argument("--mvs_horizontal_planes", action=argparse.BooleanOptionalAction,
+                     default=defaults.horizontal_planes,
+                     help="torch backend: also sweep horizontal planes (ground, roofs; twice the time; default: on)")
     mvs.add_argument("--mvs_device", default=defaults.device, help="torch backend device: auto, cpu, cuda, cuda:1 ...")
     return parser
 

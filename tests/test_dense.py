@@ -88,6 +88,19 @@ def test_backend_choice():
         resolve_backend("pmvs")
 
 
+def test_stage_script_defaults_are_the_stage_configuration():
+    """do_colmap_localization.py without MVS flags runs the configuration the figures were measured with."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("do_colmap_localization", REPO_ROOT / "do_colmap_localization.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    required = ["--root_dir", "r", "--megadepth_dir", "m"]
+    assert script.dense_conf(script.get_parser().parse_args(required)) == DenseConf()
+    off = script.dense_conf(script.get_parser().parse_args([*required, "--no-mvs_horizontal_planes"]))
+    assert off.horizontal_planes is False
+
+
 def test_colmap_array_reader(tmp_path):
     """COLMAP's dense array layout: text header `W&H&C&`, then channel planes of rows (x fastest)."""
     width, height = 5, 3
