@@ -74,6 +74,7 @@ class DenseConf:
     filter_neighbours: int = 12  # views checked by the consistency filter (torch backend)
     min_agree: int = 2  # of those, views whose depth must confirm a depth
     consistency_tol: float = 0.01  # relative depth tolerance of the consistency check
+    consistency_reproj: float = 1.0 / 320.0  # its reprojection tolerance, fraction of the long side (2 px at 640 px)
     device: str = "auto"
 
     def depth_sweep(self, long_side: int) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
@@ -226,7 +227,8 @@ def torch_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseCon
     neighbours = {image.name: [model.images[s].name for s in ranking[image_id][:conf.filter_neighbours]]
                   for image_id, image in model.images.items() if image.name in raw}
     filtered = geometric_consistency_filter(raw, views, neighbours, rel_tol=conf.consistency_tol,
-                                            min_agree=conf.min_agree, device=conf.device)
+                                            min_agree=conf.min_agree, max_reproj=conf.consistency_reproj,
+                                            device=conf.device)
     return {name: depth.cpu().numpy() for name, depth in filtered.items()}
 
 

@@ -9,7 +9,15 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from aerialmd.mvs import MVSView, SmoothingConf, box_mean, coarse_to_fine_depth, horizontal_planes, plane_sweep_depth
+from aerialmd.mvs import (
+    MVSView,
+    SmoothingConf,
+    box_mean,
+    coarse_to_fine_depth,
+    geometric_consistency_filter,
+    horizontal_planes,
+    plane_sweep_depth,
+)
 
 def translated(x: float) -> np.ndarray:
     """cam2world of a camera translated by x along the x axis."""
@@ -88,11 +96,16 @@ def render_ground(texture: np.ndarray, cam2world: np.ndarray) -> tuple[np.ndarra
     H = K_GROUND @ np.column_stack([world2cam[:3, 0], world2cam[:3, 1], world2cam[:3, 3]])
     texel_to_world = np.array([[TEXEL_M, 0, -20.0 + TEXEL_M / 2], [0, TEXEL_M, -20.0 + TEXEL_M / 2], [0, 0, 1]])
     image = cv2.warpPerspective(texture, H @ texel_to_world, (160, 120), flags=cv2.INTER_LINEAR)
-    rays = np.linalg.inv(K_GROUND) @ np.stack([*np.meshgrid(np.arange(160), np.arange(120)), np.ones((120, 160))]
-                                              ).reshape(3, -1)
+    return image, ground_depth(cam2world, K_GROUND, (120, 160))
+
+
+def ground_depth(cam2world: np.ndarray, K: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Exact z-depth of the plane z = 0 in an H x W view (0 where a ray misses it)."""
+    height, width = shape
+    rays = np.linalg.inv(K) @ np.stack([*np.meshgrid(np.arange(width), np.arange(height)), np.ones(shape)]).reshape(3, -1)
     direction = cam2world[:3, :3] @ rays  # z-depth 1 along each ray
     depth = -cam2world[2, 3] / direction[2]
-    return image, np.where(depth > 0, depth, 0.0).reshape(120, 160)
+    return np.where(depth > 0, depth, 0.0).reshape(shape)
 
 
 def sweep_ground(flat_band: bool, horizontal: bool, smoothing, max_cost: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
@@ -147,3 +160,31 @@ def test_wrong_pose_breaks_accuracy():
         scores.append(within(depth.numpy(), truth, 0.02))
     print(f"\nwithin 2 %: correct pose {scores[0]:.3f}, 1.5 degrees off {scores[1]:.3f}")
     assert scores[1] < 0.5 * scores[0]
+
+
+def noisy_ground_depths(scale: int, error: float) -> tuple[dict[str, np.ndarray], dict[str, MVSView]]:
+    """Depth maps of the ground plane in three views (160 x 120 pixels times `scale`) with a smooth relative error of
+    standard deviation `error`: the same error field at every scale (bilinear from a 16 x 12 grid), as a sweep whose
+    precision is set by its own resolution, not by the output's, produces."""
+    K = K_GROUND * [[scale], [scale], [1]] + [[0, 0, (scale - 1) / 2], [0, 0, (scale - 1) / 2], [0, 0, 0]]
+    shape = (120 * scale, 160 * scale)
+    depths, views = {}, {}
+    for k, x in enumerate((0.0, -6.0, 6.0)):
+        field = np.random.default_rng(k).normal(0.0, error, (12, 16)).astype(np.float32)
+        noise = cv2.resize(field, shape[::-1], interpolation=cv2.INTER_LINEAR)
+        depths[str(x)] = (ground_depth(ground_camera(x), K, shape) * (1.0 + noise)).astype(np.float32)
+        views[str(x)] = MVSView(np.zeros(shape, np.float32), K, ground_camera(x))
+    return depths, views
+
+
+def test_consistency_filter_keeps_the_same_surfaces_at_any_resolution():
+    """The reprojection tolerance is a fraction of the image size: the same depth errors (in angle) are kept at 160 and
+    at 640 px (a fixed 1 px tolerance kept a quarter fewer at 640 px)."""
+    kept = []
+    for scale in (1, 4):
+        depths, views = noisy_ground_depths(scale, 0.004)
+        neighbours = {name: [other for other in depths if other != name] for name in depths}
+        filtered = geometric_consistency_filter(depths, views, neighbours, rel_tol=0.01, min_agree=2, device="cpu")
+        kept.append(float((filtered["0.0"] > 0).float().mean()))
+    print(f"\nkept at 160 px {kept[0]:.3f}, at 640 px {kept[1]:.3f}")
+    assert kept[0] > 0.3 and abs(kept[1] - kept[0]) < 0.05
