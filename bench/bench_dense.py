@@ -4,7 +4,8 @@ kind next to the issue's targets, agreement with the scaled MegaDepth depth, sec
 Targets (issue): per kind at least 70 % of the true-valid pixels with a depth, of those at least 90 % within 2 % and
 under 3 % off by more than 10 %; MegaDepth-vs-MVS median relative difference under 3 %.
 Runs registration first when needed (sample under --root, default ./sample_data, shared with run_pipeline.py).
-Usage: python bench/bench_dense.py [--root sample_data] [--max_image_size 320] [--horizontal_planes on|off]
+Usage: python bench/bench_dense.py [--root sample_data] [--max_image_size 640] [--horizontal_planes on|off]
+(--max_image_size defaults to the stage's, DenseConf.max_image_size; the tests run the tiny sample at 320.)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ TARGETS = dict(coverage=0.70, within_2pct=0.90, off_10pct=0.03)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("sample_data"))
-    parser.add_argument("--max_image_size", type=int, default=320)
+    parser.add_argument("--max_image_size", type=int, default=DenseConf.max_image_size)
     parser.add_argument("--horizontal_planes", choices=["on", "off"], default="on")
     args = parser.parse_args()
     config = SampleConfig()
