@@ -212,7 +212,8 @@ def raw_torch_depth(model: pycolmap.Reconstruction, image_id: int, sources: list
     if conf.horizontal_planes:
         family = horizontal_planes(ref, WORLD_UP, *height_range(model, image_id), conf.num_depths)
         extra = (family,) if family is not None else ()
-    depth, _ = conf.depth_sweep(max(ref.shape))(ref, [mvs_view(model, s, image_dir) for s in sources], *bounds, num_depths=conf.num_depths,
+    sweep = conf.depth_sweep(max(ref.shape))
+    depth, _ = sweep(ref, [mvs_view(model, s, image_dir) for s in sources], *bounds, num_depths=conf.num_depths,
                      window=conf.window, device=conf.device, extra_families=extra, max_cost=conf.max_cost)
     return depth.cpu().numpy()
 

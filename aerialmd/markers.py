@@ -26,26 +26,31 @@ def recorded_settings(marker: Path) -> dict[str, Any] | None:
     return json.loads(marker.read_text()).get(SETTINGS_KEY, {})
 
 
-def is_finished(marker: Path, settings: dict[str, Any]) -> bool:
-    """True when the output of `marker` is finished with these settings (skip it), False when it is not finished;
-    a ValueError naming the output and the settings that differ when it was made with others."""
-    recorded = recorded_settings(marker)
-    if recorded is None:
-        return False
+def refuse_other_settings(marker: Path, recorded: dict[str, Any], settings: dict[str, Any]) -> None:
+    """A ValueError naming the output of `marker` and the settings that differ, when `recorded` are not `settings`."""
     settings = json.loads(json.dumps(settings))  # as it reads back from JSON (tuples become lists)
     if recorded != settings:
         changed = sorted(k for k in {*recorded, *settings} if recorded.get(k, "absent") != settings.get(k, "absent"))
         details = ", ".join(f"{k}: {recorded.get(k, 'absent')} -> {settings.get(k, 'absent')}" for k in changed)
         raise ValueError(f"{marker.parent} was made with other settings ({details}); use --overwrite to redo it")
-    return True
+
+
+def is_finished(marker: Path, settings: dict[str, Any]) -> bool:
+    """True when the output of `marker` is finished with these settings (skip it), False when it is not finished;
+    a ValueError naming the output and the settings that differ when it was made with others."""
+    recorded = recorded_settings(marker)
+    if recorded is not None:
+        refuse_other_settings(marker, recorded, settings)
+    return recorded is not None
 
 
 def check_folder_settings(folder: Path, settings: dict[str, Any], overwrite: bool) -> None:
     """For stages that fill a folder file by file (resumable per file, e.g. the export): a ValueError when the files
     already there were made with other settings (as record_folder_settings recorded them), unless overwrite (which
     redoes every file)."""
-    if not overwrite:
-        is_finished(folder / FOLDER_SETTINGS, settings)
+    recorded = recorded_settings(folder / FOLDER_SETTINGS)
+    if not overwrite and recorded is not None:
+        refuse_other_settings(folder / FOLDER_SETTINGS, recorded, settings)
 
 
 def record_folder_settings(folder: Path, settings: dict[str, Any]) -> None:
