@@ -52,6 +52,60 @@ def registration_accuracy(model: pycolmap.Reconstruction, truth: dict) -> dict:
     return summary
 
 
+def truth_points_into(src: dict, dst: dict, depth_src: np.ndarray, step: int = 1
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels of the truth image `src` with a depth (every step-th row and column), lifted with it and projected into
+    `dst`: (src pixels, dst pixels, z in dst's camera), OpenCV pixel centres, cam2world poses of the truth."""
+    v, u = np.nonzero(depth_src[::step, ::step] > 0)
+    u, v = u * step, v * step
+    cam = np.stack([u, v, np.ones_like(u)], 1) @ np.linalg.inv(src["intrinsics"]).T * depth_src[v, u, None]
+    world = cam @ src["cam2world"][:3, :3].T + src["cam2world"][:3, 3]
+    world2cam = np.linalg.inv(dst["cam2world"])
+    cam = world @ world2cam[:3, :3].T + world2cam[:3, 3]
+    projected = cam @ dst["intrinsics"].T
+    return np.stack([u, v], 1), projected[:, :2] / np.maximum(projected[:, 2:], 1e-9), cam[:, 2]
+
+
+def seen_in(depth_dst: np.ndarray, uv: np.ndarray, z: np.ndarray, tolerance: float) -> np.ndarray:
+    """Which projected points (pixels uv at depth z) the view with true depth `depth_dst` sees: in the image, in front
+    of the camera, and not hidden (the true depth at the nearest pixel within `tolerance` of z)."""
+    height, width = depth_dst.shape
+    pixel = np.rint(uv).astype(np.int64)
+    inside = (z > 0) & (pixel[:, 0] >= 0) & (pixel[:, 0] < width) & (pixel[:, 1] >= 0) & (pixel[:, 1] < height)
+    seen = np.zeros(len(z), bool)
+    there = depth_dst[pixel[inside, 1], pixel[inside, 0]]
+    seen[inside] = np.abs(there - z[inside]) <= tolerance * z[inside]
+    return seen
+
+
+def cross_view_visibility(ground_truth_dir: Path, kind: str = "ground", step: int = 2,
+                          tolerance: float = 0.01) -> dict:
+    """How many other images of the same kind see each true-valid pixel of the images of `kind`, from the truth alone:
+    the share of pixels seen by at least one and by at least two others, pooled and per image. A property of the
+    scene's camera layout, not of the MVS: a consistency filter that needs two confirming views of the same kind
+    cannot cover more than `seen_by_2` (ground photos: aerial frames cannot confirm a ground depth at 1 %)."""
+    truth = load_ground_truth(ground_truth_dir)
+    images = [image for image in truth["images"] if image["kind"] == kind]
+    depths = {image["name"]: read_depth_exr(Path(ground_truth_dir) / "depth" / f"{image['name']}.exr")
+              for image in images}
+    per_image, totals = {}, np.zeros(3)
+    for src in images:
+        count = None
+        for dst in images:
+            if dst is src:
+                continue
+            _, uv, z = truth_points_into(src, dst, depths[src["name"]], step)
+            seen = seen_in(depths[dst["name"]], uv, z, tolerance)
+            count = seen.astype(np.int64) if count is None else count + seen
+        if count is None or not len(count):
+            continue
+        figures = np.array([len(count), (count >= 1).sum(), (count >= 2).sum()])
+        per_image[src["name"]] = {"seen_by_1": figures[1] / figures[0], "seen_by_2": figures[2] / figures[0]}
+        totals += figures
+    return {"pixels": int(totals[0]), "seen_by_1": float(totals[1] / max(totals[0], 1)),
+            "seen_by_2": float(totals[2] / max(totals[0], 1)), "images": per_image}
+
+
 def depth_accuracy(depth: np.ndarray, truth: np.ndarray) -> dict:
     """The MVS issue's figures: coverage of the ground-truth-valid pixels, and among the depths produced there the
     fractions within 2 % relative error and off by more than 10 %; plus depths produced where the truth is sky."""

@@ -11,7 +11,7 @@ import pytest
 
 from aerialmd.camera import cam2world_from_cam_from_world, pose_errors
 from aerialmd.depth_io import read_depth_exr, read_depth_h5
-from aerialmd.evaluation import load_ground_truth
+from aerialmd.evaluation import load_ground_truth, truth_points_into
 from aerialmd.ges import decode_cameras, default_world_frame, read_ges_json
 from aerialmd.megadepth import undistorted_intrinsics
 from aerialmd.sample_scene import SampleConfig, generate_sample
@@ -68,18 +68,6 @@ def test_megadepth_model_is_the_ground_truth_in_a_similarity_frame(tiny_sample):
     assert model.compute_mean_reprojection_error() < 0.01
 
 
-def _warp_into(src: dict, dst: dict, depth_src: np.ndarray, step: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixels of src with depth, projected into dst: (src pixel coords, dst pixel coords, depth in dst camera)."""
-    v, u = np.nonzero(depth_src[::step, ::step] > 0)
-    u, v = u * step, v * step
-    pts = np.stack([u, v, np.ones_like(u)], 1) @ np.linalg.inv(src["intrinsics"]).T * depth_src[v, u, None]
-    world = pts @ src["cam2world"][:3, :3].T + src["cam2world"][:3, 3]
-    w2c = np.linalg.inv(dst["cam2world"])
-    cam = world @ w2c[:3, :3].T + w2c[:3, 3]
-    proj = cam @ dst["intrinsics"].T
-    return np.stack([u, v], 1), proj[:, :2] / proj[:, 2:], cam[:, 2]
-
-
 @pytest.mark.parametrize("kinds", [("aerial", "aerial"), ("ground", "ground"), ("ground", "aerial")])
 def test_depths_poses_and_pixels_agree_across_views(tiny_sample, kinds):
     """Warping one view's pixels with its depth and both poses lands on the same depth and colour in the other."""
@@ -99,7 +87,7 @@ def test_depths_poses_and_pixels_agree_across_views(tiny_sample, kinds):
     for src, dst in candidates:
         depth_src = read_depth_exr(paths.ground_truth_dir / "depth" / f"{src['name']}.exr")
         depth_dst = read_depth_exr(paths.ground_truth_dir / "depth" / f"{dst['name']}.exr")
-        uv_src, uv_dst, z = _warp_into(src, dst, depth_src)
+        uv_src, uv_dst, z = truth_points_into(src, dst, depth_src, step=3)
         inside = (z > 0) & np.all((uv_dst >= 0) & (uv_dst <= [dst["width"] - 1, dst["height"] - 1]), axis=1)
         if inside.sum() < 500:
             continue
