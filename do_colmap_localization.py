@@ -49,6 +49,8 @@ def get_parser() -> argparse.ArgumentParser:
     mvs.add_argument("--mvs_horizontal_planes", action=argparse.BooleanOptionalAction,
                      default=defaults.horizontal_planes,
                      help="torch backend: also sweep horizontal planes (ground, roofs; twice the time; default: on)")
+    mvs.add_argument("--mvs_fill_rounds", type=int, default=defaults.fill_rounds,
+                     help="rounds closing enclosed planar holes of the depth maps (0 = keep only confirmed depths)")
     mvs.add_argument("--mvs_device", default=defaults.device, help="torch backend device: auto, cpu, cuda, cuda:1 ...")
     return parser
 
@@ -56,7 +58,7 @@ def get_parser() -> argparse.ArgumentParser:
 def dense_conf(args: argparse.Namespace) -> DenseConf:
     return DenseConf(backend=args.mvs_backend, max_image_size=args.mvs_max_image_size,
                      num_sources=args.mvs_num_sources, horizontal_planes=args.mvs_horizontal_planes,
-                     device=args.mvs_device)
+                     fill_rounds=args.mvs_fill_rounds, device=args.mvs_device)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ settings, and re-running with other settings is refused unless `--overwrite`. Ra
 
 Backends: `colmap` (pycolmap's CUDA PatchMatch stereo, geometric depth maps) and `torch` (aerialmd.mvs plane sweep plus
 a multi-view geometric consistency filter; CPU or CUDA). `auto` picks colmap when pycolmap has CUDA, torch otherwise.
+Either backend's depth maps then get their enclosed planar holes closed (aerialmd.depth_fill, `fill_*` settings).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .dense_model import (
     find_sfm_dirs,
     write_dense_model,
 )
+from .depth_fill import fill_enclosed_holes, window_pixels
 from .depth_io import read_depth_exr, read_depth_h5, write_depth_h5
 from .localization import OUTPUT_ROOT
 from .markers import SETTINGS_KEY, is_finished
@@ -75,6 +77,10 @@ class DenseConf:
     min_agree: int = 2  # of those, views whose depth must confirm a depth
     consistency_tol: float = 0.01  # relative depth tolerance of the consistency check
     consistency_reproj: float = 1.0 / 320.0  # its reprojection tolerance, fraction of the long side (2 px at 640 px)
+    fill_rounds: int = 10  # rounds closing enclosed holes with local planes (aerialmd.depth_fill), both backends; 0 = off
+    fill_window: float = 31.0 / 640.0  # their window side, fraction of the long side (31 px at 640 px)
+    fill_max_residual: float = 0.02  # RMS of the window's plane fit in inverse depth, relative to the pixel's
+    fill_quadrant_support: float = 0.05  # share of each quadrant of the window that must hold depths
     device: str = "auto"
 
     def depth_sweep(self, long_side: int) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
@@ -247,6 +253,12 @@ def torch_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseCon
     return {name: depth.cpu().numpy() for name, depth in filtered.items()}
 
 
+def close_holes(depth: np.ndarray, conf: DenseConf) -> np.ndarray:
+    """The depth map with its enclosed planar holes closed (aerialmd.depth_fill) as configured."""
+    window = window_pixels(max(depth.shape), conf.fill_window)
+    return fill_enclosed_holes(depth, conf.fill_rounds, window, conf.fill_max_residual, conf.fill_quadrant_support)
+
+
 def read_colmap_array(path: Path) -> np.ndarray:
     """A COLMAP dense array file (`W&H&C&` text header, then float32 channel planes, rows of W values) as H x W (x C)."""
     data = path.read_bytes()
@@ -338,6 +350,8 @@ def dense_scene(sfm_dir: Path, scene_dir: Path, processed_dirs: list[Path], conf
     with timer.step("mvs"):
         compute = colmap_depths if backend == "colmap" else torch_depths
         depths = compute(model, workspace / "undistorted", conf, failures)
+    with timer.step("fill"):
+        depths = {name: close_holes(depth, conf) for name, depth in depths.items()}
     registration = json.loads((sfm_dir / REGISTRATION_FILE).read_text())
     scale = registration.get("sim3_metric_from_sfm", {}).get("scale")
     metrics = image_metrics(depths, model, processed_dirs, scale)

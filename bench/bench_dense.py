@@ -17,9 +17,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pycolmap
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aerialmd.dense import DENSE_DIR, DenseConf, dense_scene  # noqa: E402
-from aerialmd.evaluation import dense_accuracy  # noqa: E402
+from aerialmd.dense_model import LOCALIZED_MODEL  # noqa: E402
+from aerialmd.evaluation import (  # noqa: E402
+    cross_view_visibility,
+    dense_accuracy,
+    load_ground_truth,
+    registration_accuracy,
+)
 from aerialmd.pipeline import build_stages, run_stages, sample_pipeline  # noqa: E402
 from aerialmd.sample_scene import SampleConfig  # noqa: E402
 
@@ -49,16 +58,33 @@ def main() -> None:
     report = json.loads((sfm_dir / DENSE_DIR / "dense.json").read_text())
     figures = dense_accuracy(sfm_dir / DENSE_DIR, args.root / "ground_truth" / config.scene_id)
     print(f"settings: {conf.settings()}")
-    print(f"{'kind':<8} {'images':>6} {'coverage':>9} {'within 2%':>10} {'off >10%':>9}   targets: "
+    print(f"{'kind':<8} {'images':>6} {'coverage':>9} {'within 2%':>10} {'off >10%':>9} {'px on sky':>10}   targets: "
           f">= {TARGETS['coverage']}, >= {TARGETS['within_2pct']}, < {TARGETS['off_10pct']}")
     for kind, f in figures.items():
-        print(f"{kind:<8} {f['images']:>6} {f['coverage']:>9.3f} {f['within_2pct']:>10.3f} {f['off_10pct']:>9.3f}")
+        print(f"{kind:<8} {f['images']:>6} {f['coverage']:>9.3f} {f['within_2pct']:>10.3f} {f['off_10pct']:>9.3f} "
+              f"{f['on_sky']:>10}")
     agreement = report["summary"]["megadepth_median_rel_diff"]
     print(f"MegaDepth vs MVS median relative difference: {agreement:.4f} (target < 0.03) over "
           f"{report['summary']['megadepth_photos_compared']} photos")
+    print_ground_limits(sfm_dir, args.root / "ground_truth" / config.scene_id)
     images = report["summary"]["images"]
     print(f"dense stage: {seconds:.0f} s for {images} images = {seconds / images:.1f} s per image "
           f"(undistortion {report['timings']['undistortion']:.1f} s, MVS {report['timings']['mvs']:.0f} s)")
+
+
+def print_ground_limits(sfm_dir: Path, ground_truth_dir: Path) -> None:
+    """What bounds the ground photos' figures, from the truth: how many other ground photos see their pixels (the
+    consistency filter needs two confirming views, and aerial frames rarely confirm a ground depth at 1 %), and how
+    far registration put them (stereo between ground photos needs their relative poses to a pixel)."""
+    seen = cross_view_visibility(ground_truth_dir, "ground")
+    print(f"ground photos' true-valid pixels seen by >= 1 / >= 2 other ground photos (truth): "
+          f"{seen['seen_by_1']:.3f} / {seen['seen_by_2']:.3f}")
+    model = pycolmap.Reconstruction(str(sfm_dir / LOCALIZED_MODEL))
+    registration = registration_accuracy(model, load_ground_truth(ground_truth_dir))
+    positions = [e["position_m"] for e in registration["images"].values()]
+    print(f"ground photo registration: median rotation error {registration['median_rotation_deg']:.2f} deg "
+          f"(max {registration['max_rotation_deg']:.2f}), median position error {np.median(positions):.2f} m "
+          f"(max {max(positions):.2f})")
 
 
 if __name__ == "__main__":

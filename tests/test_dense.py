@@ -23,9 +23,9 @@ from aerialmd.sample_scene.viewpoints import look_at
 from tests.conftest import DENSE_CONF, REPO_ROOT
 
 TARGET = dict(coverage=0.70, within_2pct=0.90, off_10pct=0.03)  # the issue's, per image kind
-# Ground photos fall short of the coverage target (about 0.31 here) and have slightly more gross errors (about 3.9 %):
-# this is what the torch backend reaches on them (figures printed by the dense_output fixture).
-GROUND_REACHED = dict(coverage=0.25, within_2pct=0.88, off_10pct=0.05)
+# Ground photos fall short of the coverage target (about 0.37 here, 0.31 without closing holes) and have slightly more
+# gross errors (about 3.3 %): this is what the torch backend reaches on them (figures printed by the dense_output fixture).
+GROUND_REACHED = dict(coverage=0.34, within_2pct=0.90, off_10pct=0.04)
 
 
 def assert_reaches(figures: dict, bounds: dict) -> None:
@@ -58,7 +58,7 @@ def test_ground_depth_reaches_what_it_reached(dense_output):
     assert_reaches(dense_output[1]["ground"], GROUND_REACHED)
 
 
-@pytest.mark.xfail(strict=True, reason="ground photos: coverage about 0.31 of the 0.70 target, 3.9 % gross errors")
+@pytest.mark.xfail(strict=True, reason="ground photos: coverage about 0.37 of the 0.70 target, 3.3 % gross errors")
 def test_ground_depth_reaches_the_issue_targets(dense_output):
     assert_reaches(dense_output[1]["ground"], TARGET)
 
