@@ -82,8 +82,9 @@ def cross_view_visibility(ground_truth_dir: Path, kind: str = "ground", step: in
                           tolerance: float = 0.01) -> dict:
     """How many other images of the same kind see each true-valid pixel of the images of `kind`, from the truth alone:
     the share of pixels seen by at least one and by at least two others, pooled and per image. A property of the
-    scene's camera layout, not of the MVS: a consistency filter that needs two confirming views of the same kind
-    cannot cover more than `seen_by_2` (ground photos: aerial frames cannot confirm a ground depth at 1 %)."""
+    scene's camera layout, not of the MVS: confirmation by two views of the same kind cannot cover more than
+    `seen_by_2` (for ground photos the other confirmations must come from aerial frames, which see them 10-20x coarser
+    and on the default sample rarely agree to 1 %)."""
     truth = load_ground_truth(ground_truth_dir)
     images = [image for image in truth["images"] if image["kind"] == kind]
     depths = {image["name"]: read_depth_exr(Path(ground_truth_dir) / "depth" / f"{image['name']}.exr")
