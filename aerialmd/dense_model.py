@@ -35,7 +35,6 @@ from .camera import (
     opencv_to_colmap_intrinsics,
 )
 from .depth_io import read_depth_exr, read_depth_h5, write_depth_h5
-from .evaluation import PROCESSED_SUFFIX, load_ground_truth
 
 if TYPE_CHECKING:
     from .sample_scene.generate import SamplePaths
@@ -339,6 +338,7 @@ def write_sample_dense_model(sample: SamplePaths, scene_dir: Path | str, sfm_nam
 
     Test data for the export and pair stages (exact, unlike an MVS result), and a stand-in on the sample until the MVS
     stage writes this layout. An existing dense model there is reused (it is written atomically, so it is complete)."""
+    from .evaluation import PROCESSED_SUFFIX, load_ground_truth  # here: evaluation builds on this module's geometry
     from .video import extract_frames  # imported here: PyAV is needed only for the sample
 
     dense_dir = Path(scene_dir) / LOCALIZATION_DIR / sfm_name / DENSE_DIR

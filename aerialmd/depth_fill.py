@@ -28,9 +28,9 @@ def _box_sum(values: np.ndarray, window: int) -> np.ndarray:
     return cv2.boxFilter(values, cv2.CV_64F, (window, window), normalize=False, borderType=cv2.BORDER_CONSTANT)
 
 
-def local_planes(depth: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def local_planes(depth: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel, the least-squares plane in inverse depth through the valid (depth > 0) pixels of the window centred
-    on it: (inverse depth of the plane at the pixel, RMS residual of the fit in inverse depth, number of valid pixels).
+    on it: (inverse depth of the plane at the pixel, RMS residual of the fit in inverse depth).
     Sums over the window are box filters of the moments, moved to the pixel's own offsets (du, dv)."""
     height, width = depth.shape
     valid = (depth > 0).astype(np.float64)
@@ -49,7 +49,7 @@ def local_planes(depth: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray
     rhs = np.stack([s["uy"] - u * s["y"], s["vy"] - v * s["y"], s["y"]], -1)
     plane = np.linalg.solve(normal_matrix, rhs[..., None])[..., 0]
     squared = s["yy"] - 2 * (plane * rhs).sum(-1) + np.einsum("...i,...ij,...j->...", plane, normal_matrix, plane)
-    return plane[..., 2], np.sqrt(np.maximum(squared, 0) / np.maximum(n, 1)), n
+    return plane[..., 2], np.sqrt(np.maximum(squared, 0) / np.maximum(n, 1))
 
 
 def quadrant_support(depth: np.ndarray, window: int) -> np.ndarray:
@@ -68,7 +68,7 @@ def quadrant_support(depth: np.ndarray, window: int) -> np.ndarray:
 
 def fill_round(depth: np.ndarray, window: int, max_residual: float, min_quadrant_support: float) -> np.ndarray:
     """One round: the depth with the holes that pass both tests (planar window, enclosed pixel) filled."""
-    inverse, residual, _ = local_planes(depth, window)
+    inverse, residual = local_planes(depth, window)
     fill = ((depth <= 0) & (inverse > 0) & (residual <= max_residual * inverse)
             & (quadrant_support(depth, window) >= min_quadrant_support))
     return np.where(fill, 1.0 / np.where(fill, inverse, 1.0), depth).astype(np.float32)

@@ -10,6 +10,7 @@ import numpy as np
 import pycolmap
 
 from .camera import cam2world_from_cam_from_world, pose_errors
+from .dense_model import DenseView, unproject, visible_in
 from .depth_io import read_depth_exr, read_depth_h5
 
 # MegaDepth photos are named '<name>' in the ground truth and '<name>.jpg' once preprocessed (the published layout).
@@ -52,30 +53,17 @@ def registration_accuracy(model: pycolmap.Reconstruction, truth: dict) -> dict:
     return summary
 
 
-def truth_points_into(src: dict, dst: dict, depth_src: np.ndarray, step: int = 1
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixels of the truth image `src` with a depth (every step-th row and column), lifted with it and projected into
-    `dst`: (src pixels, dst pixels, z in dst's camera), OpenCV pixel centres, cam2world poses of the truth."""
-    v, u = np.nonzero(depth_src[::step, ::step] > 0)
-    u, v = u * step, v * step
-    cam = np.stack([u, v, np.ones_like(u)], 1) @ np.linalg.inv(src["intrinsics"]).T * depth_src[v, u, None]
-    world = cam @ src["cam2world"][:3, :3].T + src["cam2world"][:3, 3]
-    world2cam = np.linalg.inv(dst["cam2world"])
-    cam = world @ world2cam[:3, :3].T + world2cam[:3, 3]
-    projected = cam @ dst["intrinsics"].T
-    return np.stack([u, v], 1), projected[:, :2] / np.maximum(projected[:, 2:], 1e-9), cam[:, 2]
+def truth_view(image: dict) -> DenseView:
+    """An image of the truth (a cameras.json entry from load_ground_truth) as a DenseView."""
+    return DenseView(image["name"], image["width"], image["height"], image["intrinsics"], image["cam2world"])
 
 
-def seen_in(depth_dst: np.ndarray, uv: np.ndarray, z: np.ndarray, tolerance: float) -> np.ndarray:
-    """Which projected points (pixels uv at depth z) the view with true depth `depth_dst` sees: in the image, in front
-    of the camera, and not hidden (the true depth at the nearest pixel within `tolerance` of z)."""
-    height, width = depth_dst.shape
-    pixel = np.rint(uv).astype(np.int64)
-    inside = (z > 0) & (pixel[:, 0] >= 0) & (pixel[:, 0] < width) & (pixel[:, 1] >= 0) & (pixel[:, 1] < height)
-    seen = np.zeros(len(z), bool)
-    there = depth_dst[pixel[inside, 1], pixel[inside, 0]]
-    seen[inside] = np.abs(there - z[inside]) <= tolerance * z[inside]
-    return seen
+def truth_points(image: dict, depth: np.ndarray, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Every step-th row and column's pixels of a truth image with a depth (OpenCV pixels, N x 2) and their world
+    points (N x 3)."""
+    v, u = np.nonzero(depth[::step, ::step] > 0)
+    uv = np.stack([u * step, v * step], 1).astype(np.float64)
+    return uv, unproject(truth_view(image), uv, depth[v * step, u * step].astype(np.float64))
 
 
 def cross_view_visibility(ground_truth_dir: Path, kind: str = "ground", step: int = 2,
@@ -91,12 +79,12 @@ def cross_view_visibility(ground_truth_dir: Path, kind: str = "ground", step: in
               for image in images}
     per_image, totals = {}, np.zeros(3)
     for src in images:
+        _, points = truth_points(src, depths[src["name"]], step)
         count = None
         for dst in images:
             if dst is src:
                 continue
-            _, uv, z = truth_points_into(src, dst, depths[src["name"]], step)
-            seen = seen_in(depths[dst["name"]], uv, z, tolerance)
+            seen, _ = visible_in(truth_view(dst), depths[dst["name"]], points, tolerance)
             count = seen.astype(np.int64) if count is None else count + seen
         if count is None or not len(count):
             continue

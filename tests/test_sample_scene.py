@@ -10,8 +10,9 @@ import pycolmap
 import pytest
 
 from aerialmd.camera import cam2world_from_cam_from_world, pose_errors
+from aerialmd.dense_model import project
 from aerialmd.depth_io import read_depth_exr, read_depth_h5
-from aerialmd.evaluation import load_ground_truth, truth_points_into
+from aerialmd.evaluation import load_ground_truth, truth_points, truth_view
 from aerialmd.ges import decode_cameras, default_world_frame, read_ges_json
 from aerialmd.megadepth import undistorted_intrinsics
 from aerialmd.sample_scene import SampleConfig, generate_sample
@@ -87,7 +88,9 @@ def test_depths_poses_and_pixels_agree_across_views(tiny_sample, kinds):
     for src, dst in candidates:
         depth_src = read_depth_exr(paths.ground_truth_dir / "depth" / f"{src['name']}.exr")
         depth_dst = read_depth_exr(paths.ground_truth_dir / "depth" / f"{dst['name']}.exr")
-        uv_src, uv_dst, z = truth_points_into(src, dst, depth_src, step=3)
+        uv_src, world = truth_points(src, depth_src, step=3)
+        uv_dst, z = project(truth_view(dst), world)
+        uv_src = uv_src.astype(int)
         inside = (z > 0) & np.all((uv_dst >= 0) & (uv_dst <= [dst["width"] - 1, dst["height"] - 1]), axis=1)
         if inside.sum() < 500:
             continue
