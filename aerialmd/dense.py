@@ -146,12 +146,22 @@ def resolution_weight(footprint_ratio: float) -> float:
     return 1.0 if footprint_ratio >= 1.0 else footprint_ratio
 
 
+def triangulation_angle_weight(angles_deg: np.ndarray) -> np.ndarray:
+    """Weight of shared points as stereo evidence by their triangulation angle: rising to 1 at 5 degrees (small angles
+    give imprecise depth), 1 up to 30 degrees, falling to 0 at 60 degrees. Beyond that the two views see the surface
+    from directions too different for window matching (ground photos from across a square share points on edges and
+    corners); on the default sample, ranking ground photos' partners by the shared points alone put partners that see
+    none of the reference's pixels among its five sources."""
+    return np.minimum(angles_deg / 5.0, 1.0) * np.clip((60.0 - angles_deg) / 30.0, 0.0, 1.0)
+
+
 def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
                    min_angle_deg: float = 1.0) -> dict[int, list[int]]:
-    """Per image, the other images ranked as stereo partners: by the sparse points they share, among those at a
-    median triangulation angle of at least min_angle_deg (tiny baselines give no depth), weighted down below 5
-    degrees and by `resolution_weight` (the ratio of pixel footprints, distance / focal length, median over the shared
-    points). Computed once per scene; the MVS sources and the consistency-filter neighbours are prefixes of it."""
+    """Per image, the other images ranked as stereo partners: by their shared sparse points, each weighted by its
+    triangulation angle (`triangulation_angle_weight`), among partners at a median angle of at least min_angle_deg
+    (tiny baselines give no depth), times `resolution_weight` (the ratio of pixel footprints, distance / focal
+    length, median over the shared points). Computed once per scene; the MVS sources and the consistency-filter
+    neighbours are prefixes of it."""
     points = {image_id: point_ids(image) for image_id, image in model.images.items()}
     focal = {image_id: model.cameras[image.camera_id].mean_focal_length() for image_id, image in model.images.items()}
     ranking = {}
@@ -166,10 +176,11 @@ def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
             a, b = xyz - centre, xyz - other.projection_center()
             distance_ref, distance_other = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
             cos = np.einsum("ij,ij->i", a, b) / (distance_ref * distance_other)
-            angle = float(np.degrees(np.median(np.arccos(np.clip(cos, -1, 1)))))
+            angles = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+            evidence = float(triangulation_angle_weight(angles).sum())
             footprint_ratio = float(np.median(distance_other / distance_ref)) * focal[image_id] / focal[other_id]
-            if angle >= min_angle_deg:
-                scored.append((len(shared) * min(angle / 5.0, 1.0) * resolution_weight(footprint_ratio), other_id))
+            if np.median(angles) >= min_angle_deg and evidence > 0:
+                scored.append((evidence * resolution_weight(footprint_ratio), other_id))
         ranking[image_id] = [other_id for _, other_id in sorted(scored, key=lambda s: (-s[0], s[1]))]
     return ranking
 

@@ -66,33 +66,50 @@ def truth_points(image: dict, depth: np.ndarray, step: int = 1) -> tuple[np.ndar
     return uv, unproject(truth_view(image), uv, depth[v * step, u * step].astype(np.float64))
 
 
-def cross_view_visibility(ground_truth_dir: Path, kind: str = "ground", step: int = 2,
-                          tolerance: float = 0.01) -> dict:
+def cross_view_visibility(ground_truth_dir: Path, kind: str = "ground", step: int = 2, tolerance: float = 0.01,
+                          street_height_m: float | None = None) -> dict:
     """How many other images of the same kind see each true-valid pixel of the images of `kind`, from the truth alone:
     the share of pixels seen by at least one and by at least two others, pooled and per image. A property of the
     scene's camera layout, not of the MVS: confirmation by two views of the same kind cannot cover more than
     `seen_by_2` (for ground photos the other confirmations must come from aerial frames, which see them 10-20x coarser
-    and on the default sample rarely agree to 1 %)."""
+    and on the default sample rarely agree to 1 %). With `street_height_m`, the pooled figures also for the pixels
+    whose surface lies below that world height ('street': the sample's ground is at height 0) and above it
+    ('above_street')."""
     truth = load_ground_truth(ground_truth_dir)
     images = [image for image in truth["images"] if image["kind"] == kind]
     depths = {image["name"]: read_depth_exr(Path(ground_truth_dir) / "depth" / f"{image['name']}.exr")
               for image in images}
-    per_image, totals = {}, np.zeros(3)
+    per_image, totals = {}, {"all": np.zeros(3), "street": np.zeros(3), "above_street": np.zeros(3)}
     for src in images:
         _, points = truth_points(src, depths[src["name"]], step)
-        count = None
+        count = np.zeros(len(points), np.int64)
         for dst in images:
-            if dst is src:
-                continue
-            seen, _ = visible_in(truth_view(dst), depths[dst["name"]], points, tolerance)
-            count = seen.astype(np.int64) if count is None else count + seen
-        if count is None or not len(count):
+            if dst is not src:
+                count += visible_in(truth_view(dst), depths[dst["name"]], points, tolerance)[0]
+        if len(count) == 0 or len(images) < 2:
             continue
-        figures = np.array([len(count), (count >= 1).sum(), (count >= 2).sum()])
+        figures = seen_counts(count)
         per_image[src["name"]] = {"seen_by_1": figures[1] / figures[0], "seen_by_2": figures[2] / figures[0]}
-        totals += figures
-    return {"pixels": int(totals[0]), "seen_by_1": float(totals[1] / max(totals[0], 1)),
-            "seen_by_2": float(totals[2] / max(totals[0], 1)), "images": per_image}
+        totals["all"] += figures
+        if street_height_m is not None:
+            street = points[:, 2] < street_height_m
+            totals["street"] += seen_counts(count[street])
+            totals["above_street"] += seen_counts(count[~street])
+    out = {"pixels": int(totals["all"][0]), **shares(totals["all"]), "images": per_image}
+    if street_height_m is not None:
+        for part in ("street", "above_street"):
+            out[part] = {"pixels": int(totals[part][0]), **shares(totals[part])}
+    return out
+
+
+def seen_counts(count: np.ndarray) -> np.ndarray:
+    """(pixels, seen by >= 1, seen by >= 2) from per-pixel counts of the other images that see them."""
+    return np.array([len(count), (count >= 1).sum(), (count >= 2).sum()], np.float64)
+
+
+def shares(figures: np.ndarray) -> dict[str, float]:
+    """seen_by_1 / seen_by_2 shares from seen_counts (0 without pixels)."""
+    return {"seen_by_1": float(figures[1] / max(figures[0], 1)), "seen_by_2": float(figures[2] / max(figures[0], 1))}
 
 
 def depth_accuracy(depth: np.ndarray, truth: np.ndarray) -> dict:

@@ -185,18 +185,20 @@ def warp_source(src_image: torch.Tensor, A: torch.Tensor, b: torch.Tensor, depth
 @dataclasses.dataclass
 class SweepSetup:
     """The plane families of one sweep on the reference's pixels: per family the offsets c (P_f), the log of the ratio
-    between neighbouring offsets, and n . r per pixel (HW)."""
+    between neighbouring offsets, n . r per pixel (HW), and the depth range its hypotheses are kept in."""
 
     offsets: list[torch.Tensor]
     log_ratios: list[float]
     ray_dots: list[torch.Tensor]
+    depth_ranges: list[tuple[float, float]]
 
     @classmethod
-    def create(cls, ref: MVSView, families: list[PlaneFamily], device: torch.device) -> "SweepSetup":
+    def create(cls, ref: MVSView, families: list[PlaneFamily], depth_ranges: list[tuple[float, float]],
+               device: torch.device) -> "SweepSetup":
         rays = torch.linalg.inv(_float(ref.K, device)) @ pixel_grid(*ref.shape, device)
         ratios = [float(np.log(f.offsets[1] / f.offsets[0])) if len(f.offsets) > 1 else 0.0 for f in families]
         return cls([_float(f.offsets, device) for f in families], ratios,
-                   [_float(f.normal, device) @ rays for f in families])
+                   [_float(f.normal, device) @ rays for f in families], depth_ranges)
 
     @property
     def starts(self) -> list[int]:
@@ -224,11 +226,10 @@ class PhotometricCost:
         return costs.topk(self.k, dim=0, largest=False).values.mean(dim=0)
 
 
-def cost_volume(cost: PhotometricCost, setup: SweepSetup, depth_range: tuple[float, float], chunk: int,
-                device: torch.device) -> torch.Tensor:
+def cost_volume(cost: PhotometricCost, setup: SweepSetup, chunk: int, device: torch.device) -> torch.Tensor:
     """The cost of every plane of every family, stacked: (sum P_f) x H x W."""
     volume = torch.empty(setup.starts[-1], *cost.shape, device=device)
-    for start, offsets, ray_dot in zip(setup.starts, setup.offsets, setup.ray_dots):
+    for start, offsets, ray_dot, depth_range in zip(setup.starts, setup.offsets, setup.ray_dots, setup.depth_ranges):
         for first in range(0, len(offsets), chunk):
             depth = hypothesis_depths(offsets[first:first + chunk], ray_dot, *depth_range)
             volume[start + first:start + first + len(depth)] = cost(depth)
@@ -346,15 +347,20 @@ def plane_sweep_depth(ref: MVSView, sources: list[MVSView], depth_min: float, de
     Each source is warped onto every plane (grid_sample), the photometric cost is 1 - NCC over window x window boxes,
     the cost across sources is the mean of the best `top_k` (occlusion-robust). Winner-take-all over all planes with a
     parabola fit gives the depth; the confidence is the margin to the best cost at a clearly different depth. Pixels
-    with cost > max_cost, margin < min_margin, or a reference window std below min_texture are invalid. Depths outside
-    [depth_min, depth_max] are never hypothesised. Memory: `chunk` planes at a time plus the cost volume.
+    with cost > max_cost, margin < min_margin, or a reference window std below min_texture are invalid. Depths beyond
+    depth_max are never hypothesised; depth_min bounds the fronto-parallel planes only: the extra families carry their
+    own bounds (horizontal planes: the heights of the observed surfaces), and a depth_min from sparse points can lie
+    far behind them (a ground photo's sparse points are on the buildings it looks at, the street in front of it is
+    nearer: on the default sample 80 % of the street pixels were nearer than depth_min). Memory: `chunk` planes at a
+    time plus the cost volume.
     """
     device = resolve_device(device)
     families = [fronto_parallel_planes(depth_min, depth_max, num_depths), *extra_families]
+    depth_ranges = [(depth_min, depth_max)] + [(0.0, depth_max)] * len(extra_families)
     with torch.no_grad():
-        setup = SweepSetup.create(ref, families, device)
+        setup = SweepSetup.create(ref, families, depth_ranges, device)
         cost = PhotometricCost(ref, sources, window, top_k, device)
-        volume = cost_volume(cost, setup, (depth_min, depth_max), chunk, device)
+        volume = cost_volume(cost, setup, chunk, device)
         if smoothing is not None:
             volume = smooth_cost_volume(volume, smoothing)
         depth, c0, radius = winner_depth(volume, setup)

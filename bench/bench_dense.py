@@ -33,6 +33,7 @@ from aerialmd.pipeline import build_stages, run_stages, sample_pipeline  # noqa:
 from aerialmd.sample_scene import SampleConfig  # noqa: E402
 
 TARGETS = dict(coverage=0.70, within_2pct=0.90, off_10pct=0.03)
+STREET_HEIGHT_M = 0.3  # the sample's ground is at world height 0
 
 
 def main() -> None:
@@ -76,9 +77,11 @@ def print_ground_limits(sfm_dir: Path, ground_truth_dir: Path) -> None:
     """What bounds the ground photos' figures, from the truth: how many other ground photos see their pixels (the
     consistency filter needs two confirming views, and aerial frames rarely confirm a ground depth at 1 %), and how
     far registration put them (stereo between ground photos needs their relative poses to a pixel)."""
-    seen = cross_view_visibility(ground_truth_dir, "ground")
+    seen = cross_view_visibility(ground_truth_dir, "ground", street_height_m=STREET_HEIGHT_M)
     print(f"ground photos' true-valid pixels seen by >= 1 / >= 2 other ground photos (truth): "
-          f"{seen['seen_by_1']:.3f} / {seen['seen_by_2']:.3f}")
+          f"{seen['seen_by_1']:.3f} / {seen['seen_by_2']:.3f}; street ({seen['street']['pixels'] / seen['pixels']:.0%} "
+          f"of the pixels) {seen['street']['seen_by_1']:.3f} / {seen['street']['seen_by_2']:.3f}, above it "
+          f"{seen['above_street']['seen_by_1']:.3f} / {seen['above_street']['seen_by_2']:.3f}")
     model = pycolmap.Reconstruction(str(sfm_dir / LOCALIZED_MODEL))
     registration = registration_accuracy(model, load_ground_truth(ground_truth_dir))
     positions = [e["position_m"] for e in registration["images"].values()]

@@ -45,3 +45,15 @@ def test_cross_view_visibility_counts_the_other_photos_that_see_each_pixel(tmp_p
     assert figures["pixels"] == 4 * SIZE * SIZE
     assert figures["seen_by_1"] == pytest.approx((SIZE + 51 + 51) / (4 * SIZE))
     assert figures["seen_by_2"] == pytest.approx(3 / (4 * SIZE))
+
+
+def test_cross_view_visibility_splits_street_from_above(tmp_path):
+    # as above; with the street below 7.5 m of world height, the blocked photo's near object (at z = 5) is the street
+    write_truth(tmp_path, [("centre", "ground", 0.0, WALL), ("right", "ground", 5.0, WALL),
+                           ("left", "ground", -5.0, WALL), ("blocked", "ground", 0.0, 5.0)])
+    figures = cross_view_visibility(tmp_path, "ground", step=1, street_height_m=7.5)
+    assert figures["street"] == {"pixels": SIZE * SIZE, "seen_by_1": 0.0, "seen_by_2": 0.0}
+    assert figures["above_street"]["pixels"] == 3 * SIZE * SIZE
+    assert figures["above_street"]["seen_by_1"] == pytest.approx((SIZE + 51 + 51) / (3 * SIZE))
+    assert figures["above_street"]["seen_by_2"] == pytest.approx(3 / (3 * SIZE))
+    assert "street" not in cross_view_visibility(tmp_path, "ground", step=1)

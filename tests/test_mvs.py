@@ -108,14 +108,15 @@ def ground_depth(cam2world: np.ndarray, K: np.ndarray, shape: tuple[int, int]) -
     return np.where(depth > 0, depth, 0.0).reshape(shape)
 
 
-def sweep_ground(flat_band: bool, horizontal: bool, smoothing, max_cost: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+def sweep_ground(flat_band: bool, horizontal: bool, smoothing, max_cost: float = 0.8,
+                 depth_min: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
     """Estimated and true depth of the reference ground view (sources 1-2 m to each side)."""
     texture = ground_texture(flat_band)
     (image, truth), *others = [render_ground(texture, ground_camera(x)) for x in (0.0, -2.0, -1.0, 1.0, 2.0)]
     ref = MVSView(image, K_GROUND, ground_camera(0.0))
     sources = [MVSView(img, K_GROUND, ground_camera(x)) for (img, _), x in zip(others, (-2.0, -1.0, 1.0, 2.0))]
     extra = (horizontal_planes(ref, UP, -1.0, 1.0, 64),) if horizontal else ()
-    depth, _ = plane_sweep_depth(ref, sources, 8.0, 60.0, num_depths=64, device="cpu", extra_families=extra,
+    depth, _ = plane_sweep_depth(ref, sources, depth_min, 60.0, num_depths=64, device="cpu", extra_families=extra,
                                  smoothing=smoothing, max_cost=max_cost)
     return depth.numpy(), truth
 
@@ -133,6 +134,17 @@ def test_horizontal_planes_recover_an_oblique_ground_plane():
     horizontal = within(*sweep_ground(False, True, None), 0.01)
     print(f"\nwithin 1 %: fronto-parallel only {fronto:.3f}, with horizontal planes {horizontal:.3f}")
     assert horizontal >= 0.95 and horizontal > fronto
+
+
+def test_horizontal_planes_reach_ground_nearer_than_depth_min():
+    """depth_min bounds the fronto-parallel planes only: a ground photo's sparse points lie on the buildings it looks
+    at, and the street in front of it is nearer. Here depth_min = 13 m cuts the nearer part of the ground (9-13 m)
+    out of the fronto-parallel sweep; the horizontal planes still reach it."""
+    depth, truth = sweep_ground(False, True, None, depth_min=13.0)
+    near = truth[8:-8, 8:-8] < 12.5
+    close = np.abs(depth - truth)[8:-8, 8:-8] <= 0.01 * truth[8:-8, 8:-8]
+    print(f"\nwithin 1 % where the ground is nearer than depth_min: {close[near].mean():.3f} of {near.sum()} pixels")
+    assert near.sum() > 1000 and close[near].mean() >= 0.95
 
 
 def test_smoothing_fills_an_untextured_band():
