@@ -149,9 +149,8 @@ def resolution_weight(footprint_ratio: float) -> float:
 def triangulation_angle_weight(angles_deg: np.ndarray) -> np.ndarray:
     """Weight of shared points as stereo evidence by their triangulation angle: rising to 1 at 5 degrees (small angles
     give imprecise depth), 1 up to 30 degrees, falling to 0 at 60 degrees. Beyond that the two views see the surface
-    from directions too different for window matching (ground photos from across a square share points on edges and
-    corners); on the default sample, ranking ground photos' partners by the shared points alone put partners that see
-    none of the reference's pixels among its five sources."""
+    from directions too different for window matching: on the default sample, ranking by the shared points alone put
+    partners at 135-160 degrees that see none of a ground photo's pixels among its five sources."""
     return np.minimum(angles_deg / 5.0, 1.0) * np.clip((60.0 - angles_deg) / 30.0, 0.0, 1.0)
 
 
@@ -218,12 +217,15 @@ def mvs_view(model: pycolmap.Reconstruction, image_id: int, image_dir: Path) -> 
 
 def raw_torch_depth(model: pycolmap.Reconstruction, image_id: int, sources: list[int], image_dir: Path,
                     conf: DenseConf) -> np.ndarray:
-    """Plane-sweep depth of one image against its sources (before the consistency filter)."""
+    """Plane-sweep depth of one image against its sources (before the consistency filter); ValueError for an image
+    without sources or without sparse points to bound its depth (reported as the image's failure)."""
     image = model.images[image_id]
-    camera = model.cameras[image.camera_id]
     bounds = depth_range(model, image_id)
-    if not sources or bounds is None:
-        return np.zeros((camera.height, camera.width), np.float32)
+    if not sources:
+        raise ValueError(f"{image.name}: no stereo partner (no image shares enough sparse points seen within 60 "
+                         "degrees of this view)")
+    if bounds is None:
+        raise ValueError(f"{image.name}: fewer than 5 sparse points in front of the camera to bound its depth")
     ref = mvs_view(model, image_id, image_dir)
     extra = ()
     if conf.horizontal_planes:

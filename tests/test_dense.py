@@ -16,7 +16,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from aerialmd.dense import (
-    DENSE_DIR, WORK_DIR, DenseConf, dense_scene, ranked_sources, read_colmap_array, resolve_backend,
+    DENSE_DIR, WORK_DIR, DenseConf, dense_scene, ranked_sources, raw_torch_depth, read_colmap_array, resolve_backend,
 )
 from aerialmd.dense_model import DenseView, SparsePoint, build_sparse_model, depth_file_name, project
 from aerialmd.depth_io import read_depth_h5
@@ -119,7 +119,7 @@ def test_partners_at_the_reference_resolution_rank_first():
     assert ranked_sources(model)[ids["ref"]] == [ids["near"], ids["far"]]
 
 
-def test_partners_seeing_the_points_from_across_do_not_rank():
+def test_partners_seeing_the_points_from_across_do_not_rank(tmp_path):
     """A partner sharing every point but seeing them from 120 degrees away (across a square) gives no window matches;
     one sharing fewer points from 11 degrees is the only ranked partner (by shared points alone the far side ranked
     first)."""
@@ -133,7 +133,10 @@ def test_partners_seeing_the_points_from_across_do_not_rank():
                                    if v.name != "side" or k < 15)) for k, X in enumerate(grid)]
     model = build_sparse_model(list(views.values()), points)
     ids = {image.name: image_id for image_id, image in model.images.items()}
-    assert ranked_sources(model)[ids["ref"]] == [ids["side"]]
+    ranking = ranked_sources(model)
+    assert ranking[ids["ref"]] == [ids["side"]] and ranking[ids["across"]] == []
+    with pytest.raises(ValueError, match="across.*no stereo partner"):  # reported as the image's failure
+        raw_torch_depth(model, ids["across"], ranking[ids["across"]], tmp_path, DenseConf())
 
 
 def test_colmap_array_reader(tmp_path):
