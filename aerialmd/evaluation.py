@@ -95,10 +95,10 @@ def cross_view_visibility(ground_truth_dir: Path, kind: str = "ground", step: in
             street = points[:, 2] < street_height_m
             totals["street"] += seen_counts(count[street])
             totals["above_street"] += seen_counts(count[~street])
-    out = {"pixels": int(totals["all"][0]), **shares(totals["all"]), "images": per_image}
+    out = {"pixels": int(totals["all"][0]), **seen_shares(totals["all"]), "images": per_image}
     if street_height_m is not None:
         for part in ("street", "above_street"):
-            out[part] = {"pixels": int(totals[part][0]), **shares(totals[part])}
+            out[part] = {"pixels": int(totals[part][0]), **seen_shares(totals[part])}
     return out
 
 
@@ -107,7 +107,7 @@ def seen_counts(count: np.ndarray) -> np.ndarray:
     return np.array([len(count), (count >= 1).sum(), (count >= 2).sum()], np.float64)
 
 
-def shares(figures: np.ndarray) -> dict[str, float]:
+def seen_shares(figures: np.ndarray) -> dict[str, float]:
     """seen_by_1 / seen_by_2 shares from seen_counts (0 without pixels)."""
     return {"seen_by_1": float(figures[1] / max(figures[0], 1)), "seen_by_2": float(figures[2] / max(figures[0], 1))}
 
