@@ -146,12 +146,19 @@ def resolution_weight(footprint_ratio: float) -> float:
     return 1.0 if footprint_ratio >= 1.0 else footprint_ratio
 
 
+# Triangulation angles (degrees) of a shared point as stereo evidence: full weight from FULL_WEIGHT_FROM_DEG to
+# FULL_WEIGHT_UP_TO_DEG, none from MAX_STEREO_ANGLE_DEG on.
+FULL_WEIGHT_FROM_DEG, FULL_WEIGHT_UP_TO_DEG, MAX_STEREO_ANGLE_DEG = 5.0, 30.0, 60.0
+
+
 def triangulation_angle_weight(angles_deg: np.ndarray) -> np.ndarray:
     """Weight of shared points as stereo evidence by their triangulation angle: rising to 1 at 5 degrees (small angles
     give imprecise depth), 1 up to 30 degrees, falling to 0 at 60 degrees. Beyond that the two views see the surface
     from directions too different for window matching: on the default sample, ranking by the shared points alone put
     partners at 135-160 degrees that see none of a ground photo's pixels among its five sources."""
-    return np.minimum(angles_deg / 5.0, 1.0) * np.clip((60.0 - angles_deg) / 30.0, 0.0, 1.0)
+    rising = np.minimum(angles_deg / FULL_WEIGHT_FROM_DEG, 1.0)
+    falling = (MAX_STEREO_ANGLE_DEG - angles_deg) / (MAX_STEREO_ANGLE_DEG - FULL_WEIGHT_UP_TO_DEG)
+    return rising * np.clip(falling, 0.0, 1.0)
 
 
 def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
@@ -222,8 +229,8 @@ def raw_torch_depth(model: pycolmap.Reconstruction, image_id: int, sources: list
     image = model.images[image_id]
     bounds = depth_range(model, image_id)
     if not sources:
-        raise ValueError(f"{image.name}: no stereo partner (no image shares enough sparse points seen within 60 "
-                         "degrees of this view)")
+        raise ValueError(f"{image.name}: no stereo partner (no image shares enough sparse points seen within "
+                         f"{MAX_STEREO_ANGLE_DEG:.0f} degrees of this view)")
     if bounds is None:
         raise ValueError(f"{image.name}: fewer than 5 sparse points in front of the camera to bound its depth")
     ref = mvs_view(model, image_id, image_dir)

@@ -80,16 +80,16 @@ def cross_view_visibility(ground_truth_dir: Path, kind: str = "ground", step: in
     depths = {image["name"]: read_depth_exr(Path(ground_truth_dir) / "depth" / f"{image['name']}.exr")
               for image in images}
     per_image, totals = {}, {"all": np.zeros(3), "street": np.zeros(3), "above_street": np.zeros(3)}
-    for src in images:
+    for src in images if len(images) > 1 else []:
         _, points = truth_points(src, depths[src["name"]], step)
+        if not len(points):
+            continue
         count = np.zeros(len(points), np.int64)
         for dst in images:
             if dst is not src:
                 count += visible_in(truth_view(dst), depths[dst["name"]], points, tolerance)[0]
-        if len(count) == 0 or len(images) < 2:
-            continue
         figures = seen_counts(count)
-        per_image[src["name"]] = {"seen_by_1": figures[1] / figures[0], "seen_by_2": figures[2] / figures[0]}
+        per_image[src["name"]] = seen_shares(figures)
         totals["all"] += figures
         if street_height_m is not None:
             street = points[:, 2] < street_height_m
