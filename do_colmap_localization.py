@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aerialmd.dense import BACKENDS, DenseConf, densify, resolve_backend  # noqa: E402
 from aerialmd.localization import localize  # noqa: E402
+from aerialmd.registration import POSE_PNP, POSE_PREDICTED  # noqa: E402
 from aerialmd.scenes import SETUP_ERRORS, add_scene_arguments, exit_code_of  # noqa: E402
 
 DEFAULT_SCENE_LIST = Path(__file__).resolve().parent / "datasets_preprocess" / "megadepth_image_list.npz"
@@ -35,6 +36,10 @@ def get_parser() -> argparse.ArgumentParser:
                                                         "default: the natural matcher of --features")
     parser.add_argument("--max_keypoints", type=int, help="keypoints per image (default: 8192 sift, 4096 aliked)")
     parser.add_argument("--resize_max", type=int, help="downscale images to this long side before extraction")
+    parser.add_argument("--registered_pose", default=POSE_PREDICTED, choices=(POSE_PREDICTED, POSE_PNP),
+                        help="pose of a photo whose PnP pose confirms the scene Sim(3): its MegaDepth pose through "
+                             "the refined Sim(3) (default; far less noisy) or its own PnP pose (when the MegaDepth "
+                             "model is not rigid enough to trust)")
     parser.add_argument("--overwrite", action="store_true", help="redo scenes whose output exists")
     mvs = parser.add_argument_group("multi-view stereo (localized_dense_metric)")
     mvs.add_argument("--mvs_backend", default="auto", choices=BACKENDS,
@@ -70,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             resolve_backend(args.mvs_backend)  # before hours of registration, not after
         if not args.mvs_only:
             code = localize(args.root_dir, args.megadepth_dir, args.megadepth_image_list, args.scenes, args.features,
-                            args.matcher, args.overwrite, args.max_keypoints, args.resize_max, args.shard)
+                            args.matcher, args.overwrite, args.max_keypoints, args.resize_max, args.shard,
+                            args.registered_pose)
         if not args.skip_mvs:
             code = max(code, densify(args.root_dir, args.megadepth_dir, args.megadepth_image_list, args.scenes,
                                      dense_conf(args), args.overwrite, args.shard))

@@ -29,10 +29,10 @@ from .markers import SETTINGS_KEY, is_finished
 from .matching import MatcherConf, match_pairs, resolve_configs
 from .scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
 from .registration import (
-    STATUS_REJECTED, GroundPhoto, PhotoResult, RegistrationConf, SceneRegistration, absolute_pose, aerial_frames_seeing,
-    aerial_point_descriptors, anchor_correspondences, correspondences_2d3d, estimate_scene_sim3, evenly_spaced, judge,
-    load_ground_photos, localize_photo, photo_depth_points, point3D_ids_per_keypoint, predict_cam2world, scene_extent,
-    spread_subset,
+    POSE_PREDICTED, STATUS_REJECTED, GroundPhoto, PhotoResult, RegistrationConf, SceneRegistration, absolute_pose,
+    aerial_frames_seeing, aerial_point_descriptors, anchor_correspondences, correspondences_2d3d, estimate_scene_sim3,
+    evenly_spaced, judge, load_ground_photos, localize_photo, photo_depth_points, place_registered_photos,
+    point3D_ids_per_keypoint, predict_cam2world, scene_extent, spread_subset,
 )
 from .triangulation import assert_poses_unchanged, build_aerial_model, model_statistics
 
@@ -73,12 +73,17 @@ def register_photos(model: pycolmap.Reconstruction, photos: list[GroundPhoto], w
         match_pairs(guided_pairs, features, matches, matcher_conf)
     with timer.step("registration"):
         points = aerial_point_descriptors(model, features)
-        results = []
+        results, correspondences, pnp_inliers = [], [], []
         for photo, prediction in zip(photos, predictions):
             pair_matches = correspondences_2d3d(photo.name, guided[photo.name], features, matches, model, point_ids)
             corr, found = localize_photo(photo, prediction, pair_matches, points, features, conf)
             results.append(judge(prediction, found, corr, extent, conf, photo.name))
-    return SceneRegistration(sim3, sim3_inliers, len(src_all), [p.name for p in anchors], results, extent)
+            correspondences.append(corr)
+            pnp_inliers.append(None if found is None else found[1])
+        refined_on = 0
+        if conf.registered_pose == POSE_PREDICTED:
+            sim3, refined_on = place_registered_photos(sim3, photos, results, correspondences, pnp_inliers, conf)
+    return SceneRegistration(sim3, sim3_inliers, len(src_all), refined_on, [p.name for p in anchors], results, extent)
 
 
 def localized_model(aerial_dir: Path, photos: list[GroundPhoto], results: list[PhotoResult],
@@ -163,16 +168,18 @@ def localize_scene(scene_dir: Path, processed_dirs: dict[str, Path], subscene_im
 def localize(root_dir: Path | str, megadepth_processed: Path | str, image_list: Path | str,
              scenes: list[str] | None = None, features: str = "sift", matcher: str | None = None,
              overwrite: bool = False, max_keypoints: int | None = None, resize_max: int | None = None,
-             shard: Shard | None = None) -> int:
+             shard: Shard | None = None, registered_pose: str = POSE_PREDICTED) -> int:
     """Run stage 4a over the scene list (scenes without stage-2 output are passed over unless requested).
 
-    max_keypoints / resize_max override the feature defaults (e.g. to keep ALIKED + LightGlue fast on a CPU)."""
+    max_keypoints / resize_max override the feature defaults (e.g. to keep ALIKED + LightGlue fast on a CPU);
+    registered_pose is RegistrationConf.registered_pose (aerialmd/registration.py)."""
     root_dir, megadepth_processed = Path(root_dir), Path(megadepth_processed)
     pycolmap.logging.minloglevel = pycolmap.logging.WARNING  # COLMAP's per-image INFO lines would drown the report
     feature_conf, matcher_conf = resolve_configs(features, matcher)
     feature_conf = dataclasses.replace(feature_conf, max_keypoints=max_keypoints or feature_conf.max_keypoints,
                                        resize_max=resize_max or feature_conf.resize_max)
     output_name = f"sfm_{feature_conf.name}+{matcher_conf.name}"
+    conf = RegistrationConf(registered_pose=registered_pose)
     scene_images = load_scene_list(image_list)
     selected = select_scenes(scene_images, scenes, shard)
 
@@ -184,7 +191,7 @@ def localize(root_dir: Path | str, megadepth_processed: Path | str, image_list: 
             return None
         processed = {sub: megadepth_processed / scene / sub for sub in scene_images[scene]}
         summary = localize_scene(scene_dir, processed, scene_images[scene], feature_conf, matcher_conf, output_name,
-                                 overwrite=overwrite)
+                                 conf, overwrite)
         return summary or "already done (use --overwrite to redo)"
 
     report = run_per_scene(STAGE, selected, process)

@@ -1,10 +1,12 @@
 """Benchmark: the registration stage (do_colmap_localization) on the default sample scene, 2 cores.
 
     python bench/bench_localization.py [--sample_root sample_data] [--features sift [aliked ...]]
+                                       [--registered_pose pnp predicted]
 
 Creates the default sample and runs stages 2-3 if needed, then runs stage 4a from scratch for each feature type and
-prints seconds per step (extraction, matching, triangulation, registration), pairs matched, peak memory (this process
-and its children, RSS) and the accuracy against the sample's ground truth, side by side.
+each choice of the registered photos' pose (the last one stays on disk) and prints seconds per step (extraction,
+matching, triangulation, registration), pairs matched, peak memory (this process and its children, RSS) and the
+accuracy against the sample's ground truth, side by side.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from aerialmd.h5io import read_pairs  # noqa: E402
 from aerialmd.localization import OUTPUT_ROOT, localize  # noqa: E402
 from aerialmd.matching import resolve_configs  # noqa: E402
 from aerialmd.megadepth import preprocess_megadepth  # noqa: E402
+from aerialmd.registration import POSE_PNP, POSE_PREDICTED  # noqa: E402
 from aerialmd.sample_scene import SampleConfig, generate_sample  # noqa: E402
 
 BUDGET_SECONDS = 300  # the whole stage for the default sample with sift
@@ -38,27 +41,28 @@ def peak_rss_mb() -> float:
     return max(own, children) / 1024
 
 
-def run(features: str, sample, config: SampleConfig) -> dict:
-    """Stage 4a from scratch with one feature type; its timings, pair counts and accuracy."""
+def run(features: str, registered_pose: str, sample, config: SampleConfig) -> dict:
+    """Stage 4a from scratch with one feature type and pose choice; its timings, pair counts and accuracy."""
     feature_conf, matcher_conf = resolve_configs(features)
     start = time.perf_counter()
     code = localize(sample.root / "data", sample.root / "megadepth_processed", sample.scene_list, features=features,
-                    overwrite=True)
+                    overwrite=True, registered_pose=registered_pose)
     seconds = time.perf_counter() - start
     out = sample.root / "data" / config.scene_id / OUTPUT_ROOT / f"sfm_{feature_conf.name}+{matcher_conf.name}"
+    label = f"{features}/{registered_pose}"
     if code != 0:
-        return {"features": features, "failed": True, "seconds": seconds}
+        return {"features": features, "label": label, "failed": True, "seconds": seconds}
     timings = json.loads((out / "timings.json").read_text())
     accuracy = registration_accuracy(pycolmap.Reconstruction(str(out / "localized")),
                                      load_ground_truth(sample.ground_truth_dir))
     pairs = len(read_pairs(out / "pairs-aerial.txt")) + len(read_pairs(out / "pairs-ground.txt"))
-    return {"features": features, "seconds": seconds, "timings": timings, "pairs": pairs, "accuracy": accuracy,
-            "peak_rss_mb": peak_rss_mb()}
+    return {"features": features, "label": label, "seconds": seconds, "timings": timings, "pairs": pairs,
+            "accuracy": accuracy, "peak_rss_mb": peak_rss_mb()}
 
 
 def report(results: list[dict]) -> None:
     steps = ("pairs", "extraction", "matching", "database", "verification", "triangulation", "registration")
-    print(f"\n{'':<28}" + "".join(f"{r['features']:>18}" for r in results))
+    print(f"\n{'':<28}" + "".join(f"{r['label']:>18}" for r in results))
     for step in steps:
         print(f"{step + ' (s)':<28}" + "".join(f"{r.get('timings', {}).get(step, float('nan')):>18.1f}" for r in results))
     rows = [("total (s)", lambda r: f"{r['seconds']:.1f}"),
@@ -82,12 +86,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sample_root", type=Path, default=Path("sample_data"))
     parser.add_argument("--features", nargs="+", default=["sift"], help="feature types to run (sift, aliked)")
+    parser.add_argument("--registered_pose", nargs="+", default=[POSE_PNP, POSE_PREDICTED],
+                        choices=(POSE_PNP, POSE_PREDICTED), help="pose choices to run (the last one stays on disk)")
     args = parser.parse_args()
     config = SampleConfig()
     sample = generate_sample(args.sample_root, config)
     preprocess_ge(sample.root, sample.scene_list)
     preprocess_megadepth(sample.megadepth_root, sample.scene_list, sample.root / "megadepth_processed")
-    report([run(features, sample, config) for features in args.features])
+    report([run(features, pose, sample, config) for features in args.features for pose in args.registered_pose])
 
 
 if __name__ == "__main__":
