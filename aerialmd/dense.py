@@ -161,33 +161,56 @@ def triangulation_angle_weight(angles_deg: np.ndarray) -> np.ndarray:
     return rising * np.clip(falling, 0.0, 1.0)
 
 
+def partner_score(model: pycolmap.Reconstruction, image_id: int, other_id: int, xyz: np.ndarray,
+                  min_angle_deg: float) -> float:
+    """Score of `other_id` as a stereo partner of `image_id` over 3D points both see: the points' triangulation-angle
+    weights summed (`triangulation_angle_weight`), times `resolution_weight` of the ratio of pixel footprints
+    (distance / focal length, median over the points); 0 below a median angle of min_angle_deg (no depth from tiny
+    baselines)."""
+    image, other = model.images[image_id], model.images[other_id]
+    a, b = xyz - image.projection_center(), xyz - other.projection_center()
+    distance_ref, distance_other = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    angles = np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", a, b) / (distance_ref * distance_other), -1, 1)))
+    if np.median(angles) < min_angle_deg:
+        return 0.0
+    focal = {i: model.cameras[model.images[i].camera_id].mean_focal_length() for i in (image_id, other_id)}
+    footprint_ratio = float(np.median(distance_other / distance_ref)) * focal[image_id] / focal[other_id]
+    return float(triangulation_angle_weight(angles).sum()) * resolution_weight(footprint_ratio)
+
+
+def in_view(model: pycolmap.Reconstruction, image_id: int, xyz: np.ndarray) -> np.ndarray:
+    """Mask of the points that project inside the image, in front of its camera (occlusion unknown)."""
+    image = model.images[image_id]
+    camera = model.cameras[image.camera_id]
+    cam = image.cam_from_world() * xyz
+    uv = camera.img_from_cam(cam, check_cheirality=False)
+    return (cam[:, 2] > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < camera.width) & (uv[:, 1] >= 0) & (uv[:, 1] < camera.height)
+
+
 def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
                    min_angle_deg: float = 1.0) -> dict[int, list[int]]:
-    """Per image, the other images ranked as stereo partners: by their shared sparse points, each weighted by its
-    triangulation angle (`triangulation_angle_weight`), among partners at a median angle of at least min_angle_deg
-    (tiny baselines give no depth), times `resolution_weight` (the ratio of pixel footprints, distance / focal
-    length, median over the shared points). Computed once per scene; the MVS sources and the consistency-filter
-    neighbours are prefixes of it."""
+    """Per image, the other images ranked as stereo partners by `partner_score` over the sparse points both observe
+    (at least min_shared). An image without any such partner is ranked instead over its points that fall inside the
+    other views: on the default sample, a ground photo whose 54 matched aerial points no other photo had matched
+    within 60 degrees. Computed once per scene; the MVS sources and the consistency-filter neighbours are prefixes
+    of it."""
     points = {image_id: point_ids(image) for image_id, image in model.images.items()}
-    focal = {image_id: model.cameras[image.camera_id].mean_focal_length() for image_id, image in model.images.items()}
     ranking = {}
-    for image_id, image in model.images.items():
-        centre = image.projection_center()
+    for image_id in model.images:
         scored = []
-        for other_id, other in model.images.items():
+        for other_id in model.images:
             shared = points[image_id] & points[other_id] if other_id != image_id else set()
-            if len(shared) < min_shared:
-                continue
-            xyz = np.array([model.points3D[p].xyz for p in shared])
-            a, b = xyz - centre, xyz - other.projection_center()
-            distance_ref, distance_other = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-            cos = np.einsum("ij,ij->i", a, b) / (distance_ref * distance_other)
-            angles = np.degrees(np.arccos(np.clip(cos, -1, 1)))
-            evidence = float(triangulation_angle_weight(angles).sum())
-            footprint_ratio = float(np.median(distance_other / distance_ref)) * focal[image_id] / focal[other_id]
-            if np.median(angles) >= min_angle_deg and evidence > 0:
-                scored.append((evidence * resolution_weight(footprint_ratio), other_id))
-        ranking[image_id] = [other_id for _, other_id in sorted(scored, key=lambda s: (-s[0], s[1]))]
+            if len(shared) >= min_shared:
+                xyz = np.array([model.points3D[p].xyz for p in shared])
+                scored.append((partner_score(model, image_id, other_id, xyz, min_angle_deg), other_id))
+        if not any(score > 0 for score, _ in scored) and points[image_id]:
+            own = np.array([model.points3D[p].xyz for p in points[image_id]])
+            scored = []
+            for other_id in model.images:
+                seen = in_view(model, other_id, own) if other_id != image_id else np.zeros(len(own), bool)
+                if seen.sum() >= min_shared:
+                    scored.append((partner_score(model, image_id, other_id, own[seen], min_angle_deg), other_id))
+        ranking[image_id] = [other_id for score, other_id in sorted(scored, key=lambda s: (-s[0], s[1])) if score > 0]
     return ranking
 
 
@@ -229,7 +252,7 @@ def raw_torch_depth(model: pycolmap.Reconstruction, image_id: int, sources: list
     image = model.images[image_id]
     bounds = depth_range(model, image_id)
     if not sources:
-        raise ValueError(f"{image.name}: no stereo partner (no image shares enough sparse points seen within "
+        raise ValueError(f"{image.name}: no stereo partner (no other image sees enough of its sparse points within "
                          f"{MAX_STEREO_ANGLE_DEG:.0f} degrees of this view)")
     if bounds is None:
         raise ValueError(f"{image.name}: fewer than 5 sparse points in front of the camera to bound its depth")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pycolmap
@@ -119,24 +120,39 @@ def test_partners_at_the_reference_resolution_rank_first():
     assert ranked_sources(model)[ids["ref"]] == [ids["near"], ids["far"]]
 
 
-def test_partners_seeing_the_points_from_across_do_not_rank(tmp_path):
-    """A partner sharing every point but seeing them from 120 degrees away (across a square) gives no window matches;
-    one sharing fewer points from 11 degrees is the only ranked partner (by shared points alone the far side ranked
-    first)."""
+def square_model(side: str, side_x: float,
+                 observes: Callable[[str, int], bool]) -> tuple[pycolmap.Reconstruction, dict[str, int]]:
+    """Cameras at the origin ('ref'), at (side_x, 0, 0) (named `side`) and 120 degrees around a 6 m square of 25
+    points 20 m away ('across'), all looking at it; point k is observed by the views for which observes(name, k)."""
     centre = np.array([0.0, 20.0, 0.0])
     across = centre + Rotation.from_euler("z", 120.0, degrees=True).apply(-centre)
-    positions = {"ref": np.zeros(3), "side": np.array([4.0, 0.0, 0.0]), "across": across}
+    positions = {"ref": np.zeros(3), side: np.array([side_x, 0.0, 0.0]), "across": across}
     K = np.array([[500.0, 0.0, 319.5], [0.0, 500.0, 239.5], [0.0, 0.0, 1.0]])
     views = {name: DenseView(name, 640, 480, K, look_at(position, centre)) for name, position in positions.items()}
     grid = np.stack(np.meshgrid(np.linspace(-3, 3, 5), [0.0], np.linspace(-3, 3, 5)), -1).reshape(-1, 3) + centre
     points = [SparsePoint(X, tuple((v.name, project(v, X[None])[0][0] + 0.5) for v in views.values()
-                                   if v.name != "side" or k < 15)) for k, X in enumerate(grid)]
+                                   if observes(v.name, k))) for k, X in enumerate(grid)]
     model = build_sparse_model(list(views.values()), points)
-    ids = {image.name: image_id for image_id, image in model.images.items()}
+    return model, {image.name: image_id for image_id, image in model.images.items()}
+
+
+def test_partners_seeing_the_points_from_across_do_not_rank(tmp_path):
+    """A partner sharing every point but seeing them from 120 degrees away (across a square) gives no window matches;
+    one sharing fewer points from 11 degrees is the only ranked partner (by shared points alone the far side ranked
+    first)."""
+    model, ids = square_model("side", 4.0, lambda name, k: name != "side" or k < 15)
     ranking = ranked_sources(model)
     assert ranking[ids["ref"]] == [ids["side"]] and ranking[ids["across"]] == []
     with pytest.raises(ValueError, match="across.*no stereo partner"):  # reported as the image's failure
         raw_torch_depth(model, ids["across"], ranking[ids["across"]], tmp_path, DenseConf())
+
+
+def test_a_photo_whose_points_nobody_matched_ranks_the_views_that_see_them():
+    """A photo's points are observed besides only by the view from 120 degrees (no stereo partner); a view 9 degrees
+    away sees them without having matched them. It becomes the partner (before, the photo got no depth at all)."""
+    model, ids = square_model("near", 3.0, lambda name, k: name != "near")
+    ranking = ranked_sources(model)
+    assert ranking[ids["ref"]] == [ids["near"]] and ranking[ids["across"]] == [] and ranking[ids["near"]] == []
 
 
 def test_colmap_array_reader(tmp_path):
