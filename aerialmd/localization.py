@@ -29,10 +29,11 @@ from .markers import SETTINGS_KEY, is_finished
 from .matching import MatcherConf, match_pairs, resolve_configs
 from .scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
 from .registration import (
-    POSE_PREDICTED, STATUS_REJECTED, GroundPhoto, PhotoResult, RegistrationConf, SceneRegistration, absolute_pose,
-    aerial_frames_seeing, aerial_point_descriptors, anchor_correspondences, correspondences_2d3d, estimate_scene_sim3,
-    evenly_spaced, judge, load_ground_photos, localize_photo, photo_depth_points, place_registered_photos,
-    point3D_ids_per_keypoint, predict_cam2world, scene_extent, spread_subset,
+    POSE_PREDICTED, STATUS_REJECTED, Correspondences, GroundPhoto, PhotoResult, RegistrationConf, SceneRegistration,
+    absolute_pose, aerial_frames_seeing, aerial_point_descriptors, anchor_correspondences, correspondences_2d3d,
+    estimate_scene_sim3, evenly_spaced, judge, load_ground_photos, localize_photo, matches_near_pose,
+    photo_depth_points, place_registered_photos, point3D_ids_per_keypoint, predict_cam2world, scene_extent,
+    spread_subset,
 )
 from .triangulation import assert_poses_unchanged, build_aerial_model, model_statistics
 
@@ -73,16 +74,20 @@ def register_photos(model: pycolmap.Reconstruction, photos: list[GroundPhoto], w
         match_pairs(guided_pairs, features, matches, matcher_conf)
     with timer.step("registration"):
         points = aerial_point_descriptors(model, features)
-        results, correspondences, pnp_inliers = [], [], []
+        results, pair_matches, pnp_inlier_matches = [], [], []
         for photo, prediction in zip(photos, predictions):
-            pair_matches = correspondences_2d3d(photo.name, guided[photo.name], features, matches, model, point_ids)
-            corr, found = localize_photo(photo, prediction, pair_matches, points, features, conf)
+            pair_matches.append(correspondences_2d3d(photo.name, guided[photo.name], features, matches, model,
+                                                     point_ids))
+            corr, found = localize_photo(photo, prediction, pair_matches[-1], points, features, conf)
             results.append(judge(prediction, found, corr, extent, conf, photo.name))
-            correspondences.append(corr)
-            pnp_inliers.append(None if found is None else found[1])
+            pnp_inlier_matches.append(None if found is None else corr.subset(found[1]))
         refined_on = 0
         if conf.registered_pose == POSE_PREDICTED:
-            sim3, refined_on = place_registered_photos(sim3, photos, results, correspondences, pnp_inliers, conf)
+            def matches_around(index: int, cam2world: np.ndarray) -> Correspondences:
+                return matches_near_pose(photos[index], cam2world, pair_matches[index], points, features, conf)
+
+            sim3, refined_on = place_registered_photos(sim3, photos, results, pnp_inlier_matches, matches_around,
+                                                       conf)
     return SceneRegistration(sim3, sim3_inliers, len(src_all), refined_on, [p.name for p in anchors], results, extent)
 
 

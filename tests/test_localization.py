@@ -9,10 +9,13 @@ import numpy as np
 import pycolmap
 from scipy.spatial.transform import Rotation
 
-from aerialmd.camera import cam2world_from_cam_from_world
+from aerialmd.camera import cam2world_from_cam_from_world, cam_from_world_from_cam2world
 from aerialmd.evaluation import registration_accuracy
 from aerialmd.localization import localize
-from aerialmd.registration import Correspondences, GroundPhoto, predict_cam2world, projections, refine_scene_sim3
+from aerialmd.registration import (
+    Correspondences, GroundPhoto, PhotoResult, RegistrationConf, place_registered_photos, predict_cam2world,
+    projections, refine_scene_sim3,
+)
 from tests.test_sample_scene import pose_errors
 
 
@@ -74,19 +77,20 @@ def test_aliked_lightglue_end_to_end_at_least_as_accurate_as_sift(localized):
     assert abs(aliked["scale"] - 1.0) <= 0.005
 
 
-def test_scene_sim3_refinement_recovers_a_perturbed_similarity():
-    """Four photos with exact SfM poses see exact metric points (0.5 px noise on the 2D side); starting 1 deg,
-    1 m and 1 % off, the refinement must bring every photo's predicted pose back onto the true one."""
-    rng = np.random.default_rng(3)
-    true = pycolmap.Sim3d(2.5, pycolmap.Rotation3d(Rotation.from_rotvec([0.3, -0.2, 1.0]).as_matrix()), [10, -4, 2.0])
+TRUE_SIM3 = pycolmap.Sim3d(2.5, pycolmap.Rotation3d(Rotation.from_rotvec([0.3, -0.2, 1.0]).as_matrix()), [10, -4, 2.0])
+
+
+def synthetic_photos(count: int, rng: np.random.Generator) -> tuple[list[GroundPhoto], list[Correspondences], list]:
+    """Photos with exact SfM poses, their metric poses through TRUE_SIM3, and 200 matches each to metric points at
+    20-60 m (0.5 px noise on the 2D side)."""
     camera = pycolmap.Camera(model="PINHOLE", width=640, height=480, params=[500, 500, 320, 240])
     photos, observations, truth = [], [], []
-    for k in range(4):
+    for k in range(count):
         cam2world_sfm = np.eye(4)
         cam2world_sfm[:3, :3] = Rotation.from_rotvec([0, 0.4 * k, 0]).as_matrix()
         cam2world_sfm[:3, 3] = [8.0 * k, 0.5 * k, -3.0]
         photos.append(GroundPhoto(f"{k}.jpg", Path(f"{k}.jpg"), camera, cam2world_sfm, Path(f"{k}.exr")))
-        truth.append(predict_cam2world(true, cam2world_sfm))
+        truth.append(predict_cam2world(TRUE_SIM3, cam2world_sfm))
         depth = rng.uniform(20, 60, 200)
         pixels = rng.uniform([0, 0], [640, 480], (200, 2))
         rays = np.column_stack([(pixels - [320, 240]) / 500, np.ones(200)]) * depth[:, None]
@@ -94,10 +98,40 @@ def test_scene_sim3_refinement_recovers_a_perturbed_similarity():
         assert np.allclose(projections(camera, truth[-1], xyz)[0], pixels)
         observations.append(Correspondences(np.arange(200), pixels + rng.normal(0, 0.5, (200, 2)), xyz,
                                             np.arange(200)))
-    start = pycolmap.Sim3d(2.5 * 1.01, pycolmap.Rotation3d(Rotation.from_rotvec([0, np.radians(1), 0]).as_matrix()
-                                                           @ true.rotation.matrix()), true.translation + [1, 0, 0])
+    return photos, observations, truth
+
+
+def test_scene_sim3_refinement_recovers_a_perturbed_similarity():
+    """Starting 1 deg, 1 m and 1 % off, the refinement must bring every photo's predicted pose onto the true one."""
+    photos, observations, truth = synthetic_photos(4, np.random.default_rng(3))
+    rotation = Rotation.from_rotvec([0, np.radians(1), 0]).as_matrix() @ TRUE_SIM3.rotation.matrix()
+    start = pycolmap.Sim3d(2.5 * 1.01, pycolmap.Rotation3d(rotation), TRUE_SIM3.translation + [1, 0, 0])
     assert min(pose_errors(predict_cam2world(start, p.cam2world_sfm), t)[1] for p, t in zip(photos, truth)) > 0.9
     refined = refine_scene_sim3(start, photos, observations)
     for photo, pose in zip(photos, truth):
         distance, angle = pose_errors(predict_cam2world(refined, photo.cam2world_sfm), pose)
         assert distance < 0.02 and angle < 0.01
+
+
+def test_an_individual_photo_that_the_prediction_explains_is_registered():
+    """Photo 2's PnP pose disagreed with the prediction (individual), but the matches found around its predicted pose
+    are as many: it is registered on that pose. Photo 3's matches fit a pose 5 deg away: it stays individual."""
+    photos, observations, truth = synthetic_photos(4, np.random.default_rng(4))
+    stray, off = truth[2].copy(), truth[3].copy()
+    stray[:3, :3] = Rotation.from_rotvec([np.radians(3), 0, 0]).as_matrix() @ stray[:3, :3]
+    off[:3, :3] = Rotation.from_rotvec([0, np.radians(5), 0]).as_matrix() @ off[:3, :3]
+    xy = projections(photos[3].camera, off, observations[3].xyz)[0]
+    observations[3] = Correspondences(observations[3].keypoints, xy, observations[3].xyz, observations[3].point3D_ids)
+    statuses = ["registered", "registered", "individual", "individual"]
+    results = [PhotoResult(p.name, status, num_inliers=200, pose="pnp", cam_from_world=cam_from_world_from_cam2world(q))
+               for p, status, q in zip(photos, statuses, [truth[0], truth[1], stray, off])]
+    sim, refined_on = place_registered_photos(TRUE_SIM3, photos, results, observations,
+                                              lambda index, cam2world: observations[index], RegistrationConf())
+    assert refined_on == 2
+    assert [r.status for r in results] == ["registered", "registered", "registered", "individual"]
+    assert [r.pose for r in results] == ["predicted", "predicted", "predicted", "pnp"]
+    assert results[2].predicted_pose_inliers >= 190 and results[3].predicted_pose_inliers < 10
+    distance, angle = pose_errors(cam2world_from_cam_from_world(results[2].cam_from_world), truth[2])
+    assert distance < 0.05 and angle < 0.05  # its PnP pose: 3 deg off
+    distance, angle = pose_errors(cam2world_from_cam_from_world(results[3].cam_from_world), off)
+    assert distance < 1e-9 and angle < 1e-9
