@@ -190,27 +190,28 @@ def in_view(model: pycolmap.Reconstruction, image_id: int, xyz: np.ndarray) -> n
 def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
                    min_angle_deg: float = 1.0) -> dict[int, list[int]]:
     """Per image, the other images ranked as stereo partners by `partner_score` over the sparse points both observe
-    (at least min_shared). An image without any such partner is ranked instead over its points that fall inside the
-    other views: on the default sample, a ground photo whose 54 matched aerial points no other photo had matched
-    within 60 degrees. Computed once per scene; the MVS sources and the consistency-filter neighbours are prefixes
-    of it."""
+    (at least min_shared), followed by the remaining ones ranked over the image's points that fall inside them. A
+    photo matched to few aerial points shares them with few others: on the default sample one ground photo had a
+    single partner by shared points (none before its pose was refined), so neither MVS nor the consistency filter
+    had views to work with. Computed once per scene; the MVS sources and the consistency-filter neighbours are
+    prefixes of it."""
     points = {image_id: point_ids(image) for image_id, image in model.images.items()}
     ranking = {}
     for image_id in model.images:
-        scored = []
+        own = np.array([model.points3D[p].xyz for p in points[image_id]]).reshape(-1, 3)
+        by_shared, by_view = [], []
         for other_id in model.images:
-            shared = points[image_id] & points[other_id] if other_id != image_id else set()
+            if other_id == image_id:
+                continue
+            shared = points[image_id] & points[other_id]
+            seen = in_view(model, other_id, own)
             if len(shared) >= min_shared:
                 xyz = np.array([model.points3D[p].xyz for p in shared])
-                scored.append((partner_score(model, image_id, other_id, xyz, min_angle_deg), other_id))
-        if not any(score > 0 for score, _ in scored) and points[image_id]:
-            own = np.array([model.points3D[p].xyz for p in points[image_id]])
-            scored = []
-            for other_id in model.images:
-                seen = in_view(model, other_id, own) if other_id != image_id else np.zeros(len(own), bool)
-                if seen.sum() >= min_shared:
-                    scored.append((partner_score(model, image_id, other_id, own[seen], min_angle_deg), other_id))
-        ranking[image_id] = [other_id for score, other_id in sorted(scored, key=lambda s: (-s[0], s[1])) if score > 0]
+                by_shared.append((partner_score(model, image_id, other_id, xyz, min_angle_deg), other_id))
+            elif seen.sum() >= min_shared:
+                by_view.append((partner_score(model, image_id, other_id, own[seen], min_angle_deg), other_id))
+        ranking[image_id] = [other_id for scored in (by_shared, by_view)
+                             for score, other_id in sorted(scored, key=lambda s: (-s[0], s[1])) if score > 0]
     return ranking
 
 
