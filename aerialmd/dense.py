@@ -183,8 +183,8 @@ def in_view(model: pycolmap.Reconstruction, image_id: int, xyz: np.ndarray) -> n
     image = model.images[image_id]
     camera = model.cameras[image.camera_id]
     cam = image.cam_from_world() * xyz
-    uv = camera.img_from_cam(cam, check_cheirality=False)
-    return (cam[:, 2] > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < camera.width) & (uv[:, 1] >= 0) & (uv[:, 1] < camera.height)
+    u, v = camera.img_from_cam(cam, check_cheirality=False).T
+    return (cam[:, 2] > 0) & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
 
 
 def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
@@ -204,11 +204,12 @@ def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
             if other_id == image_id:
                 continue
             shared = points[image_id] & points[other_id]
-            seen = in_view(model, other_id, own)
             if len(shared) >= min_shared:
                 xyz = np.array([model.points3D[p].xyz for p in shared])
                 by_shared.append((partner_score(model, image_id, other_id, xyz, min_angle_deg), other_id))
-            elif seen.sum() >= min_shared:
+                continue
+            seen = in_view(model, other_id, own)
+            if seen.sum() >= min_shared:
                 by_view.append((partner_score(model, image_id, other_id, own[seen], min_angle_deg), other_id))
         ranking[image_id] = [other_id for scored in (by_shared, by_view)
                              for score, other_id in sorted(scored, key=lambda s: (-s[0], s[1])) if score > 0]
