@@ -52,6 +52,7 @@ from .mvs import (
     plane_sweep_depth,
     resolve_device,
 )
+from .pairs import in_image
 from .scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
 
 STAGE = "dense"
@@ -178,15 +179,6 @@ def partner_score(model: pycolmap.Reconstruction, image_id: int, other_id: int, 
     return float(triangulation_angle_weight(angles).sum()) * resolution_weight(footprint_ratio)
 
 
-def in_view(model: pycolmap.Reconstruction, image_id: int, xyz: np.ndarray) -> np.ndarray:
-    """Mask of the points that project inside the image, in front of its camera (occlusion unknown)."""
-    image = model.images[image_id]
-    camera = model.cameras[image.camera_id]
-    cam = image.cam_from_world() * xyz
-    u, v = camera.img_from_cam(cam, check_cheirality=False).T
-    return (cam[:, 2] > 0) & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
-
-
 def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
                    min_angle_deg: float = 1.0) -> dict[int, list[int]]:
     """Per image, the other images ranked as stereo partners by `partner_score` over the sparse points both observe
@@ -208,7 +200,8 @@ def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
                 xyz = np.array([model.points3D[p].xyz for p in shared])
                 by_shared.append((partner_score(model, image_id, other_id, xyz, min_angle_deg), other_id))
                 continue
-            seen = in_view(model, other_id, own)
+            other = model.images[other_id]
+            seen = in_image(model.cameras[other.camera_id], other.cam_from_world(), own)
             if seen.sum() >= min_shared:
                 by_view.append((partner_score(model, image_id, other_id, own[seen], min_angle_deg), other_id))
         ranking[image_id] = [other_id for scored in (by_shared, by_view)

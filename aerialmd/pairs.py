@@ -46,13 +46,18 @@ def sample_points(view: PairView, grid: tuple[int, int] = GRID_SIZE) -> np.ndarr
     return view.cam_from_world.inverse() * (rays * view.depth)
 
 
+def in_image(camera: pycolmap.Camera, cam_from_world: pycolmap.Rigid3d, points: np.ndarray) -> np.ndarray:
+    """Mask of the world points (N, 3) in front of the camera that project inside its image (occlusion unknown)."""
+    x_cam = cam_from_world * points
+    visible = x_cam[:, 2] > 0
+    xy = camera.img_from_cam(x_cam[visible], check_cheirality=False)
+    visible[visible] = (xy[:, 0] >= 0) & (xy[:, 0] < camera.width) & (xy[:, 1] >= 0) & (xy[:, 1] < camera.height)
+    return visible
+
+
 def visible_fractions(view: PairView, points: np.ndarray) -> np.ndarray:
     """Per set of world points (S, G, 3): the share in front of the view that projects inside its image, (S,)."""
-    x_cam = view.cam_from_world * points.reshape(-1, 3)
-    visible = x_cam[:, 2] > 0
-    xy = view.camera.img_from_cam(x_cam[visible], check_cheirality=False)
-    w, h = view.camera.width, view.camera.height
-    visible[visible] = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    visible = in_image(view.camera, view.cam_from_world, points.reshape(-1, 3))
     return visible.reshape(points.shape[:2]).mean(axis=1)
 
 
