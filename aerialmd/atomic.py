@@ -80,6 +80,21 @@ def atomic_file(path: Path | str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def staging_folder(path: Path) -> Iterator[Path]:
+    """A fresh temporary folder next to `path` (temporaries of `path` left by dead writers removed first); deleted on
+    exit unless its content was moved away."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent, path.name)
+    tmp = temporary_sibling(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        if tmp.exists():
+            remove_path(tmp)
+
+
+@contextlib.contextmanager
 def atomic_dir(path: Path | str, overwrite: bool = True) -> Iterator[Path]:
     """Yield a fresh temporary folder to fill; on success it replaces the folder `path`, on error it is deleted.
 
@@ -88,16 +103,35 @@ def atomic_dir(path: Path | str, overwrite: bool = True) -> Iterator[Path]:
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent, path.name)
-    tmp = temporary_sibling(path)
-    tmp.mkdir()
-    try:
+    with staging_folder(path) as tmp:
         yield tmp
         replace_path(tmp, path)
-    finally:
-        if tmp.exists():
-            remove_path(tmp)
+
+
+def move_entries(source: Path, folder: Path, marker: str) -> None:
+    """Move every entry of `source` into `folder`, replacing namesakes: the old `marker` removed first, the new one
+    put last."""
+    if not (source / marker).is_file():
+        raise FileNotFoundError(f"{source / marker}: the output's marker was not written")
+    folder.mkdir(exist_ok=True)
+    remove_path(folder / marker)
+    for entry in sorted(source.iterdir()):
+        remove_stale_temporaries(folder, entry.name)
+        if entry.name != marker:
+            replace_path(entry, folder / entry.name)
+    os.replace(source / marker, folder / marker)
+
+
+@contextlib.contextmanager
+def atomic_entries(folder: Path | str, marker: str) -> Iterator[Path]:
+    """Yield a fresh temporary folder to fill with some entries of `folder`, the file `marker` among them; on success
+    each replaces its namesake in `folder`, whose other entries are kept (a scene folder also holds later stages'
+    outputs). The old `marker` is removed first and the new one put last, so the entries are complete exactly when it
+    is there; on error the temporary folder is deleted and `folder` is untouched."""
+    folder = Path(folder)
+    with staging_folder(folder) as tmp:
+        yield tmp
+        move_entries(tmp, folder, marker)
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:

@@ -34,6 +34,7 @@ from .atomic import atomic_file, remove_path
 from .camera import cam2world_from_cam_from_world, opencv_intrinsics
 from .dense_model import (
     DENSE_DIR,
+    DENSE_REPORT,
     LOCALIZED_MODEL,
     REGISTRATION_FILE,
     depth_file_name,
@@ -56,7 +57,6 @@ from .pairs import in_image
 from .scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
 
 STAGE = "dense"
-DENSE_REPORT = "dense.json"  # written last inside the (atomic) output folder; records the settings
 WORK_DIR = "dense_work"
 BACKENDS = ("auto", "colmap", "torch")
 WORLD_UP = np.array([0.0, 0.0, 1.0])  # the ENU frame of stage 2 (aerialmd.ge_preprocess)

@@ -44,6 +44,7 @@ SFM_PREFIX = "sfm_"
 REGISTRATION_FILE = "registration.json"  # stage 4a's figures and settings, next to LOCALIZED_MODEL
 LOCALIZED_MODEL = "localized"  # stage 4a's registered model (COLMAP binary) inside an sfm_* folder
 DENSE_DIR = "localized_dense_metric"
+DENSE_REPORT = "dense.json"  # stage 4b's figures and settings, written last inside DENSE_DIR (absent in published data)
 IMAGES_DIR = "images"
 DEPTHS_DIR = "depths"
 SPARSE_TXT_DIR = "sparse-txt"

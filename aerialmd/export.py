@@ -7,9 +7,11 @@ Output, per image `<name>` of the pair file (names kept whole: `9000_000.jpeg` -
     <output_dir>/<scene>/<name>.jpg   the photo: the source bytes when it is a JPEG without EXIF, else re-encoded
     <output_dir>/<scene>/<name>.exr   depth, one float32 channel `Y`, metres, 0 = invalid (and beyond --max_depth)
     <output_dir>/<scene>/<name>.npz   `intrinsics` 3x3 (OpenCV pixel convention), `cam2world` 4x4 (metres, ENU)
-    <output_dir>/<scene>/settings.json   the settings the scene's files were made with (aerialmd.markers)
+    <output_dir>/<scene>/settings.json   the settings the scene's files were made with, and a fingerprint of the dense
+                                         model's dense.json (aerialmd.markers)
 Each file is written atomically and the three are removed together if one fails; finished images are skipped unless
-overwrite. Names of the pair file without data (not in the dense model, missing or unreadable files) are listed at the
+overwrite. A scene whose dense model was redone since its files were exported is refused without overwrite (its old
+files would otherwise be kept next to new ones). Names of the pair file without data (not in the dense model, missing or unreadable files) are listed at the
 end; a scene fails when its dense model is missing or unreadable or none of its images could be exported.
 
 Pair file: the published `aerial_megadepth_{train,val}.npz` or make_pairs' output, in the format of aerialmd.pair_file
@@ -30,9 +32,9 @@ import simplejpeg
 from tqdm import tqdm
 
 from .atomic import atomic_file, remove_path, remove_stale_temporaries
-from .dense_model import DenseModel, DenseView, find_dense_dir, read_dense_model
+from .dense_model import DENSE_REPORT, DenseModel, DenseView, find_dense_dir, read_dense_model
 from .depth_io import read_depth_h5, write_depth_exr
-from .markers import check_folder_settings, record_folder_settings
+from .markers import check_folder_settings, input_fingerprints, record_folder_settings
 from .megadepth import is_done, output_paths, read_photo, write_camera_npz, write_jpeg
 from .pair_file import PairFile, load_pair_file, save_pair_file
 from .scenes import Shard, run_per_scene, select_scenes
@@ -189,6 +191,15 @@ def _call(task: ExportTask) -> str | None:
     return None
 
 
+def dense_fingerprint(scene_dir: Path, sfm_name: str | None) -> dict[str, str]:
+    """The fingerprint of the scene's dense.json (aerialmd.markers.input_fingerprints); empty when the scene has no
+    dense model (the export then fails on it, or has nothing left to do) or a published one (no dense.json)."""
+    try:
+        return input_fingerprints(find_dense_dir(scene_dir, sfm_name) / DENSE_REPORT)
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
 def export_scene(scene_dir: Path, names: Sequence[str], out_dir: Path, max_depth: float = DEFAULT_MAX_DEPTH,
                  pool: Executor | None = None, overwrite: bool = False, sfm_name: str | None = None) -> ExportStats:
     """Export the named images of one scene (finished ones skipped unless overwrite).
@@ -197,14 +208,15 @@ def export_scene(scene_dir: Path, names: Sequence[str], out_dir: Path, max_depth
     the scene's finished files were made with other settings (without overwrite)."""
     names = list(dict.fromkeys(names))
     settings = {"max_depth": max_depth, "sfm_name": sfm_name}
-    check_folder_settings(out_dir, settings, overwrite)
+    inputs = dense_fingerprint(scene_dir, sfm_name)
+    check_folder_settings(out_dir, settings, overwrite, inputs)
     pending = [name for name in names if overwrite or not is_done(out_dir, name)]
     stats = ExportStats(skipped=len(names) - len(pending))
     if not pending:
         return stats
     remove_stale_temporaries(out_dir)  # of a run killed while writing its files
     model = read_dense_model(find_dense_dir(scene_dir, sfm_name))
-    record_folder_settings(out_dir, settings)
+    record_folder_settings(out_dir, settings, inputs)
     tasks = export_tasks(model, pending, out_dir, max_depth, stats)
     run_tasks(tasks, pool, stats, scene_dir.name)
     return stats

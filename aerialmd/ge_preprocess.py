@@ -2,7 +2,8 @@
 
 Input, per scene, in `<data_root>/downloaded_data/`: `<scene>.json` (3D camera tracking) and either `<scene>.mp4` or an
 image-sequence render `<scene>/footage/<name>_NNN.jpeg` (its json may also sit at `<scene>/<scene>.json`).
-Output, per scene, in `<data_root>/data/<scene>/` (written under a temporary name, renamed when complete):
+Output, per scene, in `<data_root>/data/<scene>/` (written under a temporary name and moved in when complete,
+ge_cameras.json last; a redo replaces these entries only, later stages' outputs in the folder are kept):
     footage/<scene>_NNN.jpeg     frames, numbered from 000 like GES's image-sequence render
     <scene>.json                 the tracking JSON with cameraFrames aligned one-to-one with the frames
     ge_cameras.json              per frame: OpenCV intrinsics and metric cam2world in the world frame it describes
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 import pycolmap
 
-from .atomic import atomic_dir
+from .atomic import atomic_entries
 from .camera import cam2world_from_cam_from_world
 from .geodesy import SpherePoint, WorldFrame
 from .ges import DecodedCamera, GESExport, GESFormatError, decode_cameras, default_world_frame, read_ges_json
@@ -176,7 +177,7 @@ def preprocess_ge_scene(data_root: Path, scene: str, origin: SpherePoint | None 
         export = read_ges_json(inputs.json_path)
     except GESFormatError as exc:
         raise SceneInputError(str(exc)) from exc
-    with atomic_dir(out_dir) as tmp:
+    with atomic_entries(out_dir, CAMERAS_FILE) as tmp:  # later stages' outputs in out_dir stay
         footage = tmp / "footage"
         if inputs.video is not None:
             frames = extract_frames(inputs.video, footage, scene, workers=workers, progress=progress)

@@ -23,9 +23,9 @@ import pycolmap
 from .atomic import atomic_dir
 from .dense_model import LOCALIZATION_DIR, LOCALIZED_MODEL, REGISTRATION_FILE
 from .features import FeatureConf, ImageInput, extract_features
-from .ge_preprocess import SPARSE_DIR
+from .ge_preprocess import CAMERAS_FILE, SPARSE_DIR
 from .h5io import keypoints_to_colmap, read_features, write_pairs
-from .markers import SETTINGS_KEY, is_finished
+from .markers import MADE_FROM_KEY, SETTINGS_KEY, input_fingerprints, is_finished
 from .matching import MatcherConf, match_pairs, resolve_configs
 from .scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
 from .registration import (
@@ -141,7 +141,8 @@ def localize_scene(scene_dir: Path, processed_dirs: dict[str, Path], subscene_im
     """Run stage 4a on one scene; returns a one-line summary, or None when the output exists (and not overwrite)."""
     out_dir = scene_dir / OUTPUT_ROOT / output_name
     settings = localization_settings(feature_conf, matcher_conf, conf)
-    if not overwrite and is_finished(out_dir / REGISTRATION_FILE, settings):
+    inputs = input_fingerprints(scene_dir / CAMERAS_FILE)
+    if not overwrite and is_finished(out_dir / REGISTRATION_FILE, settings, inputs):
         return None
     reference = pycolmap.Reconstruction(str(scene_dir / SPARSE_DIR))
     photos, missing = [], []
@@ -160,7 +161,8 @@ def localize_scene(scene_dir: Path, processed_dirs: dict[str, Path], subscene_im
         assert_poses_unchanged(reference, model)
         write_model(model, tmp / LOCALIZED_MODEL, tmp / f"{LOCALIZED_MODEL}-txt")
         document = registration.to_json()
-        document.update({SETTINGS_KEY: settings, "aerial_model": model_statistics(aerial), "localized_model": model_statistics(model),
+        document.update({SETTINGS_KEY: settings, MADE_FROM_KEY: inputs, "aerial_model": model_statistics(aerial),
+                         "localized_model": model_statistics(model),
                          "missing_photos": missing, "features": feature_conf.name, "matcher": matcher_conf.name})
         (tmp / REGISTRATION_FILE).write_text(json.dumps(document, indent=1))
         (tmp / "timings.json").write_text(json.dumps(timer.seconds, indent=1))

@@ -5,10 +5,17 @@ Where a stage keeps them: stage 2 in `data/<scene>/ge_cameras.json`, stage 4a in
 `localized_dense_metric/dense.json`, each under the key `settings`. Those files are written inside the stage's
 atomic output folder, so a marker exists only for a finished output. The export, which is resumable per file, keeps
 its settings in `<export>/<scene>/settings.json` (check_folder_settings, record_folder_settings).
+
+Markers also record, under `made_from`, a fingerprint of the upstream marker their output was made from (stage 4a:
+ge_cameras.json; the export: dense.json), so that an output made from an upstream stage that has been redone since
+is refused (without --overwrite) instead of silently reused or, for the export, mixed with files made from the new
+one. Stage 4b needs no fingerprint: its outputs live inside stage 4a's folder and are replaced with it. An upstream
+marker that cannot be read now (the published data has no dense.json; an output deleted after use) is not compared.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,14 +23,15 @@ from typing import Any
 from .atomic import write_text_atomic
 
 SETTINGS_KEY = "settings"
+MADE_FROM_KEY = "made_from"
 FOLDER_SETTINGS = "settings.json"  # check_folder_settings' marker
 
 
-def recorded_settings(marker: Path) -> dict[str, Any] | None:
-    """The settings a finished output recorded (an empty dict when it recorded none), or None when unfinished."""
-    if not marker.is_file():
-        return None
-    return json.loads(marker.read_text()).get(SETTINGS_KEY, {})
+def input_fingerprints(*markers: Path) -> dict[str, str]:
+    """Per upstream marker that exists, by file name, a hash of its bytes (a redone stage rewrites its marker: new
+    settings, figures or timings)."""
+    return {marker.name: hashlib.sha256(marker.read_bytes()).hexdigest()[:16] for marker in markers
+            if marker.is_file()}
 
 
 def refuse_other_settings(marker: Path, recorded: dict[str, Any], settings: dict[str, Any]) -> None:
@@ -35,24 +43,38 @@ def refuse_other_settings(marker: Path, recorded: dict[str, Any], settings: dict
         raise ValueError(f"{marker.parent} was made with other settings ({details}); use --overwrite to redo it")
 
 
-def is_finished(marker: Path, settings: dict[str, Any]) -> bool:
+def refuse_changed_inputs(marker: Path, recorded: dict[str, str], inputs: dict[str, str]) -> None:
+    """A ValueError naming the output of `marker` when an upstream marker it recorded has another fingerprint now
+    (only markers known both then and now are compared)."""
+    changed = sorted(name for name in recorded.keys() & inputs.keys() if recorded[name] != inputs[name])
+    if changed:
+        raise ValueError(f"{marker.parent} was made from an earlier {', '.join(changed)} (that stage was redone "
+                         f"since); use --overwrite to redo it")
+
+
+def is_finished(marker: Path, settings: dict[str, Any], inputs: dict[str, str] | None = None) -> bool:
     """True when the output of `marker` is finished with these settings (skip it), False when it is not finished;
-    a ValueError naming the output and the settings that differ when it was made with others."""
-    recorded = recorded_settings(marker)
-    if recorded is not None:
-        refuse_other_settings(marker, recorded, settings)
-    return recorded is not None
+    a ValueError naming the output and the settings that differ when it was made with others, or the upstream
+    marker (`inputs`, see input_fingerprints) that changed since it was made."""
+    if not marker.is_file():
+        return False
+    document = json.loads(marker.read_text())
+    refuse_other_settings(marker, document.get(SETTINGS_KEY, {}), settings)
+    refuse_changed_inputs(marker, document.get(MADE_FROM_KEY, {}), inputs or {})
+    return True
 
 
-def check_folder_settings(folder: Path, settings: dict[str, Any], overwrite: bool) -> None:
+def check_folder_settings(folder: Path, settings: dict[str, Any], overwrite: bool,
+                          inputs: dict[str, str] | None = None) -> None:
     """For stages that fill a folder file by file (resumable per file, e.g. the export): a ValueError when the files
-    already there were made with other settings (as record_folder_settings recorded them), unless overwrite (which
-    redoes every file)."""
-    recorded = recorded_settings(folder / FOLDER_SETTINGS)
-    if not overwrite and recorded is not None:
-        refuse_other_settings(folder / FOLDER_SETTINGS, recorded, settings)
+    already there were made with other settings or from an upstream output that changed since (as
+    record_folder_settings recorded them), unless overwrite (which redoes every file)."""
+    if not overwrite:
+        is_finished(folder / FOLDER_SETTINGS, settings, inputs)
 
 
-def record_folder_settings(folder: Path, settings: dict[str, Any]) -> None:
-    """Record the settings of a folder filled file by file; called before its first file is written."""
-    write_text_atomic(folder / FOLDER_SETTINGS, json.dumps({SETTINGS_KEY: settings}, indent=1))
+def record_folder_settings(folder: Path, settings: dict[str, Any], inputs: dict[str, str] | None = None) -> None:
+    """Record the settings (and upstream fingerprints) of a folder filled file by file; called before its first file
+    is written."""
+    document = {SETTINGS_KEY: settings, MADE_FROM_KEY: inputs or {}}
+    write_text_atomic(folder / FOLDER_SETTINGS, json.dumps(document, indent=1))

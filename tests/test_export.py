@@ -16,6 +16,7 @@ import pytest
 from aerialmd.camera import cam_from_world_from_cam2world
 from aerialmd.dense_model import (
     DENSE_DIR,
+    DENSE_REPORT,
     LOCALIZATION_DIR,
     SAMPLE_SFM_NAME,
     depth_file_name,
@@ -251,6 +252,29 @@ def test_max_depth_cut_and_resume(dense_scene, pairs_path, tmp_path, capsys) -> 
     assert export_main([*args[:-4], "--max_depth", "80", "--workers", "1"]) == 1  # other settings: refused
     assert "other settings (max_depth: 60.0 -> 80.0); use --overwrite" in capsys.readouterr().out
     assert (tmp_path / scene / f"{name}.exr").read_bytes() == before
+
+
+def test_an_export_of_a_dense_model_redone_since_is_refused(dense_scene, pairs_path, tmp_path, capsys) -> None:
+    root, scene, dense, truth = dense_scene
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    report = find_dense_dir(data / scene) / DENSE_REPORT
+    report.write_text('{"settings": {"max_image_size": 640}}')
+    out = tmp_path / "export"
+    args = ["--megadepth_aerial_dir", str(data), "--precomputed_pairs", str(pairs_path), "--output_dir", str(out),
+            "--workers", "1"]
+    assert export_main(args) == 0
+    name = next(iter(truth))
+    before = (out / scene / f"{name}.exr").read_bytes()
+    report.write_text('{"settings": {"max_image_size": 320}}')  # the dense stage was redone
+    capsys.readouterr()
+    assert export_main(args) == 1
+    assert f"was made from an earlier {DENSE_REPORT}" in capsys.readouterr().out
+    assert (out / scene / f"{name}.exr").read_bytes() == before
+    assert export_main([*args, "--overwrite"]) == 0
+    assert export_main(args) == 0 and f"0 written, {len(truth)} skipped" in capsys.readouterr().out
+    report.unlink()  # as in the published data: nothing to compare
+    assert export_main(args) == 0
 
 
 def test_a_broken_image_is_reported_and_leaves_no_partial_outputs(dense_scene, pairs_path, tmp_path, capsys) -> None:

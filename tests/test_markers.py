@@ -9,7 +9,7 @@ import pytest
 from aerialmd.ge_preprocess import CAMERAS_FILE, preprocess_ge
 from aerialmd.geodesy import SpherePoint
 from aerialmd.localization import localize
-from aerialmd.markers import SETTINGS_KEY, is_finished
+from aerialmd.markers import MADE_FROM_KEY, SETTINGS_KEY, input_fingerprints, is_finished
 from tests.test_preprocess_ge import make_data_root
 
 
@@ -23,6 +23,23 @@ def test_is_finished(tmp_path):
         is_finished(marker, {"size": (640, 480), "planes": 64})
     with pytest.raises(ValueError, match=r"seed: absent -> 1"):
         is_finished(marker, {"size": (640, 480), "planes": 128, "seed": 1})
+
+
+def test_is_finished_refuses_an_output_of_a_redone_upstream_stage(tmp_path):
+    upstream = tmp_path / "upstream.json"
+    upstream.write_text('{"settings": {"origin": null}}')
+    inputs = input_fingerprints(upstream, tmp_path / "absent.json")
+    assert list(inputs) == ["upstream.json"]  # markers that do not exist are not fingerprinted
+    marker = tmp_path / "out" / "report.json"
+    marker.parent.mkdir()
+    marker.write_text(json.dumps({SETTINGS_KEY: {"planes": 128}, MADE_FROM_KEY: inputs}))
+    assert is_finished(marker, {"planes": 128}, input_fingerprints(upstream))
+    upstream.write_text('{"settings": {"origin": [1, 2, 3]}}')  # the upstream stage was redone
+    with pytest.raises(ValueError, match=r"out was made from an earlier upstream.json .*--overwrite"):
+        is_finished(marker, {"planes": 128}, input_fingerprints(upstream))
+    assert is_finished(marker, {"planes": 128})  # an upstream marker that is gone now is not compared
+    marker.write_text(json.dumps({SETTINGS_KEY: {"planes": 128}}))
+    assert is_finished(marker, {"planes": 128}, input_fingerprints(upstream))  # made before fingerprints existed
 
 
 def test_preprocess_ge_refuses_another_origin(tiny_sample, tmp_path, capsys):
@@ -49,3 +66,23 @@ def test_localization_refuses_other_settings(localized, capsys):
     assert localize(paths.root / "data", processed, paths.scene_list, features="sift", max_keypoints=1000) == 1
     assert "other settings (features:" in capsys.readouterr().out
     assert registration.read_bytes() == before
+
+
+def test_redone_stage_2_keeps_stage_4_whose_refusal_depends_on_the_new_cameras(localized, capsys):
+    sfm_dir, _, paths, processed = localized
+    cameras = paths.root / "data" / paths.scene_id / CAMERAS_FILE
+    registration = sfm_dir / "registration.json"
+    cameras_before, registration_before = cameras.read_bytes(), registration.read_bytes()
+    origin = SpherePoint(48.8584, 2.2945, 40.0)
+    try:
+        assert preprocess_ge(paths.root, paths.scene_list, origin=origin, overwrite=True, workers=2) == 0
+        assert cameras.read_bytes() != cameras_before and registration.read_bytes() == registration_before
+        capsys.readouterr()
+        assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 1
+        assert f"made from an earlier {CAMERAS_FILE}" in capsys.readouterr().out
+    finally:  # the stage-2 output the other tests use
+        assert preprocess_ge(paths.root, paths.scene_list, overwrite=True, workers=2) == 0
+    assert cameras.read_bytes() == cameras_before  # deterministic: the redone stage 2 is the same
+    assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 0
+    assert "already done" in capsys.readouterr().out
+    assert registration.read_bytes() == registration_before
