@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .dense import DenseConf
 from .ge_preprocess import has_download
+from .mvs import torch_threads
 from .pipeline import PipelinePaths, Stage, StageResult, build_stages, format_summary, run_stages
 from .report import write_index
 from .scenes import Shard, Stopwatch, load_scene_list, select_scenes
@@ -120,10 +121,13 @@ def compact_log(text: str, max_lines: int = LOG_LINES) -> str:
 
 
 def process_scene(paths: PipelinePaths, scene: str, workers: int, overwrite: bool, dense: DenseConf) -> SceneOutcome:
-    """Every stage for one scene, in order (the body of a Ray task); its output is also kept in the outcome."""
+    """Every stage for one scene, in order (the body of a Ray task), with `workers` torch threads; its output is also
+    kept in the outcome. The threads are set here because Ray's OMP_NUM_THREADS (the task's CPUs) reaches torch only
+    in the task that first imports it in a worker process: later tasks in that worker keep its thread count."""
     watch = Stopwatch()
     copy = io.StringIO()
-    with contextlib.redirect_stdout(_Tee(sys.stdout, copy)), contextlib.redirect_stderr(_Tee(sys.stderr, copy)):
+    with torch_threads(workers), contextlib.redirect_stdout(_Tee(sys.stdout, copy)), \
+            contextlib.redirect_stderr(_Tee(sys.stderr, copy)):
         stages = [scene_stage(s, scene) for s in build_stages(paths, [scene], workers, overwrite, None, dense)]
         results = run_stages(stages)
     return SceneOutcome(scene, results, watch.seconds(), compact_log(copy.getvalue()))

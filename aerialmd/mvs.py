@@ -247,18 +247,20 @@ class SmoothingConf:
 
 
 @contextlib.contextmanager
-def single_threaded(device: torch.device) -> Iterator[None]:
-    """One CPU thread for torch inside (other devices: unchanged). For many small sequential steps (SGM, LightGlue on
-    one pair) thread hand-off costs more than it gains, and on a loaded machine spinning threads made SGM 15x slower."""
-    if device.type != "cpu":
-        yield
-        return
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's CPU threads set to `count` inside, restored after."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(count)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def single_threaded(device: torch.device) -> contextlib.AbstractContextManager:
+    """One CPU thread for torch inside (other devices: unchanged). For many small sequential steps (SGM, LightGlue on
+    one pair) thread hand-off costs more than it gains, and on a loaded machine spinning threads made SGM 15x slower."""
+    return torch_threads(1) if device.type == "cpu" else contextlib.nullcontext()
 
 
 def aggregate_along_width(volume: torch.Tensor, p1: float, p2: float) -> torch.Tensor:

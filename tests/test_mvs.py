@@ -17,6 +17,7 @@ from aerialmd.mvs import (
     geometric_consistency_filter,
     horizontal_planes,
     plane_sweep_depth,
+    torch_threads,
 )
 
 def translated(x: float) -> np.ndarray:
@@ -200,3 +201,17 @@ def test_consistency_filter_keeps_the_same_surfaces_at_any_resolution():
         kept.append(float((filtered["0.0"] > 0).float().mean()))
     print(f"\nkept at 160 px {kept[0]:.3f}, at 640 px {kept[1]:.3f}")
     assert kept[0] > 0.3 and abs(kept[1] - kept[0]) < 0.05
+
+
+def test_depths_do_not_depend_on_the_thread_count():
+    """Ray tasks and SLURM jobs run with as many torch threads as they have cores: the same inputs must give the same
+    depths (no reduction whose order follows the thread count), here 1 vs 3 threads, both families and smoothing."""
+    before = torch.get_num_threads()
+    depths = []
+    for threads in (1, 3):
+        with torch_threads(threads):
+            assert torch.get_num_threads() == threads
+            depths.append(sweep_ground(True, True, SmoothingConf())[0])
+    assert torch.get_num_threads() == before
+    assert (depths[0] > 0).mean() > 0.5
+    np.testing.assert_array_equal(depths[0], depths[1])
