@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aerialmd.dense import BACKENDS, DenseConf, densify, resolve_backend  # noqa: E402
+from aerialmd.dense import add_mvs_arguments, dense_conf_from, densify, resolve_backend  # noqa: E402
 from aerialmd.localization import localize  # noqa: E402
 from aerialmd.registration import POSE_PNP, POSE_PREDICTED  # noqa: E402
 from aerialmd.scenes import SETUP_ERRORS, add_scene_arguments, exit_code_of  # noqa: E402
@@ -42,28 +42,10 @@ def get_parser() -> argparse.ArgumentParser:
                              "model is not rigid enough to trust)")
     parser.add_argument("--overwrite", action="store_true", help="redo scenes whose output exists")
     mvs = parser.add_argument_group("multi-view stereo (localized_dense_metric)")
-    mvs.add_argument("--mvs_backend", default="auto", choices=BACKENDS,
-                     help="colmap: pycolmap PatchMatch (needs CUDA); torch: plane sweep on CPU/CUDA; auto: colmap "
-                          "when pycolmap has CUDA")
+    add_mvs_arguments(mvs)
     mvs.add_argument("--skip_mvs", action="store_true", help="stop after registration")
     mvs.add_argument("--mvs_only", action="store_true", help="only the MVS step (registration must exist)")
-    defaults = DenseConf()
-    mvs.add_argument("--mvs_max_image_size", type=int, default=defaults.max_image_size,
-                     help="long side of the undistorted images and depth maps")
-    mvs.add_argument("--mvs_num_sources", type=int, default=defaults.num_sources, help="source views per image")
-    mvs.add_argument("--mvs_horizontal_planes", action=argparse.BooleanOptionalAction,
-                     default=defaults.horizontal_planes,
-                     help="torch backend: also sweep horizontal planes (ground, roofs; twice the time; default: on)")
-    mvs.add_argument("--mvs_fill_rounds", type=int, default=defaults.fill_rounds,
-                     help="rounds closing enclosed planar holes of the depth maps (0 = keep only confirmed depths)")
-    mvs.add_argument("--mvs_device", default=defaults.device, help="torch backend device: auto, cpu, cuda, cuda:1 ...")
     return parser
-
-
-def dense_conf(args: argparse.Namespace) -> DenseConf:
-    return DenseConf(backend=args.mvs_backend, max_image_size=args.mvs_max_image_size,
-                     num_sources=args.mvs_num_sources, horizontal_planes=args.mvs_horizontal_planes,
-                     fill_rounds=args.mvs_fill_rounds, device=args.mvs_device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.registered_pose)
         if not args.skip_mvs:
             code = max(code, densify(args.root_dir, args.megadepth_dir, args.megadepth_image_list, args.scenes,
-                                     dense_conf(args), args.overwrite, args.shard))
+                                     dense_conf_from(args), args.overwrite, args.shard))
         return code
 
     return exit_code_of(run, (*SETUP_ERRORS, RuntimeError))  # RuntimeError: the colmap backend without CUDA

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aerialmd.dense import BACKENDS, DenseConf  # noqa: E402
+from aerialmd.dense import DenseConf, add_mvs_arguments, dense_conf_from  # noqa: E402
 from aerialmd.executors import EXECUTORS, run_local, run_ray  # noqa: E402
 from aerialmd.pipeline import PipelinePaths, Stage, sample_pipeline  # noqa: E402
 from aerialmd.sample_scene import SampleConfig  # noqa: E402
@@ -35,11 +35,8 @@ def get_parser() -> argparse.ArgumentParser:
     add_scene_arguments(parser)
     parser.add_argument("--workers", type=int, default=None, help="parallel workers per stage (default: CPU count)")
     parser.add_argument("--overwrite", action="store_true", help="redo finished work")
-    parser.add_argument("--mvs_backend", default="auto", choices=BACKENDS,
-                        help="MVS backend (see do_colmap_localization.py)")
-    parser.add_argument("--mvs_max_image_size", type=int, default=None,
-                        help=f"long side of the depth maps (default: {DenseConf().max_image_size}; "
-                             f"{SAMPLE_MVS_SIZE} for the sample)")
+    add_mvs_arguments(parser.add_argument_group("multi-view stereo (as do_colmap_localization.py)"),
+                      f"; {SAMPLE_MVS_SIZE} for the sample")
     add_executor_arguments(parser)
     return parser
 
@@ -59,8 +56,8 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def dense_conf(args: argparse.Namespace) -> DenseConf:
-    size = args.mvs_max_image_size or (DenseConf().max_image_size if args.data_root else SAMPLE_MVS_SIZE)
-    return DenseConf(backend=args.mvs_backend, max_image_size=size)
+    """The MVS flags' configuration; the depth maps' default size is smaller for the sample."""
+    return dense_conf_from(args, DenseConf.max_image_size if args.data_root else SAMPLE_MVS_SIZE)
 
 
 def resolve_paths(args: argparse.Namespace) -> tuple[PipelinePaths, list[Stage]]:

@@ -18,6 +18,7 @@ Either backend's depth maps then get their enclosed planar holes closed (aerialm
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -91,6 +92,33 @@ class DenseConf:
     def settings(self) -> dict:
         """What determines the outputs (the device does not)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "device"}
+
+
+def add_mvs_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                      default_size_note: str = "") -> None:
+    """The MVS stage's options (--mvs_*) of do_colmap_localization.py and run_pipeline.py; read by dense_conf_from."""
+    defaults = DenseConf()
+    parser.add_argument("--mvs_backend", default=defaults.backend, choices=BACKENDS,
+                        help="colmap: pycolmap PatchMatch (needs CUDA); torch: plane sweep on CPU/CUDA; auto: colmap "
+                             "when pycolmap has CUDA")
+    parser.add_argument("--mvs_max_image_size", type=int, default=None,
+                        help=f"long side of the undistorted images and depth maps (default: {defaults.max_image_size}"
+                             f"{default_size_note})")
+    parser.add_argument("--mvs_num_sources", type=int, default=defaults.num_sources, help="source views per image")
+    parser.add_argument("--mvs_horizontal_planes", action=argparse.BooleanOptionalAction,
+                        default=defaults.horizontal_planes,
+                        help="torch backend: also sweep horizontal planes (ground, roofs; twice the time; default: on)")
+    parser.add_argument("--mvs_fill_rounds", type=int, default=defaults.fill_rounds,
+                        help="rounds closing enclosed planar holes of the depth maps (0 = keep only confirmed depths)")
+    parser.add_argument("--mvs_device", default=defaults.device,
+                        help="torch backend device: auto, cpu, cuda, cuda:1 ...")
+
+
+def dense_conf_from(args: argparse.Namespace, default_size: int = DenseConf.max_image_size) -> DenseConf:
+    """The DenseConf of add_mvs_arguments' options (`default_size` when --mvs_max_image_size is not given)."""
+    return DenseConf(backend=args.mvs_backend, max_image_size=args.mvs_max_image_size or default_size,
+                     num_sources=args.mvs_num_sources, horizontal_planes=args.mvs_horizontal_planes,
+                     fill_rounds=args.mvs_fill_rounds, device=args.mvs_device)
 
 
 def resolve_backend(name: str) -> str:

@@ -92,16 +92,31 @@ def test_backend_choice():
 
 
 def test_stage_script_defaults_are_the_stage_configuration():
-    """do_colmap_localization.py without MVS flags runs the configuration the figures were measured with."""
+    """do_colmap_localization.py and run_pipeline.py (on your data) without MVS flags run the configuration the
+    figures were measured with; both take the same MVS flags."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("do_colmap_localization", REPO_ROOT / "do_colmap_localization.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from aerialmd.dense import dense_conf_from
+
+    def load(script_name: str):
+        spec = importlib.util.spec_from_file_location(script_name, REPO_ROOT / f"{script_name}.py")
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        return script
+
+    stage, pipeline = load("do_colmap_localization"), load("run_pipeline")
     required = ["--root_dir", "r", "--megadepth_dir", "m"]
-    assert script.dense_conf(script.get_parser().parse_args(required)) == DenseConf()
-    off = script.dense_conf(script.get_parser().parse_args([*required, "--no-mvs_horizontal_planes"]))
+    assert dense_conf_from(stage.get_parser().parse_args(required)) == DenseConf()
+    off = dense_conf_from(stage.get_parser().parse_args([*required, "--no-mvs_horizontal_planes"]))
     assert off.horizontal_planes is False
+    own_data = ["--data_root", "d", "--megadepth_dir", "m"]
+    assert pipeline.dense_conf(pipeline.get_parser().parse_args(own_data)) == DenseConf()
+    flags = ["--mvs_num_sources", "3", "--mvs_device", "cpu", "--mvs_fill_rounds", "0"]
+    chosen = pipeline.dense_conf(pipeline.get_parser().parse_args([*own_data, *flags]))
+    assert chosen == DenseConf(num_sources=3, device="cpu", fill_rounds=0)
+    assert chosen == dense_conf_from(stage.get_parser().parse_args([*required, *flags]))
+    sample = pipeline.dense_conf(pipeline.get_parser().parse_args([]))
+    assert sample == DenseConf(max_image_size=pipeline.SAMPLE_MVS_SIZE) and sample.max_image_size < 640
 
 
 def test_partners_at_the_reference_resolution_rank_first():
