@@ -27,11 +27,11 @@ MADE_FROM_KEY = "made_from"
 FOLDER_SETTINGS = "settings.json"  # check_folder_settings' marker
 
 
-def input_fingerprints(*markers: Path) -> dict[str, str]:
-    """Per upstream marker that exists, by file name, a hash of its bytes (a redone stage rewrites its marker: new
-    settings, figures or timings)."""
-    return {marker.name: hashlib.sha256(marker.read_bytes()).hexdigest()[:16] for marker in markers
-            if marker.is_file()}
+def input_fingerprints(*markers: Path, root: Path | None = None) -> dict[str, str]:
+    """Per upstream marker that exists, by file name (path relative to `root` when given), a hash of its bytes (a
+    redone stage rewrites its marker: new settings, figures or timings)."""
+    return {marker.name if root is None else marker.relative_to(root).as_posix():
+            hashlib.sha256(marker.read_bytes()).hexdigest()[:16] for marker in markers if marker.is_file()}
 
 
 def refuse_other_settings(marker: Path, recorded: dict[str, Any], settings: dict[str, Any]) -> None:

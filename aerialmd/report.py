@@ -11,7 +11,9 @@ Per scene, written when the scene's stages have run (and remade by every run), `
 report once it has a Google Earth Studio download or any output, so a scene that failed early is listed too.
 
 Reports are read from the stages' outputs on disk, never from a run's memory, so they describe what is there. They
-live outside `data/<scene>/`, whose existence tells stage 2 that the scene is done.
+live outside `data/<scene>/`, which holds the stages' outputs only. A report records the fingerprints of the scene's
+stage markers (`made_from`); the index shows a scene whose outputs changed after its report (a stage rerun by hand, a
+deleted scene folder) as stale, with the command that remakes it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from matplotlib.figure import Figure
 from .atomic import atomic_dir, write_text_atomic
 from .dense_model import (
     DENSE_DIR,
+    DENSE_REPORT,
     DEPTHS_DIR,
     IMAGES_DIR,
     LOCALIZATION_DIR,
@@ -41,8 +44,8 @@ from .dense_model import (
     find_sfm_dirs,
 )
 from .depth_io import read_depth_h5
-from .ge_preprocess import SPARSE_DIR, has_download
-from .markers import SETTINGS_KEY
+from .ge_preprocess import CAMERAS_FILE, SPARSE_DIR, has_download
+from .markers import MADE_FROM_KEY, SETTINGS_KEY, input_fingerprints
 from .overlap import is_aerial
 from .scenes import Shard, load_scene_list, run_per_scene, select_scenes
 
@@ -104,7 +107,7 @@ def dense_figures(document: dict, scene: str) -> dict[str, Any]:
 def model_report(sfm_dir: Path, scene: str) -> dict[str, Any]:
     """What stage 4 left in one of its output folders."""
     registration = read_json(sfm_dir / REGISTRATION_FILE) or {}
-    dense = read_json(sfm_dir / DENSE_DIR / "dense.json")
+    dense = read_json(sfm_dir / DENSE_DIR / DENSE_REPORT)
     return {
         "features": registration.get("features"), "matcher": registration.get("matcher"),
         "registration": registration_figures(registration),
@@ -123,7 +126,7 @@ def stage_status(scene_dir: Path, processed_dirs: list[Path]) -> dict[str, bool]
         "preprocess_ge": (scene_dir / SPARSE_DIR).is_dir(),
         "preprocess_megadepth": bool(processed_dirs) and all(any(d.glob("*.npz")) for d in processed_dirs),
         "localization": bool(models),
-        "dense": any((m / DENSE_DIR / "dense.json").is_file() for m in models),
+        "dense": any((m / DENSE_DIR / DENSE_REPORT).is_file() for m in models),
     }
 
 
@@ -131,6 +134,14 @@ def overall_status(stages: dict[str, bool]) -> str:
     """'complete', or 'incomplete: <first stage without output>'."""
     missing = [name for name in PIPELINE_STAGES if not stages[name]]
     return "complete" if not missing else f"incomplete: {missing[0]} not done"
+
+
+def output_fingerprints(scene_dir: Path) -> dict[str, str]:
+    """Fingerprints of the scene's stage markers (aerialmd.markers) by path in the scene folder: a report whose
+    fingerprints are not the scene's now describes outputs that have changed since."""
+    markers = [scene_dir / CAMERAS_FILE, *(sfm_dir / name for sfm_dir in find_sfm_dirs(scene_dir)
+                                           for name in (REGISTRATION_FILE, f"{DENSE_DIR}/{DENSE_REPORT}"))]
+    return input_fingerprints(*markers, root=scene_dir)
 
 
 def scene_report(scene_dir: Path, processed_dirs: list[Path]) -> dict[str, Any]:
@@ -145,6 +156,7 @@ def scene_report(scene_dir: Path, processed_dirs: list[Path]) -> dict[str, Any]:
                    "ground_photos_preprocessed": sum(len(list(d.glob("*.npz"))) for d in processed_dirs)},
         "models": {d.name: model_report(d, scene) for d in find_sfm_dirs(scene_dir)},
         "versions": package_versions(),
+        MADE_FROM_KEY: output_fingerprints(scene_dir),
     }
 
 
@@ -334,9 +346,19 @@ td.figures img {{ height: 160px; margin-right: 0.3em; }}
 """
 
 
+def marked_if_stale(report: dict, data_root: Path) -> dict:
+    """The report, its status replaced by a note when the scene's outputs have changed since it was written (a stage
+    rerun on its own, a scene folder deleted)."""
+    if report.get(MADE_FROM_KEY) == output_fingerprints(data_root / "data" / report["scene"]):
+        return report
+    return {**report, "status": f"stale: the outputs changed since this report (make_report.py --scenes "
+                                f"{report['scene']})"}
+
+
 def write_index(data_root: Path) -> Path:
     """<data_root>/index.html over every scene with a report."""
-    reports = [json.loads(p.read_text()) for p in sorted((data_root / REPORTS_DIR).glob(f"*/{REPORT_FILE}"))]
+    reports = [marked_if_stale(json.loads(p.read_text()), data_root)
+               for p in sorted((data_root / REPORTS_DIR).glob(f"*/{REPORT_FILE}"))]
     path = data_root / INDEX_FILE
     write_text_atomic(path, index_html(reports))
     return path

@@ -19,9 +19,10 @@ import h5py
 import numpy as np
 import pytest
 
+from aerialmd.dense_model import DENSE_DIR, DENSE_REPORT
 from aerialmd.depth_io import read_depth_exr
 from aerialmd.megadepth import preprocess_megadepth
-from aerialmd.report import write_reports
+from aerialmd.report import write_index, write_reports
 from aerialmd.scenes import load_scene_list, save_scene_list
 from tests.conftest import REPO_ROOT
 from tests.test_sample_scene import ground_truth, pose_errors
@@ -225,6 +226,32 @@ def find_chromium() -> str:
     if found is None:
         pytest.skip("no Chromium (CI installs Debian's chromium)")
     return found
+
+
+def index_statuses(root: Path) -> dict[str, str]:
+    """Scene -> status of the rows of <root>/index.html."""
+    page = (root / "index.html").read_text()
+    return dict(re.findall(r'<tr id="scene-(\w+)"><td>.*?</td><td class="\w+">(.*?)</td>', page))
+
+
+def test_index_marks_reports_of_changed_outputs_stale(pipeline_run, tmp_path):
+    reference, _ = pipeline_run
+    scene = json.loads((reference / "sample_scene.json").read_text())["scene_id"]
+    root = tmp_path / "root"
+    for folder in ("data", "megadepth_processed", "downloaded_data"):
+        shutil.copytree(reference / folder, root / folder, symlinks=True)
+    shutil.copyfile(reference / "megadepth_image_list.npz", root / "list.npz")
+    assert write_reports(root, root / "megadepth_processed", root / "list.npz") == 0
+    assert index_statuses(root) == {scene: "complete"}
+    dense_report = next((root / "data" / scene).glob(f"sfm_output_localization/sfm_*/{DENSE_DIR}/{DENSE_REPORT}"))
+    dense_report.write_text(dense_report.read_text().replace('"backend"', '"backend" ', 1))  # stage 4b redone
+    write_index(root)
+    assert index_statuses(root)[scene].startswith("stale: the outputs changed since this report")
+    assert write_reports(root, root / "megadepth_processed", root / "list.npz") == 0
+    assert index_statuses(root) == {scene: "complete"}
+    shutil.rmtree(root / "data" / scene)  # a scene folder deleted after its report
+    write_index(root)
+    assert index_statuses(root)[scene].startswith("stale")
 
 
 def test_index_opens_in_chromium_and_shows_every_scene(pipeline_run, tmp_path):
