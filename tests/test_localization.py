@@ -9,14 +9,13 @@ import numpy as np
 import pycolmap
 from scipy.spatial.transform import Rotation
 
-from aerialmd.camera import cam2world_from_cam_from_world, cam_from_world_from_cam2world
+from aerialmd.camera import cam2world_from_cam_from_world, cam_from_world_from_cam2world, pose_errors
 from aerialmd.evaluation import registration_accuracy
 from aerialmd.localization import localize
 from aerialmd.registration import (
     Correspondences, GroundPhoto, PhotoResult, RegistrationConf, place_registered_photos, predict_cam2world,
     projections, refine_scene_sim3,
 )
-from tests.test_sample_scene import pose_errors
 
 
 def test_ground_photos_registered_accurately_at_metric_scale(localized):

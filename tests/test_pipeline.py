@@ -19,13 +19,14 @@ import h5py
 import numpy as np
 import pytest
 
+from aerialmd.camera import pose_errors
 from aerialmd.dense_model import DENSE_DIR, DENSE_REPORT
 from aerialmd.depth_io import read_depth_exr
 from aerialmd.megadepth import preprocess_megadepth
 from aerialmd.report import write_index, write_reports
 from aerialmd.scenes import load_scene_list, save_scene_list
 from tests.conftest import REPO_ROOT
-from tests.test_sample_scene import ground_truth, pose_errors
+from tests.test_sample_scene import ground_truth
 
 
 def test_preprocessed_megadepth_matches_ground_truth(tiny_sample, tmp_path):

@@ -10,14 +10,14 @@ import numpy as np
 import pycolmap
 import pytest
 
-from aerialmd.camera import cam2world_from_cam_from_world
+from aerialmd.camera import cam2world_from_cam_from_world, pose_errors
 from aerialmd.ge_preprocess import CAMERAS_FILE, SPARSE_DIR, preprocess_ge, read_ge_cameras
 from aerialmd.ges import decode_cameras, default_world_frame, read_ges_json
 from aerialmd.scenes import save_scene_list
 from aerialmd.video import list_image_sequence
 from tests.conftest import REPO_ROOT, shared_file
 from tests.test_ges import GESBLENDER_ORIGIN
-from tests.test_sample_scene import ground_truth, pose_errors
+from tests.test_sample_scene import ground_truth
 
 
 def make_data_root(tmp_path, sample_paths, scenes: dict[str, str]) -> tuple:
