@@ -11,8 +11,9 @@ Output, per image `<name>` of the pair file (names kept whole: `9000_000.jpeg` -
                                          model's dense.json (aerialmd.markers)
 Each file is written atomically and the three are removed together if one fails; finished images are skipped unless
 overwrite. A scene whose dense model was redone since its files were exported is refused without overwrite (its old
-files would otherwise be kept next to new ones). Names of the pair file without data (not in the dense model, missing or unreadable files) are listed at the
-end; a scene fails when its dense model is missing or unreadable or none of its images could be exported.
+files would otherwise be kept next to new ones). Names of the pair file without data (not in the dense model, missing or
+unreadable files) are listed at the end; a scene fails when its dense model is missing or unreadable or none of its
+images could be exported.
 
 Pair file: the published `aerial_megadepth_{train,val}.npz` or make_pairs' output, in the format of aerialmd.pair_file
 (PairFile, load_pair_file and save_pair_file are re-exported here for existing callers).
