@@ -192,9 +192,9 @@ def localize(root_dir: Path | str, megadepth_processed: Path | str, image_list: 
 
     def process(scene: str) -> str | None:
         scene_dir = root_dir / scene
-        if not (scene_dir / SPARSE_DIR).is_dir():
+        if not (scene_dir / CAMERAS_FILE).is_file():  # stage 2's marker: its outputs are complete
             if scenes:
-                raise FileNotFoundError(f"{scene_dir / SPARSE_DIR}: no stage-2 output (run preprocess_ge)")
+                raise FileNotFoundError(f"{scene_dir / CAMERAS_FILE}: no finished stage-2 output (run preprocess_ge)")
             return None
         processed = {sub: megadepth_processed / scene / sub for sub in scene_images[scene]}
         summary = localize_scene(scene_dir, processed, scene_images[scene], feature_conf, matcher_conf, output_name,

@@ -123,7 +123,7 @@ def stage_status(scene_dir: Path, processed_dirs: list[Path]) -> dict[str, bool]
     """Whether each stage's output for the scene is there (stage 4: in at least one configuration)."""
     models = find_sfm_dirs(scene_dir)
     return {
-        "preprocess_ge": (scene_dir / SPARSE_DIR).is_dir(),
+        "preprocess_ge": (scene_dir / CAMERAS_FILE).is_file(),
         "preprocess_megadepth": bool(processed_dirs) and all(any(d.glob("*.npz")) for d in processed_dirs),
         "localization": bool(models),
         "dense": any((m / DENSE_DIR / DENSE_REPORT).is_file() for m in models),

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from aerialmd.ge_preprocess import CAMERAS_FILE, preprocess_ge
+from aerialmd.ge_preprocess import CAMERAS_FILE, SPARSE_DIR, preprocess_ge
 from aerialmd.geodesy import SpherePoint
 from aerialmd.localization import localize
 from aerialmd.markers import MADE_FROM_KEY, SETTINGS_KEY, input_fingerprints, is_finished
@@ -86,3 +86,14 @@ def test_redone_stage_2_keeps_stage_4_whose_refusal_depends_on_the_new_cameras(l
     assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 0
     assert "already done" in capsys.readouterr().out
     assert registration.read_bytes() == registration_before
+
+
+def test_localization_waits_for_a_finished_stage_2(tiny_sample, tmp_path, capsys):
+    """A scene folder whose stage 2 was interrupted (entries moved in, ge_cameras.json not yet) is not stage-2 output."""
+    paths, config = tiny_sample
+    scene_dir = tmp_path / "data" / config.scene_id
+    (scene_dir / SPARSE_DIR).mkdir(parents=True)
+    (scene_dir / "footage").mkdir()
+    assert localize(tmp_path / "data", tmp_path / "processed", paths.scene_list, [config.scene_id]) == 1
+    assert f"{CAMERAS_FILE}: no finished stage-2 output (run preprocess_ge)" in capsys.readouterr().out
+    assert localize(tmp_path / "data", tmp_path / "processed", paths.scene_list) == 0  # not requested: passed over
