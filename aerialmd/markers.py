@@ -43,10 +43,15 @@ def refuse_other_settings(marker: Path, recorded: dict[str, Any], settings: dict
         raise ValueError(f"{marker.parent} was made with other settings ({details}); use --overwrite to redo it")
 
 
+def changed_inputs(recorded: dict[str, str], inputs: dict[str, str]) -> list[str]:
+    """The upstream markers whose fingerprint now differs from the recorded one (only those known both then and now
+    are compared)."""
+    return sorted(name for name in recorded.keys() & inputs.keys() if recorded[name] != inputs[name])
+
+
 def refuse_changed_inputs(marker: Path, recorded: dict[str, str], inputs: dict[str, str]) -> None:
-    """A ValueError naming the output of `marker` when an upstream marker it recorded has another fingerprint now
-    (only markers known both then and now are compared)."""
-    changed = sorted(name for name in recorded.keys() & inputs.keys() if recorded[name] != inputs[name])
+    """A ValueError naming the output of `marker` when an upstream marker it recorded has changed since."""
+    changed = changed_inputs(recorded, inputs)
     if changed:
         raise ValueError(f"{marker.parent} was made from an earlier {', '.join(changed)} (that stage was redone "
                          f"since); use --overwrite to redo it")

@@ -1,8 +1,8 @@
 """Per-scene reports and the data-root index: what a person opens to see at a glance whether a scene worked.
 
 Per scene, written when the scene's stages have run (and remade by every run), `<data_root>/reports/<scene>/`:
-    report.json                 status of each stage, counts, registration and depth figures, timings, settings,
-                                package versions
+    report.json                 status of each stage (or outdated: stage 4 made from an earlier stage 2), counts,
+                                registration and depth figures, timings, settings, package versions
     cameras-<sfm>.png           top-down map (ENU x/y, metres) of the aerial and ground cameras over the sparse points
     registration-<sfm>.png      correspondences and inliers per ground photo, coloured by registration status
     depths-<sfm>.png            a grid of images beside their metric depth maps
@@ -45,7 +45,7 @@ from .dense_model import (
 )
 from .depth_io import read_depth_h5
 from .ge_preprocess import CAMERAS_FILE, SPARSE_DIR, has_download
-from .markers import MADE_FROM_KEY, SETTINGS_KEY, input_fingerprints
+from .markers import MADE_FROM_KEY, SETTINGS_KEY, changed_inputs, input_fingerprints
 from .overlap import is_aerial
 from .scenes import Shard, load_scene_list, run_per_scene, select_scenes
 
@@ -130,10 +130,23 @@ def stage_status(scene_dir: Path, processed_dirs: list[Path]) -> dict[str, bool]
     }
 
 
-def overall_status(stages: dict[str, bool]) -> str:
-    """'complete', or 'incomplete: <first stage without output>'."""
+def outdated_models(scene_dir: Path) -> list[str]:
+    """The stage-4 outputs (sfm_* folders) made from an earlier stage-2 output than the scene's current one."""
+    cameras = input_fingerprints(scene_dir / CAMERAS_FILE)
+    return [sfm_dir.name for sfm_dir in find_sfm_dirs(scene_dir)
+            if changed_inputs((read_json(sfm_dir / REGISTRATION_FILE) or {}).get(MADE_FROM_KEY, {}), cameras)]
+
+
+def overall_status(stages: dict[str, bool], outdated: list[str]) -> str:
+    """'complete', 'incomplete: <first stage without output>', or 'outdated: ...' for stage-4 outputs made from an
+    earlier stage 2."""
     missing = [name for name in PIPELINE_STAGES if not stages[name]]
-    return "complete" if not missing else f"incomplete: {missing[0]} not done"
+    if missing:
+        return f"incomplete: {missing[0]} not done"
+    if outdated:
+        return (f"outdated: {', '.join(outdated)} made from an earlier {CAMERAS_FILE} (redo stage 4 with "
+                f"--overwrite)")
+    return "complete"
 
 
 def output_fingerprints(scene_dir: Path) -> dict[str, str]:
@@ -150,7 +163,7 @@ def scene_report(scene_dir: Path, processed_dirs: list[Path]) -> dict[str, Any]:
     stages = stage_status(scene_dir, processed_dirs)
     return {
         "scene": scene,
-        "status": overall_status(stages),
+        "status": overall_status(stages, outdated_models(scene_dir)),
         "stages": stages,
         "counts": {"aerial_frames": len(list((scene_dir / "footage").glob("*.jpeg"))),
                    "ground_photos_preprocessed": sum(len(list(d.glob("*.npz"))) for d in processed_dirs)},

@@ -235,7 +235,7 @@ def index_statuses(root: Path) -> dict[str, str]:
     return dict(re.findall(r'<tr id="scene-(\w+)"><td>.*?</td><td class="\w+">(.*?)</td>', page))
 
 
-def test_index_marks_reports_of_changed_outputs_stale(pipeline_run, tmp_path):
+def test_index_marks_stale_reports_and_outdated_outputs(pipeline_run, tmp_path):
     reference, _ = pipeline_run
     scene = json.loads((reference / "sample_scene.json").read_text())["scene_id"]
     root = tmp_path / "root"
@@ -250,6 +250,11 @@ def test_index_marks_reports_of_changed_outputs_stale(pipeline_run, tmp_path):
     assert index_statuses(root)[scene].startswith("stale: the outputs changed since this report")
     assert write_reports(root, root / "megadepth_processed", root / "list.npz") == 0
     assert index_statuses(root) == {scene: "complete"}
+    cameras = root / "data" / scene / "ge_cameras.json"
+    cameras.write_text(cameras.read_text().replace('"scene"', '"scene" ', 1))  # stage 2 redone, differently
+    assert write_reports(root, root / "megadepth_processed", root / "list.npz") == 0
+    assert index_statuses(root)[scene] == ("outdated: sfm_sift+nn-ratio made from an earlier ge_cameras.json (redo "
+                                           "stage 4 with --overwrite)")
     shutil.rmtree(root / "data" / scene)  # a scene folder deleted after its report
     write_index(root)
     assert index_statuses(root)[scene].startswith("stale")
