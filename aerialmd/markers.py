@@ -10,7 +10,8 @@ Markers also record, under `made_from`, a fingerprint of the upstream marker the
 ge_cameras.json; the export: dense.json), so that an output made from an upstream stage that has been redone since
 is refused (without --overwrite) instead of silently reused or, for the export, mixed with files made from the new
 one. Stage 4b needs no fingerprint: its outputs live inside stage 4a's folder and are replaced with it. An upstream
-marker that cannot be read now (the published data has no dense.json; an output deleted after use) is not compared.
+marker that cannot be read now (the published data has no dense.json; an output deleted after use) is not compared,
+nor is an output made before fingerprints were recorded.
 """
 
 from __future__ import annotations
