@@ -25,7 +25,7 @@ from .atomic import atomic_entries
 from .camera import cam2world_from_cam_from_world
 from .geodesy import SpherePoint, WorldFrame
 from .ges import DecodedCamera, GESExport, GESFormatError, decode_cameras, default_world_frame, read_ges_json
-from .markers import SETTINGS_KEY, is_finished
+from .markers import SETTINGS_KEY, input_fingerprints, is_finished
 from .scenes import Shard, load_scene_list, run_per_scene, select_scenes
 from .video import extract_frames, list_image_sequence
 
@@ -69,6 +69,16 @@ def find_inputs(data_root: Path, scene: str) -> GEInputs | None:
     if not has_frames:
         raise SceneInputError(f"{video}: no video (nor image sequence {footage})")
     return GEInputs(scene, json_path, video if video.exists() else None, footage if not video.exists() else None)
+
+
+def is_preprocessed(scene_dir: Path) -> bool:
+    """Stage 2 finished for the scene: its marker, moved in last, is there."""
+    return (scene_dir / CAMERAS_FILE).is_file()
+
+
+def cameras_fingerprint(scene_dir: Path) -> dict[str, str]:
+    """What later stages record as made from stage 2 (aerialmd.markers.input_fingerprints of its marker)."""
+    return input_fingerprints(scene_dir / CAMERAS_FILE)
 
 
 def has_download(data_root: Path, scene: str) -> bool:

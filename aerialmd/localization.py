@@ -23,9 +23,9 @@ import pycolmap
 from .atomic import atomic_dir
 from .dense_model import LOCALIZATION_DIR, LOCALIZED_MODEL, REGISTRATION_FILE
 from .features import FeatureConf, ImageInput, extract_features
-from .ge_preprocess import CAMERAS_FILE, SPARSE_DIR
+from .ge_preprocess import CAMERAS_FILE, SPARSE_DIR, cameras_fingerprint, is_preprocessed
 from .h5io import keypoints_to_colmap, read_features, write_pairs
-from .markers import MADE_FROM_KEY, SETTINGS_KEY, input_fingerprints, is_finished
+from .markers import MADE_FROM_KEY, SETTINGS_KEY, is_finished
 from .matching import MatcherConf, match_pairs, resolve_configs
 from .scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
 from .registration import (
@@ -141,7 +141,7 @@ def localize_scene(scene_dir: Path, processed_dirs: dict[str, Path], subscene_im
     """Run stage 4a on one scene; returns a one-line summary, or None when the output exists (and not overwrite)."""
     out_dir = scene_dir / OUTPUT_ROOT / output_name
     settings = localization_settings(feature_conf, matcher_conf, conf)
-    inputs = input_fingerprints(scene_dir / CAMERAS_FILE)
+    inputs = cameras_fingerprint(scene_dir)
     if not overwrite and is_finished(out_dir / REGISTRATION_FILE, settings, inputs):
         return None
     reference = pycolmap.Reconstruction(str(scene_dir / SPARSE_DIR))
@@ -192,7 +192,7 @@ def localize(root_dir: Path | str, megadepth_processed: Path | str, image_list: 
 
     def process(scene: str) -> str | None:
         scene_dir = root_dir / scene
-        if not (scene_dir / CAMERAS_FILE).is_file():  # stage 2's marker: its outputs are complete
+        if not is_preprocessed(scene_dir):
             if scenes:
                 raise FileNotFoundError(f"{scene_dir / CAMERAS_FILE}: no finished stage-2 output (run preprocess_ge)")
             return None

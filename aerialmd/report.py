@@ -44,7 +44,7 @@ from .dense_model import (
     find_sfm_dirs,
 )
 from .depth_io import read_depth_h5
-from .ge_preprocess import CAMERAS_FILE, SPARSE_DIR, has_download
+from .ge_preprocess import CAMERAS_FILE, SPARSE_DIR, cameras_fingerprint, has_download, is_preprocessed
 from .markers import MADE_FROM_KEY, SETTINGS_KEY, changed_inputs, input_fingerprints
 from .overlap import is_aerial
 from .scenes import Shard, load_scene_list, run_per_scene, select_scenes
@@ -123,7 +123,7 @@ def stage_status(scene_dir: Path, processed_dirs: list[Path]) -> dict[str, bool]
     """Whether each stage's output for the scene is there (stage 4: in at least one configuration)."""
     models = find_sfm_dirs(scene_dir)
     return {
-        "preprocess_ge": (scene_dir / CAMERAS_FILE).is_file(),
+        "preprocess_ge": is_preprocessed(scene_dir),
         "preprocess_megadepth": bool(processed_dirs) and all(any(d.glob("*.npz")) for d in processed_dirs),
         "localization": bool(models),
         "dense": any((m / DENSE_DIR / DENSE_REPORT).is_file() for m in models),
@@ -132,7 +132,7 @@ def stage_status(scene_dir: Path, processed_dirs: list[Path]) -> dict[str, bool]
 
 def outdated_models(scene_dir: Path) -> list[str]:
     """The stage-4 outputs (sfm_* folders) made from an earlier stage-2 output than the scene's current one."""
-    cameras = input_fingerprints(scene_dir / CAMERAS_FILE)
+    cameras = cameras_fingerprint(scene_dir)
     return [sfm_dir.name for sfm_dir in find_sfm_dirs(scene_dir)
             if changed_inputs((read_json(sfm_dir / REGISTRATION_FILE) or {}).get(MADE_FROM_KEY, {}), cameras)]
 
