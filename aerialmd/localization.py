@@ -27,6 +27,7 @@ from .ge_preprocess import CAMERAS_FILE, SPARSE_DIR, cameras_fingerprint, is_pre
 from .h5io import keypoints_to_colmap, read_features, write_pairs
 from .markers import MADE_FROM_KEY, SETTINGS_KEY, is_finished
 from .matching import MatcherConf, match_pairs, resolve_configs
+from .megadepth import outputs_fingerprint
 from .scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
 from .registration import (
     POSE_PREDICTED, STATUS_REJECTED, Correspondences, GroundPhoto, PhotoResult, RegistrationConf, SceneRegistration,
@@ -141,7 +142,7 @@ def localize_scene(scene_dir: Path, processed_dirs: dict[str, Path], subscene_im
     """Run stage 4a on one scene; returns a one-line summary, or None when the output exists (and not overwrite)."""
     out_dir = scene_dir / OUTPUT_ROOT / output_name
     settings = localization_settings(feature_conf, matcher_conf, conf)
-    inputs = cameras_fingerprint(scene_dir)
+    inputs = {**cameras_fingerprint(scene_dir), **outputs_fingerprint(processed_dirs, subscene_images)}
     if not overwrite and is_finished(out_dir / REGISTRATION_FILE, settings, inputs):
         return None
     reference = pycolmap.Reconstruction(str(scene_dir / SPARSE_DIR))

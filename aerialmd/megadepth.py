@@ -18,6 +18,7 @@ is missing or unreadable, or when none of its requested images ends up with outp
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -182,6 +183,21 @@ def process_image(task: ImageTask, dense: Path, out_dir: Path) -> None:
 def is_done(out_dir: Path, name: str) -> bool:
     """Whether all three outputs of image `name` exist."""
     return all(path.is_file() for path in output_paths(out_dir, name))
+
+
+def outputs_fingerprint(processed_dirs: dict[str, Path], subscene_images: dict[str, list[str]]) -> dict[str, str]:
+    """What later stages record as made from stage 3 (like aerialmd.markers.input_fingerprints), per subscene: a hash
+    of which requested photos have all their outputs and of their camera files, so that photos preprocessed since
+    (a stage 3 interrupted or sharded before) or redone with other poses or intrinsics are noticed."""
+    out = {}
+    for subscene, names in sorted(subscene_images.items()):
+        digest = hashlib.sha256()
+        for name in sorted(names):
+            if is_done(processed_dirs[subscene], name):
+                _, _, camera_file = output_paths(processed_dirs[subscene], name)
+                digest.update(name.encode() + b"\0" + camera_file.read_bytes())
+        out[f"preprocess_megadepth output of subscene {subscene}"] = digest.hexdigest()[:16]
+    return out
 
 
 def read_sparse_model(model_dir: Path) -> pycolmap.Reconstruction:

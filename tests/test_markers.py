@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from aerialmd.ge_preprocess import CAMERAS_FILE, SPARSE_DIR, preprocess_ge
@@ -86,6 +87,33 @@ def test_redone_stage_2_keeps_stage_4_whose_refusal_depends_on_the_new_cameras(l
     assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 0
     assert "already done" in capsys.readouterr().out
     assert registration.read_bytes() == registration_before
+
+
+def test_localization_notices_megadepth_photos_changed_since(localized, capsys):
+    """Stage 4a made from other stage-3 outputs than there are now (a photo preprocessed since, or redone with another
+    pose) is refused, not reported as done."""
+    sfm_dir, _, paths, processed = localized
+    camera_file = sorted((processed / paths.scene_id / "0").glob("*.npz"))[0]
+    before = camera_file.read_bytes()
+    aside = camera_file.with_name(camera_file.name + ".aside")
+    changed = "made from an earlier preprocess_megadepth output of subscene 0"
+    try:
+        with np.load(camera_file) as data:
+            intrinsics, moved = np.array(data["intrinsics"]), np.array(data["cam2world"])
+        moved[:3, 3] += 1.0  # stage 3 redone from another SfM model
+        with camera_file.open("wb") as f:
+            np.savez(f, intrinsics=intrinsics, cam2world=moved)
+        capsys.readouterr()
+        assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 1
+        assert changed in capsys.readouterr().out
+        camera_file.rename(aside)  # the photo's outputs are not (or not yet) there
+        assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 1
+        assert changed in capsys.readouterr().out
+    finally:
+        aside.unlink(missing_ok=True)
+        camera_file.write_bytes(before)
+    assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 0
+    assert "already done" in capsys.readouterr().out
 
 
 def test_localization_waits_for_a_finished_stage_2(tiny_sample, tmp_path, capsys):
