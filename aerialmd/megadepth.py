@@ -187,15 +187,18 @@ def is_done(out_dir: Path, name: str) -> bool:
 
 def outputs_fingerprint(processed_dirs: dict[str, Path], subscene_images: dict[str, list[str]]) -> dict[str, str]:
     """What later stages record as made from stage 3 (like aerialmd.markers.input_fingerprints), per subscene: a hash
-    of which requested photos have all their outputs and of their camera files, so that photos preprocessed since
-    (a stage 3 interrupted or sharded before) or redone with other poses or intrinsics are noticed."""
+    of which requested photos have all their outputs and of their cameras, so that photos preprocessed since (a stage 3
+    interrupted or sharded before) or redone with other poses or intrinsics are noticed. The arrays are hashed, not
+    the npz bytes, which hold the time they were written."""
     out = {}
     for subscene, names in sorted(subscene_images.items()):
         digest = hashlib.sha256()
         for name in sorted(names):
             if is_done(processed_dirs[subscene], name):
                 _, _, camera_file = output_paths(processed_dirs[subscene], name)
-                digest.update(name.encode() + b"\0" + camera_file.read_bytes())
+                with np.load(camera_file) as camera:
+                    arrays = [np.ascontiguousarray(camera[key], np.float64) for key in ("intrinsics", "cam2world")]
+                digest.update(name.encode() + b"\0" + b"".join(a.tobytes() for a in arrays))
         out[f"preprocess_megadepth output of subscene {subscene}"] = digest.hexdigest()[:16]
     return out
 

@@ -99,11 +99,15 @@ def test_localization_notices_megadepth_photos_changed_since(localized, capsys):
     changed = "made from an earlier preprocess_megadepth output of subscene 0"
     try:
         with np.load(camera_file) as data:
-            intrinsics, moved = np.array(data["intrinsics"]), np.array(data["cam2world"])
-        moved[:3, 3] += 1.0  # stage 3 redone from another SfM model
-        with camera_file.open("wb") as f:
-            np.savez(f, intrinsics=intrinsics, cam2world=moved)
+            intrinsics, cam2world = np.array(data["intrinsics"]), np.array(data["cam2world"])
+        with camera_file.open("wb") as f:  # stage 3 redone as it was
+            np.savez(f, intrinsics=intrinsics, cam2world=cam2world)
         capsys.readouterr()
+        assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 0
+        assert "already done" in capsys.readouterr().out
+        cam2world[:3, 3] += 1.0  # stage 3 redone from another SfM model
+        with camera_file.open("wb") as f:
+            np.savez(f, intrinsics=intrinsics, cam2world=cam2world)
         assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 1
         assert changed in capsys.readouterr().out
         camera_file.rename(aside)  # the photo's outputs are not (or not yet) there
