@@ -67,27 +67,34 @@ def truth_points(image: dict, depth: np.ndarray, step: int = 1) -> tuple[np.ndar
 
 
 def cross_view_visibility(ground_truth_dir: Path, kind: str = "ground", step: int = 2, tolerance: float = 0.01,
-                          street_height_m: float | None = None) -> dict:
-    """How many other images of the same kind see each true-valid pixel of the images of `kind`, from the truth alone:
-    the share of pixels seen by at least one and by at least two others, pooled and per image. A property of the
-    scene's camera layout, not of the MVS: confirmation by two views of the same kind cannot cover more than
-    `seen_by_2` (for ground photos the other confirmations must come from aerial frames, which see them 10-20x coarser
-    and on the default sample rarely agree to 1 %). With `street_height_m`, the pooled figures also for the pixels
-    whose surface lies below that world height ('street': the sample's ground is at height 0) and above it
-    ('above_street')."""
+                          street_height_m: float | None = None, other_kinds: tuple[str, ...] | None = None,
+                          max_footprint_ratio: float | None = None) -> dict:
+    """How many other images (of `other_kinds`, by default of the same kind) see each true-valid pixel of the images
+    of `kind`, from the truth alone: the share of pixels seen by at least one and by at least two others, pooled and
+    per image. A property of the scene's camera layout, not of the MVS: confirmation by two views cannot cover more
+    than `seen_by_2` (for ground photos the other confirmations must come from aerial frames, which see them 10-20x
+    coarser and on the default sample rarely agree to 1 %). With `max_footprint_ratio`, an image counts only where
+    its pixel footprint on the surface (distance / focal length) is within that factor of the reference's, finer or
+    coarser: window matching needs comparable resolution, so this bounds what stereo can confirm. With
+    `street_height_m`, the pooled figures also for the pixels whose surface lies below that world height ('street':
+    the sample's ground is at height 0) and above it ('above_street')."""
     truth = load_ground_truth(ground_truth_dir)
-    images = [image for image in truth["images"] if image["kind"] == kind]
+    others = [image for image in truth["images"] if image["kind"] in (other_kinds or (kind,))]
     depths = {image["name"]: read_depth_exr(Path(ground_truth_dir) / "depth" / f"{image['name']}.exr")
-              for image in images}
+              for image in truth["images"] if image["kind"] in (kind, *(other_kinds or ()))}
     per_image, totals = {}, {"all": np.zeros(3), "street": np.zeros(3), "above_street": np.zeros(3)}
-    for src in images if len(images) > 1 else []:
+    for src in [image for image in truth["images"] if image["kind"] == kind]:
         _, points = truth_points(src, depths[src["name"]], step)
         if not len(points):
             continue
         count = np.zeros(len(points), np.int64)
-        for dst in images:
+        for dst in others:
             if dst is not src:
-                count += visible_in(truth_view(dst), depths[dst["name"]], points, tolerance)[0]
+                seen = visible_in(truth_view(dst), depths[dst["name"]], points, tolerance)[0]
+                if max_footprint_ratio is not None:
+                    ratio = footprints(dst, points) / footprints(src, points)
+                    seen &= (ratio <= max_footprint_ratio) & (ratio >= 1.0 / max_footprint_ratio)
+                count += seen
         figures = seen_counts(count)
         per_image[src["name"]] = seen_shares(figures)
         totals["all"] += figures
@@ -100,6 +107,11 @@ def cross_view_visibility(ground_truth_dir: Path, kind: str = "ground", step: in
         for part in ("street", "above_street"):
             out[part] = {"pixels": int(totals[part][0]), **seen_shares(totals[part])}
     return out
+
+
+def footprints(image: dict, points: np.ndarray) -> np.ndarray:
+    """Size of the image's pixel at each world point (metres per pixel across the ray: distance / focal length)."""
+    return np.linalg.norm(points - image["cam2world"][:3, 3], axis=1) / image["intrinsics"][0, 0]
 
 
 def seen_counts(count: np.ndarray) -> np.ndarray:

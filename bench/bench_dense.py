@@ -34,6 +34,7 @@ from aerialmd.sample_scene import SampleConfig  # noqa: E402
 
 TARGETS = dict(coverage=0.70, within_2pct=0.90, off_10pct=0.03)
 STREET_HEIGHT_M = 0.3  # the sample's ground is at world height 0
+MATCHABLE_FOOTPRINT_RATIO = 3.0  # views at most this much finer or coarser count (matching needs similar resolution)
 
 
 def main() -> None:
@@ -43,8 +44,10 @@ def main() -> None:
     parser.add_argument("--horizontal_planes", choices=["on", "off"], default="on")
     parser.add_argument("--num_ground", type=int, default=SampleConfig.num_ground,
                         help="ground photos in the sample (MegaDepth scenes have hundreds; use another --root)")
+    parser.add_argument("--ground_spots", type=int, default=SampleConfig.ground_spots,
+                        help="popular spots the ground photos are taken from (0: each its own; use another --root)")
     args = parser.parse_args()
-    config = SampleConfig(num_ground=args.num_ground)
+    config = SampleConfig(num_ground=args.num_ground, ground_spots=args.ground_spots)
     paths, create = sample_pipeline(args.root, config)
     registration = [s for s in build_stages(paths, None, None, False) if s.name not in ("dense", "report")]
     if any(r.exit_code for r in run_stages([create, *registration])):
@@ -82,6 +85,11 @@ def print_ground_limits(sfm_dir: Path, ground_truth_dir: Path) -> None:
           f"{seen['seen_by_1']:.3f} / {seen['seen_by_2']:.3f}; street ({seen['street']['pixels'] / seen['pixels']:.0%} "
           f"of the pixels) {seen['street']['seen_by_1']:.3f} / {seen['street']['seen_by_2']:.3f}, above it "
           f"{seen['above_street']['seen_by_1']:.3f} / {seen['above_street']['seen_by_2']:.3f}")
+    matchable = cross_view_visibility(ground_truth_dir, "ground", street_height_m=STREET_HEIGHT_M,
+                                      other_kinds=("ground", "aerial"), max_footprint_ratio=MATCHABLE_FOOTPRINT_RATIO)
+    print(f"... seen by >= 2 other views of any kind at a pixel footprint within {MATCHABLE_FOOTPRINT_RATIO:g}x "
+          f"(what two confirming views can cover): {matchable['seen_by_2']:.3f}; street "
+          f"{matchable['street']['seen_by_2']:.3f}, above it {matchable['above_street']['seen_by_2']:.3f}")
     model = pycolmap.Reconstruction(str(sfm_dir / LOCALIZED_MODEL))
     registration = registration_accuracy(model, load_ground_truth(ground_truth_dir))
     positions = [e["position_m"] for e in registration["images"].values()]

@@ -17,14 +17,15 @@ def camera_at(x: float) -> list[list[float]]:
     return cam2world.tolist()
 
 
-def write_truth(folder, images: list[tuple[str, str, float, float]]) -> None:
-    """Cameras looking down +z at a wall z = 10 m: (name, kind, x of the camera, the depth its photo records)."""
-    K = [[FOCAL, 0, 50.0], [0, FOCAL, 50.0], [0, 0, 1]]
+def write_truth(folder, images: list[tuple]) -> None:
+    """Cameras looking down +z at a wall z = 10 m: (name, kind, x of the camera, the depth its photo records[, focal
+    length, FOCAL when absent])."""
     (folder / "depth").mkdir(parents=True)
     entries = []
-    for name, kind, x, depth in images:
-        entries.append({"name": name, "kind": kind, "width": SIZE, "height": SIZE, "intrinsics": K,
-                        "cam2world": camera_at(x)})
+    for name, kind, x, depth, *focal in images:
+        f = focal[0] if focal else FOCAL
+        entries.append({"name": name, "kind": kind, "width": SIZE, "height": SIZE,
+                        "intrinsics": [[f, 0, 50.0], [0, f, 50.0], [0, 0, 1]], "cam2world": camera_at(x)})
         write_depth_exr(folder / "depth" / f"{name}.exr", np.full((SIZE, SIZE), depth, np.float32))
     (folder / "cameras.json").write_text(json.dumps({"images": entries}))
 
@@ -57,3 +58,16 @@ def test_cross_view_visibility_splits_street_from_above(tmp_path):
     assert figures["above_street"]["seen_by_1"] == pytest.approx((SIZE + 51 + 51) / (3 * SIZE))
     assert figures["above_street"]["seen_by_2"] == pytest.approx(3 / (3 * SIZE))
     assert "street" not in cross_view_visibility(tmp_path, "ground", step=1)
+
+
+def test_cross_view_visibility_of_other_kinds_at_comparable_resolution(tmp_path):
+    # two aerial frames at the photo's place see all of its wall: one at its resolution, one 4x coarser
+    write_truth(tmp_path, [("photo", "ground", 0.0, WALL), ("sharp", "aerial", 0.0, WALL),
+                           ("coarse", "aerial", 0.0, WALL, FOCAL / 4)])
+    assert cross_view_visibility(tmp_path, "ground", step=1)["seen_by_1"] == 0.0  # no other ground photo
+    assert cross_view_visibility(tmp_path, "ground", step=1, other_kinds=("aerial",))["seen_by_2"] == 1.0
+    within_3x = cross_view_visibility(tmp_path, "ground", step=1, other_kinds=("aerial",), max_footprint_ratio=3.0)
+    assert (within_3x["seen_by_1"], within_3x["seen_by_2"]) == (1.0, 0.0)
+    within_5x = cross_view_visibility(tmp_path, "ground", step=1, other_kinds=("ground", "aerial"),
+                                      max_footprint_ratio=5.0)
+    assert within_5x["seen_by_2"] == 1.0

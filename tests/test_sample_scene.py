@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import cv2
 import numpy as np
@@ -138,3 +139,38 @@ def test_same_seed_gives_same_files(tmp_path):
     assert generate_sample(first.root, config).root == first.root  # reused, not regenerated
     with pytest.raises(FileExistsError, match="other settings"):
         generate_sample(first.root, SampleConfig.tiny(**{**config.__dict__, "seed": 1}))
+
+
+@pytest.mark.parametrize("spots", [1, 3])
+def test_photos_from_popular_spots_stand_near_them_and_see_the_town(spots):
+    """With ground_spots, every photo stands within a few spreads of one of `spots` places (people photograph a
+    landmark from a few favourite spots); without, the photos are scattered over the town."""
+    from aerialmd.sample_scene.generate import ground_cameras
+    from aerialmd.sample_scene.world import random_town
+
+    def centres(config: SampleConfig) -> np.ndarray:
+        rng = np.random.default_rng(config.seed)
+        world = random_town(rng, config.num_buildings)
+        views = [view for view, _ in ground_cameras(rng, config, world)]
+        assert not any(b.contains(v.cam2world[:3, 3]) for b in world.boxes for v in views)
+        return np.array([v.cam2world[:3, 3] for v in views])
+
+    spread = 2.0
+    clustered = centres(SampleConfig(ground_spots=spots, spot_spread_m=spread))
+    distances = np.linalg.norm(clustered[:, None, :2] - clustered[None, :, :2], axis=2)
+    near = distances < 6 * spread
+    groups = {tuple(row) for row in near}
+    assert len(groups) <= spots and all(sum(group) >= 2 for group in groups)
+    scattered = centres(SampleConfig())
+    assert (np.linalg.norm(scattered[:, None, :2] - scattered[None, :, :2], axis=2) >= 6 * spread).mean() > 0.5
+
+
+def test_a_sample_made_before_settings_were_added_is_reused_only_for_their_old_values(tmp_path):
+    from aerialmd.sample_scene.generate import ADDED_SETTINGS, MARKER_NAME
+
+    config = SampleConfig.tiny()
+    old_marker = {k: v for k, v in config.to_json().items() if k not in ADDED_SETTINGS}
+    (tmp_path / MARKER_NAME).write_text(json.dumps(old_marker))
+    assert generate_sample(tmp_path, config).root == tmp_path  # reused, nothing rendered
+    with pytest.raises(FileExistsError, match="made with other settings"):
+        generate_sample(tmp_path, SampleConfig.tiny(ground_spots=2))

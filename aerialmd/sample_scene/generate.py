@@ -33,10 +33,13 @@ from ..megadepth import undistorted_intrinsics
 from ..scenes import save_scene_list
 from ..video import write_video
 from .render import render
-from .viewpoints import Orbit, orbit_poses, street_pose
+from .viewpoints import Orbit, orbit_poses, pose_near_spot, street_pose, street_spot
 from .world import World, random_town
 
 MARKER_NAME = "sample_scene.json"
+# Settings added since samples were first made, with the values that make the same files as before they existed: a
+# sample whose marker lacks them is the one these values would make.
+ADDED_SETTINGS = {"ground_spots": 0, "spot_spread_m": 2.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +53,8 @@ class SampleConfig:
     aerial_size: tuple[int, int] = (640, 360)
     aerial_fov_deg: float = 40.0
     num_ground: int = 16
+    ground_spots: int = 0  # popular spots the photos are taken from (a few metres apart there); 0: each its own
+    spot_spread_m: float = 2.0
     ground_long_side: int = 640
     frame_rate: float = 30.0
     origin: SpherePoint = SpherePoint(48.85837, 2.29448, 35.0)  # Champ de Mars, Paris; the ground is at this altitude
@@ -166,6 +171,7 @@ def ground_cameras(rng: np.random.Generator, config: SampleConfig, world: World)
     """Street-level photos: a distorted SIMPLE_RADIAL camera as MegaDepth's SfM has it, and the undistorted view
     (intrinsics by the same rule the MegaDepth preprocessing applies) that is rendered as the dense image."""
     aspects = [(4, 3), (3, 4), (3, 2), (16, 9), (1, 1), (2, 3)]
+    spots = [street_spot(rng, world) for _ in range(config.ground_spots)]
     out = []
     for _ in range(config.num_ground):
         a, b = aspects[rng.integers(len(aspects))]
@@ -176,7 +182,9 @@ def ground_cameras(rng: np.random.Generator, config: SampleConfig, world: World)
         camera = pycolmap.Camera(model="SIMPLE_RADIAL", width=width, height=height, params=params)
         name = f"{rng.integers(10**9, 10**10)}_{rng.bytes(5).hex()}_o.jpg"
         K = undistorted_intrinsics(camera, (width, height))
-        out.append((View(name, "ground", width, height, K, street_pose(rng, world)), camera))
+        pose = pose_near_spot(rng, world, spots[rng.integers(len(spots))], config.spot_spread_m) if spots else \
+            street_pose(rng, world)
+        out.append((View(name, "ground", width, height, K, pose), camera))
     return out
 
 
@@ -321,7 +329,7 @@ def generate_sample(root: Path | str, config: SampleConfig = SampleConfig()) -> 
     """Create the sample under `root` (atomically), or reuse it when its marker records the same config."""
     paths = sample_paths(root, config)
     if paths.marker.is_file():
-        if json.loads(paths.marker.read_text()) == config.to_json():
+        if {**ADDED_SETTINGS, **json.loads(paths.marker.read_text())} == config.to_json():
             return paths
         raise FileExistsError(f"{paths.root}: holds a sample made with other settings; remove it to regenerate")
     if paths.root.exists() and any(paths.root.iterdir()):

@@ -60,8 +60,17 @@ def orbit_poses(rng: np.random.Generator, orbits: tuple[Orbit, ...], target_heig
 LANDMARK_SHARE = 0.75  # like MegaDepth, most photos show the landmark's two famous facades
 
 
-def street_pose(rng: np.random.Generator, world: World, max_tries: int = 200) -> np.ndarray:
-    """cam2world of a person's photo: eye height, 35-110 m from a facade point, unobstructed, not inside a building."""
+@dataclasses.dataclass(frozen=True)
+class StreetSpot:
+    """Where a person stands (eye height) and the facade point they photograph."""
+
+    center: np.ndarray
+    target: np.ndarray
+
+
+def street_spot(rng: np.random.Generator, world: World, max_tries: int = 200) -> StreetSpot:
+    """A place to photograph a facade from: eye height, 35-110 m from a facade point, unobstructed, not inside a
+    building."""
     for _ in range(max_tries):
         on_landmark = rng.random() < LANDMARK_SHARE
         box = world.boxes[0 if on_landmark else rng.integers(len(world.boxes))]
@@ -79,9 +88,31 @@ def street_pose(rng: np.random.Generator, world: World, max_tries: int = 200) ->
         distance = rng.uniform(35.0, 110.0)
         center = target + distance * np.array([np.cos(heading), np.sin(heading), 0.0])
         center[2] = rng.uniform(1.5, 2.0)
-        if any(b.contains(center, margin=3.0) for b in world.boxes):
-            continue
-        if world.obstructed(center, target):
-            continue
-        return look_at(center, target, roll_deg=rng.normal(0, 2.0))
+        if is_free_view(world, center, target):
+            return StreetSpot(center, target)
     raise RuntimeError("could not place a street-level camera; the town is too crowded")
+
+
+def is_free_view(world: World, center: np.ndarray, target: np.ndarray) -> bool:
+    """A camera at `center` is outside every building (3 m clear) and sees `target` unobstructed."""
+    return not any(b.contains(center, margin=3.0) for b in world.boxes) and not world.obstructed(center, target)
+
+
+def street_pose(rng: np.random.Generator, world: World) -> np.ndarray:
+    """cam2world of a person's photo from a spot of its own (street_spot)."""
+    spot = street_spot(rng, world)
+    return look_at(spot.center, spot.target, roll_deg=rng.normal(0, 2.0))
+
+
+def pose_near_spot(rng: np.random.Generator, world: World, spot: StreetSpot, spread_m: float,
+                   max_tries: int = 200) -> np.ndarray:
+    """cam2world of a photo taken at a popular spot: a few metres from where others stood, framing another part of
+    the view."""
+    for _ in range(max_tries):
+        center = spot.center + np.append(rng.normal(0, spread_m, 2), 0.0)
+        center[2] = rng.uniform(1.5, 2.0)
+        target = spot.target + rng.normal(0, 2.0 * spread_m, 3)
+        target[2] = max(target[2], 2.0)
+        if is_free_view(world, center, target):
+            return look_at(center, target, roll_deg=rng.normal(0, 2.0))
+    return look_at(spot.center, spot.target, roll_deg=rng.normal(0, 2.0))
