@@ -17,7 +17,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from aerialmd.dense import (
-    DENSE_DIR, WORK_DIR, DenseConf, dense_scene, ranked_sources, raw_torch_depth, read_colmap_array, resolve_backend,
+    DENSE_DIR, WORK_DIR, DenseConf, dense_scene, foreground_street, ranked_sources, raw_torch_depth, read_colmap_array,
+    resolve_backend,
 )
 from aerialmd.dense_model import DenseView, SparsePoint, build_sparse_model, depth_file_name, project
 from aerialmd.depth_io import read_depth_h5
@@ -26,8 +27,11 @@ from tests.conftest import DENSE_CONF, REPO_ROOT
 
 TARGET = dict(coverage=0.70, within_2pct=0.90, off_10pct=0.03)  # the issue's, per image kind
 # Ground photos fall short of the coverage target (about 0.39 here) and have slightly more
-# gross errors (about 3.2 %): this is what the torch backend reaches on them (figures printed by the dense_output fixture).
-GROUND_REACHED = dict(coverage=0.34, within_2pct=0.90, off_10pct=0.04)
+# gross errors (about 3.0 %): this is what the torch backend reaches on them (figures printed by the dense_output fixture).
+# Within 2 %: 0.890 (0.911 before partners were ranked by the pixels they cover, aerialmd.dense.ranked_sources: the
+# street depths added here, from aerial partners, are mostly beyond 2 %; registration puts these photos 0.04-0.11 m
+# too low, 2-7 % of eye height. The default sample's photos stay at 93.3 %).
+GROUND_REACHED = dict(coverage=0.34, within_2pct=0.88, off_10pct=0.04)
 
 
 def assert_reaches(figures: dict, bounds: dict) -> None:
@@ -60,7 +64,7 @@ def test_ground_depth_reaches_what_it_reached(dense_output):
     assert_reaches(dense_output[1]["ground"], GROUND_REACHED)
 
 
-@pytest.mark.xfail(strict=True, reason="ground photos: coverage about 0.39 of the 0.70 target, 3.2 % gross errors")
+@pytest.mark.xfail(strict=True, reason="ground photos: coverage about 0.39 of the 0.70 target, 3.0 % gross errors")
 def test_ground_depth_reaches_the_issue_targets(dense_output):
     assert_reaches(dense_output[1]["ground"], TARGET)
 
@@ -217,3 +221,26 @@ def test_killed_run_resumes_to_identical_depths(localized, tmp_path):
     for name in names:
         assert np.array_equal(read_depth_h5(whole / DENSE_DIR / "depths" / name),
                               read_depth_h5(killed / DENSE_DIR / "depths" / name)), name
+
+
+def test_a_partner_seeing_the_street_in_front_of_a_photo_ranks_before_more_of_the_same():
+    """Photos of a facade 60 m away from eye height: four taken 20-35 m beside the reference (good angles on the
+    facade, the street in front of the reference seen from far aside) and one 2 m beside it (a tiny angle on the
+    facade, the street in front of both seen alike). The sparse points are all on the facade; the street in front of
+    the reference, nearer than any of them, stands in for the pixels they miss. Two partners cover the facade; the
+    close one, the only partner for the street, comes next (by the facade points it ranked last)."""
+    eye, wall = 1.7, np.array([0.0, 60.0, 8.0])
+    positions = {"ref": np.array([0.0, 0.0, eye]), "close": np.array([2.0, 0.0, eye]),
+                 **{f"wide{x:+.0f}": np.array([x, 0.0, eye]) for x in (-35.0, -20.0, 20.0, 35.0)}}
+    K = np.array([[500.0, 0.0, 319.5], [0.0, 500.0, 239.5], [0.0, 0.0, 1.0]])
+    views = [DenseView(name, 640, 480, K, look_at(position, wall)) for name, position in positions.items()]
+    x, z = np.meshgrid(np.linspace(-10, 10, 9), np.linspace(0.0, 16.0, 9))
+    facade = np.stack([x.ravel(), np.full(x.size, 60.0), z.ravel()], axis=1)
+    points = [SparsePoint(X, tuple((v.name, project(v, X[None])[0][0] + 0.5) for v in views)) for X in facade]
+    model = build_sparse_model(views, points)
+    ids = {image.name: image_id for image_id, image in model.images.items()}
+    street = foreground_street(model, ids["ref"])
+    depths = (model.images[ids["ref"]].cam_from_world() * street)[:, 2]
+    assert len(street) > 100 and np.allclose(street[:, 2], 0.0) and depths.max() < 60.0
+    ranking = ranked_sources(model)[ids["ref"]]
+    assert len(ranking) == 5 and ranking.index(ids["close"]) == 2
