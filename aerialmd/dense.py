@@ -204,11 +204,12 @@ STREET_PERCENTILE = 5  # of the heights of an image's sparse points: its lowest 
 def foreground_street(model: pycolmap.Reconstruction, image_id: int, grid_px: int = PROXY_GRID_PX) -> np.ndarray:
     """Stand-ins for the surface that an image's sparse points miss: where pixels on a grid look down onto the lowest
     surface its points lie on (a horizontal plane at the STREET_PERCENTILE of their heights) nearer than any of them
-    (their 1st-percentile depth), the points there (N x 3). A street photo's sparse points are on the facades it looks at; the street in front of it, often a
-    third of its pixels, has none, so ranking partners by the sparse points alone never asks who else sees it."""
-    xyz = np.array([model.points3D[p].xyz for p in point_ids(model.images[image_id])]).reshape(-1, 3)
+    (their 1st-percentile depth), the points there (N x 3). A street photo's sparse points are on the facades it looks
+    at; the street in front of it, often a third of its pixels, has none, so ranking partners by the sparse points
+    alone never asks who else sees it."""
     image = model.images[image_id]
     camera = model.cameras[image.camera_id]
+    xyz = np.array([model.points3D[p].xyz for p in point_ids(image)]).reshape(-1, 3)
     if len(xyz) < 5:
         return np.zeros((0, 3))
     cam_from_world = image.cam_from_world()
