@@ -241,31 +241,37 @@ def stereo_weights(model: pycolmap.Reconstruction, image_id: int, other_id: int,
 NEEDED_PARTNERS = 2.0  # the cost takes the best two sources, and the consistency filter wants two confirmations
 
 
-def coverage_order(matchable: dict[int, np.ndarray], pixels: np.ndarray) -> list[int]:
+def coverage_order(matchable: dict[int, np.ndarray], pixels: np.ndarray, picks: int) -> list[int]:
     """Candidates ordered greedily by the reference pixels they add a partner to: `matchable` holds, per candidate,
     a weight in [0, 1] per sample of the reference (each standing for `pixels` pixels); a pick counts where samples
-    have fewer than NEEDED_PARTNERS (summed weights) so far. Once nothing is missing, the rest by their whole weight."""
+    have fewer than NEEDED_PARTNERS (summed weights) so far. The first `picks` are chosen so (the ranking's prefixes
+    are what is used), the rest follow by their whole weight; ties go to the lower id."""
+    candidates = sorted(matchable)
+    if not candidates:
+        return []
+    weights = np.stack([matchable[c] for c in candidates])
+    total = weights @ pixels
     covered = np.zeros(len(pixels))
-    order, left = [], sorted(matchable)
-    while left:
-        missing = np.clip(NEEDED_PARTNERS - covered, 0.0, 1.0)
-        gain = {c: float(pixels @ np.minimum(matchable[c], missing)) for c in left}
-        total = {c: float(pixels @ matchable[c]) for c in left}
-        best = max(left, key=lambda c: (gain[c], total[c], -c))
-        order.append(best)
-        covered += matchable[best]
-        left.remove(best)
-    return order
+    chosen: list[int] = []
+    for _ in range(min(picks, len(candidates))):
+        gain = np.minimum(weights, np.clip(NEEDED_PARTNERS - covered, 0.0, 1.0)) @ pixels
+        gain[chosen] = -1.0
+        best = int(np.lexsort((np.arange(len(candidates)), -total, -gain))[0])
+        chosen.append(best)
+        covered += weights[best]
+    rest = [i for i in np.lexsort((np.arange(len(candidates)), -total)) if i not in chosen]
+    return [candidates[i] for i in chosen + rest]
 
 
-def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
-                   min_angle_deg: float = 1.0) -> dict[int, list[int]]:
+def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8, min_angle_deg: float = 1.0,
+                   greedy_picks: int = 16) -> dict[int, list[int]]:
     """Per image, the other images ranked as stereo partners: first those sharing at least min_shared sparse points
     with it, then the others that see at least min_shared of its points (a photo matched to few aerial points shares
     them with few others: on the default sample one ground photo had a single partner by shared points), each group
-    in `coverage_order` over the image's sparse points (the shared ones, or those inside the other view) and its
-    foreground street (`foreground_street`, inside the other view), weighted by `stereo_weights`. Partners whose
-    median triangulation angle is below min_angle_deg are left out (no depth from tiny baselines).
+    in `coverage_order` (its first `greedy_picks`) over the image's sparse points (the shared ones, or those inside
+    the other view) and its foreground street (`foreground_street`, inside the other view), weighted by
+    `stereo_weights`. Partners whose median triangulation angle is below min_angle_deg are left out (no depth from
+    tiny baselines).
 
     Covering the pixels rather than summing the shared points' weights: a street photo's points are on the facades it
     looks at, and the views sharing most of them (aerial frames, photos from across the square) see the street in
@@ -300,7 +306,8 @@ def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
             median_angle = np.median(triangulation_angles_deg(model, image_id, other_id, samples[in_view]))
             if median_angle >= min_angle_deg and weights.any():
                 groups[group][other_id] = weights
-        ranking[image_id] = coverage_order(groups[0], pixels) + coverage_order(groups[1], pixels)
+        first = coverage_order(groups[0], pixels, greedy_picks)
+        ranking[image_id] = first + coverage_order(groups[1], pixels, greedy_picks - len(first))
     return ranking
 
 
@@ -363,7 +370,7 @@ def torch_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseCon
     raw_dir = workspace / "raw"
     raw_dir.mkdir(exist_ok=True)
     raw = {}
-    ranking = ranked_sources(model)
+    ranking = ranked_sources(model, greedy_picks=max(conf.num_sources, conf.filter_neighbours))
     for image_id in tqdm(sorted(model.images), desc="MVS (torch)", leave=False):
         name = model.images[image_id].name
         path = raw_dir / depth_file_name(name)

@@ -244,3 +244,16 @@ def test_a_partner_seeing_the_street_in_front_of_a_photo_ranks_before_more_of_th
     assert len(street) > 100 and np.allclose(street[:, 2], 0.0) and depths.max() < 60.0
     ranking = ranked_sources(model)[ids["ref"]]
     assert len(ranking) == 5 and ranking.index(ids["close"]) == 2
+
+
+def test_coverage_order_gives_every_sample_two_partners_before_a_third():
+    """Partners 1, 2 and 4 match samples 0 and 1, partner 3 sample 2 only: two of the first kind cover samples 0-1
+    twice, so partner 3 comes before a third of them; beyond the greedy picks the rest follow by their whole weight."""
+    from aerialmd.dense import coverage_order
+
+    first_kind = np.array([1.0, 1.0, 0.0])
+    matchable = {1: first_kind, 2: first_kind, 3: np.array([0.0, 0.0, 1.0]), 4: first_kind}
+    pixels = np.ones(3)
+    assert coverage_order(matchable, pixels, picks=4) == [1, 2, 3, 4]
+    assert coverage_order(matchable, pixels, picks=1) == [1, 2, 4, 3]
+    assert coverage_order({}, pixels, picks=4) == []
