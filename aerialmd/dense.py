@@ -165,6 +165,12 @@ def point_ids(image: pycolmap.Image) -> set[int]:
     return {p.point3D_id for p in image.points2D if p.has_point3D()}
 
 
+def observed_points(model: pycolmap.Reconstruction, image_id: int) -> tuple[list[int], np.ndarray]:
+    """The ids (ascending) and world positions (N x 3) of the sparse points an image observes."""
+    ids = sorted(point_ids(model.images[image_id]))
+    return ids, np.array([model.points3D[p].xyz for p in ids]).reshape(-1, 3)
+
+
 def resolution_weight(footprint_ratio: np.ndarray) -> np.ndarray:
     """Weight of a stereo partner whose pixels cover `footprint_ratio` times the reference's on the shared surface
     (a scale term like Goesele et al.'s 2007 view selection for community photos): 1 for partners up to 2x coarser,
@@ -209,7 +215,7 @@ def foreground_street(model: pycolmap.Reconstruction, image_id: int, grid_px: in
     alone never asks who else sees it."""
     image = model.images[image_id]
     camera = model.cameras[image.camera_id]
-    xyz = np.array([model.points3D[p].xyz for p in point_ids(image)]).reshape(-1, 3)
+    _, xyz = observed_points(model, image_id)
     if len(xyz) < 5:
         return np.zeros((0, 3))
     cam_from_world = image.cam_from_world()
@@ -227,15 +233,12 @@ def foreground_street(model: pycolmap.Reconstruction, image_id: int, grid_px: in
     return center + depth[keep, None] * (rays_cam[keep] @ rotation.T)
 
 
-def stereo_weights(model: pycolmap.Reconstruction, image_id: int, other_id: int, xyz: np.ndarray) -> np.ndarray:
-    """Per world point that both images see: how well the pair can match it, `triangulation_angle_weight` times
-    `resolution_weight` of the ratio of pixel footprints there (distance / focal length)."""
+def footprint_ratios(model: pycolmap.Reconstruction, image_id: int, other_id: int, xyz: np.ndarray) -> np.ndarray:
+    """Per world point: the other image's pixel footprint there over the image's (distance / focal length)."""
     focal = {i: model.cameras[model.images[i].camera_id].mean_focal_length() for i in (image_id, other_id)}
     distance_ref = np.linalg.norm(xyz - model.images[image_id].projection_center(), axis=1)
     distance_other = np.linalg.norm(xyz - model.images[other_id].projection_center(), axis=1)
-    ratio = distance_other / distance_ref * focal[image_id] / focal[other_id]
-    angles = triangulation_angles_deg(model, image_id, other_id, xyz)
-    return triangulation_angle_weight(angles) * resolution_weight(ratio)
+    return distance_other / distance_ref * focal[image_id] / focal[other_id]
 
 
 NEEDED_PARTNERS = 2.0  # the cost takes the best two sources, and the consistency filter wants two confirmations
@@ -269,9 +272,9 @@ def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8, min_angl
     with it, then the others that see at least min_shared of its points (a photo matched to few aerial points shares
     them with few others: on the default sample one ground photo had a single partner by shared points), each group
     in `coverage_order` (its first `greedy_picks`) over the image's sparse points (the shared ones, or those inside
-    the other view) and its foreground street (`foreground_street`, inside the other view), weighted by
-    `stereo_weights`. Partners whose median triangulation angle is below min_angle_deg are left out (no depth from
-    tiny baselines).
+    the other view) and its foreground street (`foreground_street`, inside the other view), each weighted by how well
+    the pair can match it: `triangulation_angle_weight` times `resolution_weight` of the `footprint_ratios` there.
+    Partners whose median triangulation angle is below min_angle_deg are left out (no depth from tiny baselines).
 
     Covering the pixels rather than summing the shared points' weights: a street photo's points are on the facades it
     looks at, and the views sharing most of them (aerial frames, photos from across the square) see the street in
@@ -283,8 +286,7 @@ def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8, min_angl
     points = {image_id: point_ids(image) for image_id, image in model.images.items()}
     ranking = {}
     for image_id, image in model.images.items():
-        own_ids = sorted(points[image_id])
-        own = np.array([model.points3D[p].xyz for p in own_ids]).reshape(-1, 3)
+        own_ids, own = observed_points(model, image_id)
         street = foreground_street(model, image_id)
         camera = model.cameras[image.camera_id]
         rest = max(camera.width * camera.height - len(street) * PROXY_GRID_PX**2, 0)
@@ -301,10 +303,11 @@ def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8, min_angl
                 in_view[:len(own)] = shared
             elif in_view[:len(own)].sum() < min_shared:
                 continue
+            angles = triangulation_angles_deg(model, image_id, other_id, samples[in_view])
             weights = np.zeros(len(samples))
-            weights[in_view] = stereo_weights(model, image_id, other_id, samples[in_view])
-            median_angle = np.median(triangulation_angles_deg(model, image_id, other_id, samples[in_view]))
-            if median_angle >= min_angle_deg and weights.any():
+            weights[in_view] = triangulation_angle_weight(angles) * resolution_weight(
+                footprint_ratios(model, image_id, other_id, samples[in_view]))
+            if np.median(angles) >= min_angle_deg and weights.any():
                 groups[group][other_id] = weights
         first = coverage_order(groups[0], pixels, greedy_picks)
         ranking[image_id] = first + coverage_order(groups[1], pixels, greedy_picks - len(first))
@@ -314,10 +317,9 @@ def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8, min_angl
 def depth_range(model: pycolmap.Reconstruction, image_id: int) -> tuple[float, float] | None:
     """Depth bounds from the sparse points the image observes (1st-99th percentile, widened), or None without points."""
     image = model.images[image_id]
-    ids = list(point_ids(image))
-    if len(ids) < 5:
+    _, xyz = observed_points(model, image_id)
+    if len(xyz) < 5:
         return None
-    xyz = np.array([model.points3D[p].xyz for p in ids])
     depths = (xyz @ image.cam_from_world().rotation.matrix().T + image.cam_from_world().translation)[:, 2]
     depths = depths[depths > 0]
     if len(depths) < 5:
@@ -328,7 +330,7 @@ def depth_range(model: pycolmap.Reconstruction, image_id: int) -> tuple[float, f
 
 def height_range(model: pycolmap.Reconstruction, image_id: int) -> tuple[float, float]:
     """World heights spanned by the points the image observes (1st-90th percentile)."""
-    xyz = np.array([model.points3D[p].xyz for p in point_ids(model.images[image_id])])
+    _, xyz = observed_points(model, image_id)
     low, high = np.percentile(xyz @ WORLD_UP, [1, 90])
     return float(low) - 2.0, float(high) + 2.0
 

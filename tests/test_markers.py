@@ -11,6 +11,7 @@ from aerialmd.ge_preprocess import CAMERAS_FILE, SPARSE_DIR, preprocess_ge
 from aerialmd.geodesy import SpherePoint
 from aerialmd.localization import localize
 from aerialmd.markers import MADE_FROM_KEY, SETTINGS_KEY, input_fingerprints, is_finished
+from aerialmd.megadepth import write_camera_npz
 from tests.test_preprocess_ge import make_data_root
 
 
@@ -100,14 +101,12 @@ def test_localization_notices_megadepth_photos_changed_since(localized, capsys):
     try:
         with np.load(camera_file) as data:
             intrinsics, cam2world = np.array(data["intrinsics"]), np.array(data["cam2world"])
-        with camera_file.open("wb") as f:  # stage 3 redone as it was
-            np.savez(f, intrinsics=intrinsics, cam2world=cam2world)
+        write_camera_npz(camera_file, intrinsics, cam2world)  # stage 3 redone as it was
         capsys.readouterr()
         assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 0
         assert "already done" in capsys.readouterr().out
         cam2world[:3, 3] += 1.0  # stage 3 redone from another SfM model
-        with camera_file.open("wb") as f:
-            np.savez(f, intrinsics=intrinsics, cam2world=cam2world)
+        write_camera_npz(camera_file, intrinsics, cam2world)
         assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 1
         assert changed in capsys.readouterr().out
         camera_file.rename(aside)  # the photo's outputs are not (or not yet) there

@@ -98,10 +98,15 @@ def is_free_view(world: World, center: np.ndarray, target: np.ndarray) -> bool:
     return not any(b.contains(center, margin=3.0) for b in world.boxes) and not world.obstructed(center, target)
 
 
+def handheld(rng: np.random.Generator, center: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """cam2world of a photo taken by hand at `center` aiming at `target`: slightly rolled."""
+    return look_at(center, target, roll_deg=rng.normal(0, 2.0))
+
+
 def street_pose(rng: np.random.Generator, world: World) -> np.ndarray:
     """cam2world of a person's photo from a spot of its own (street_spot)."""
     spot = street_spot(rng, world)
-    return look_at(spot.center, spot.target, roll_deg=rng.normal(0, 2.0))
+    return handheld(rng, spot.center, spot.target)
 
 
 def pose_near_spot(rng: np.random.Generator, world: World, spot: StreetSpot, spread_m: float,
@@ -114,5 +119,5 @@ def pose_near_spot(rng: np.random.Generator, world: World, spot: StreetSpot, spr
         target = spot.target + rng.normal(0, 2.0 * spread_m, 3)
         target[2] = max(target[2], 2.0)
         if is_free_view(world, center, target):
-            return look_at(center, target, roll_deg=rng.normal(0, 2.0))
-    return look_at(spot.center, spot.target, roll_deg=rng.normal(0, 2.0))
+            return handheld(rng, center, target)
+    return handheld(rng, spot.center, spot.target)
