@@ -223,14 +223,16 @@ def test_killed_run_resumes_to_identical_depths(localized, tmp_path):
                               read_depth_h5(killed / DENSE_DIR / "depths" / name)), name
 
 
-def test_a_partner_seeing_the_street_in_front_of_a_photo_ranks_before_more_of_the_same():
+@pytest.mark.parametrize("close_m", [2.0, 0.1])
+def test_a_partner_seeing_the_street_in_front_of_a_photo_ranks_before_more_of_the_same(close_m):
     """Photos of a facade 60 m away from eye height: four taken 20-35 m beside the reference (good angles on the
-    facade, the street in front of the reference seen from far aside) and one 2 m beside it (a tiny angle on the
-    facade, the street in front of both seen alike). The sparse points are all on the facade; the street in front of
-    the reference, nearer than any of them, stands in for the pixels they miss. Two partners cover the facade; the
-    close one, the only partner for the street, comes next (by the facade points it ranked last)."""
+    facade, the street in front of the reference seen from far aside) and one 2 m or 0.1 m beside it (a tiny angle on
+    the facade, the street in front of both seen alike). The sparse points are all on the facade; the street in front
+    of the reference, nearer than any of them, stands in for the pixels they miss. Two partners cover the facade; the
+    close one, the only partner for the street, comes next (by the facade points it ranked last; at 0.1 m, a median
+    angle under 1 degree, it was once left out)."""
     eye, wall = 1.7, np.array([0.0, 60.0, 8.0])
-    positions = {"ref": np.array([0.0, 0.0, eye]), "close": np.array([2.0, 0.0, eye]),
+    positions = {"ref": np.array([0.0, 0.0, eye]), "close": np.array([close_m, 0.0, eye]),
                  **{f"wide{x:+.0f}": np.array([x, 0.0, eye]) for x in (-35.0, -20.0, 20.0, 35.0)}}
     K = np.array([[500.0, 0.0, 319.5], [0.0, 500.0, 239.5], [0.0, 0.0, 1.0]])
     views = [DenseView(name, 640, 480, K, look_at(position, wall)) for name, position in positions.items()]
