@@ -114,6 +114,24 @@ def footprints(image: dict, points: np.ndarray) -> np.ndarray:
     return np.linalg.norm(points - image["cam2world"][:3, 3], axis=1) / image["intrinsics"][0, 0]
 
 
+def common_look_at_point(cam2world: np.ndarray) -> np.ndarray:
+    """The world point nearest (least squares) to the optical axes of N cameras (N x 4 x 4 cam2world, OpenCV axes):
+    what a photo collection of a landmark is aimed at."""
+    centres, axes = cam2world[:, :3, 3], cam2world[:, :3, 2] / np.linalg.norm(cam2world[:, :3, 2], axis=1)[:, None]
+    off_axis = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]
+    return np.linalg.solve(off_axis.sum(axis=0), np.einsum("nij,nj->i", off_axis, centres))
+
+
+def neighbour_distance_ratios(cam2world: np.ndarray) -> np.ndarray:
+    """Per camera (N x 4 x 4 cam2world, N >= 2), the distance to the nearest other camera over its distance to the
+    collection's common look-at point: how densely the viewpoints are sampled, free of the scene's scale (MegaDepth
+    models have arbitrary units). Stereo between ground photos needs neighbours at a few percent of that distance."""
+    centres = cam2world[:, :3, 3]
+    gaps = np.linalg.norm(centres[:, None] - centres[None], axis=2)
+    np.fill_diagonal(gaps, np.inf)
+    return gaps.min(axis=1) / np.linalg.norm(centres - common_look_at_point(cam2world), axis=1)
+
+
 def seen_counts(count: np.ndarray) -> np.ndarray:
     """(pixels, seen by >= 1, seen by >= 2) from per-pixel counts of the other images that see them."""
     return np.array([len(count), (count >= 1).sum(), (count >= 2).sum()], np.float64)

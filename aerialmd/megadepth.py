@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import pickle
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Iterable
@@ -154,6 +155,17 @@ def write_camera_npz(path: Path, intrinsics: np.ndarray, cam2world: np.ndarray) 
     """Write `intrinsics` and `cam2world` to an npz atomically (through a file object: np.savez renames bare paths)."""
     with atomic_file(path) as tmp, tmp.open("wb") as f:
         np.savez(f, intrinsics=intrinsics.astype(np.float64), cam2world=cam2world.astype(np.float64))
+
+
+def scene_info_cam2world(path: Path) -> np.ndarray:
+    """The camera-to-world poses (N x 4 x 4, SfM units) of the posed images of a MegaDepth scene-info file in the
+    LoFTR format (a pickled dict whose 'poses' holds world-to-camera 4x4 matrices, None for images without one)."""
+    try:
+        info = np.load(path, allow_pickle=True)
+        poses = [np.asarray(p, np.float64) for p in info["poses"] if p is not None]
+    except (OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as exc:
+        raise ValueError(f"{path}: not a MegaDepth scene-info file with 'poses' ({exc})") from exc
+    return np.linalg.inv(np.stack(poses)) if poses else np.zeros((0, 4, 4))
 
 
 def process_image(task: ImageTask, dense: Path, out_dir: Path) -> None:

@@ -5,7 +5,7 @@ Targets (issue): per kind at least 70 % of the true-valid pixels with a depth, o
 under 3 % off by more than 10 %; MegaDepth-vs-MVS median relative difference under 3 %.
 Runs registration first when needed (sample under --root, default ./sample_data, shared with run_pipeline.py).
 Usage: python bench/bench_dense.py [--root sample_data] [--max_image_size 640] [--horizontal_planes on|off]
-                                   [--num_ground 16] [--ground_spots 0]
+                                   [--num_ground 16] [--ground_spots 0] [--street_detail_texel_m 0]
 (--max_image_size defaults to the stage's, DenseConf.max_image_size; the tests run the tiny sample at 320.)
 """
 
@@ -27,14 +27,18 @@ from aerialmd.evaluation import (  # noqa: E402
     cross_view_visibility,
     dense_accuracy,
     load_ground_truth,
+    neighbour_distance_ratios,
     registration_accuracy,
 )
+from aerialmd.megadepth import scene_info_cam2world  # noqa: E402
 from aerialmd.pipeline import build_stages, run_stages, sample_pipeline  # noqa: E402
 from aerialmd.sample_scene import SampleConfig  # noqa: E402
 
 TARGETS = dict(coverage=0.70, within_2pct=0.90, off_10pct=0.03)
 STREET_HEIGHT_M = 0.3  # the sample's ground is at world height 0
 MATCHABLE_FOOTPRINT_RATIO = 3.0  # views at most this much finer or coarser count (matching needs similar resolution)
+REAL_SCENE_INFO = Path(__file__).resolve().parents[2] / "shared/data/real/megadepth_test1500_scene_info"
+REAL_SCENES = ("0015_0.1_0.3.npz", "0022_0.1_0.3.npz")  # all posed photos of MegaDepth scenes 0015 and 0022
 
 
 def main() -> None:
@@ -46,8 +50,11 @@ def main() -> None:
                         help="ground photos in the sample (MegaDepth scenes have hundreds; use another --root)")
     parser.add_argument("--ground_spots", type=int, default=SampleConfig.ground_spots,
                         help="popular spots the ground photos are taken from (0: each its own; use another --root)")
+    parser.add_argument("--street_detail_texel_m", type=float, default=SampleConfig.street_detail_texel_m,
+                        help="texel of the pavement grain on the ground (0: none; use another --root)")
     args = parser.parse_args()
-    config = SampleConfig(num_ground=args.num_ground, ground_spots=args.ground_spots)
+    config = SampleConfig(num_ground=args.num_ground, ground_spots=args.ground_spots,
+                          street_detail_texel_m=args.street_detail_texel_m)
     paths, create = sample_pipeline(args.root, config)
     registration = [s for s in build_stages(paths, None, None, False) if s.name not in ("dense", "report")]
     if any(r.exit_code for r in run_stages([create, *registration])):
@@ -90,12 +97,24 @@ def print_ground_limits(sfm_dir: Path, ground_truth_dir: Path) -> None:
     print(f"... seen by >= 2 other views of any kind at a pixel footprint within {MATCHABLE_FOOTPRINT_RATIO:g}x "
           f"(what two confirming views can cover): {matchable['seen_by_2']:.3f}; street "
           f"{matchable['street']['seen_by_2']:.3f}, above it {matchable['above_street']['seen_by_2']:.3f}")
+    print_layout_density(ground_truth_dir)
     model = pycolmap.Reconstruction(str(sfm_dir / LOCALIZED_MODEL))
     registration = registration_accuracy(model, load_ground_truth(ground_truth_dir))
     positions = [e["position_m"] for e in registration["images"].values()]
     print(f"ground photo registration: median rotation error {registration['median_rotation_deg']:.2f} deg "
           f"(max {registration['max_rotation_deg']:.2f}), median position error {np.median(positions):.2f} m "
           f"(max {max(positions):.2f})")
+
+
+def print_layout_density(ground_truth_dir: Path) -> None:
+    """How densely the ground photos sample viewpoints (evaluation.neighbour_distance_ratios), next to real MegaDepth
+    scenes when ../shared is there: stereo between photos needs neighbours."""
+    ground = np.stack([image["cam2world"] for image in load_ground_truth(ground_truth_dir)["images"]
+                       if image["kind"] == "ground"])
+    real = [f"{name[:4]} {np.median(neighbour_distance_ratios(scene_info_cam2world(REAL_SCENE_INFO / name))):.3f}"
+            for name in REAL_SCENES if (REAL_SCENE_INFO / name).is_file()]
+    print(f"ground photos' nearest other photo at a median {np.median(neighbour_distance_ratios(ground)):.3f} of their "
+          f"distance to the scene; real MegaDepth scenes (all their photos): {', '.join(real) or 'not found'}")
 
 
 if __name__ == "__main__":

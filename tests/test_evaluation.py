@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from aerialmd.depth_io import write_depth_exr
-from aerialmd.evaluation import cross_view_visibility
+from aerialmd.evaluation import common_look_at_point, cross_view_visibility, neighbour_distance_ratios
+from aerialmd.megadepth import scene_info_cam2world
+from aerialmd.sample_scene import SampleConfig
+from aerialmd.sample_scene.viewpoints import look_at
+from tests.conftest import shared_file
 
 SIZE, FOCAL, WALL = 101, 100.0, 10.0  # 101 x 101 pixels, centre 50: column u looks at x = (u - 50) / 10 on the wall
 
@@ -71,3 +75,47 @@ def test_cross_view_visibility_of_other_kinds_at_comparable_resolution(tmp_path)
     within_5x = cross_view_visibility(tmp_path, "ground", step=1, other_kinds=("ground", "aerial"),
                                       max_footprint_ratio=5.0)
     assert within_5x["seen_by_2"] == 1.0
+
+
+def test_neighbour_distance_ratios_of_cameras_on_a_circle_around_a_point():
+    """N cameras evenly on a circle of radius R around a point, at its height, all looking at it: the nearest other
+    camera is 2 R sin(pi / N) away and each is R from the point, so every ratio is 2 sin(pi / N)."""
+    point, radius, count = np.array([5.0, -3.0, 10.0]), 40.0, 12
+    angles = 2 * np.pi * np.arange(count) / count + 0.3
+    poses = np.stack([look_at(point + radius * np.array([np.cos(a), np.sin(a), 0.0]), point) for a in angles])
+    np.testing.assert_allclose(common_look_at_point(poses), point, atol=1e-9)
+    np.testing.assert_allclose(neighbour_distance_ratios(poses), 2 * np.sin(np.pi / count), rtol=1e-9)
+    moved = poses.copy()
+    moved[0, :3, 3] = poses[1, :3, 3] + 0.5 * (poses[0, :3, 3] - poses[1, :3, 3])  # halfway to its neighbour
+    assert neighbour_distance_ratios(moved)[1] < 0.6 * 2 * np.sin(np.pi / count)
+
+
+def test_popular_spots_sample_photos_as_densely_as_real_megadepth_scenes():
+    """The sample's popular-spots layout puts each photo's nearest neighbour at about the share of its distance to the
+    landmark that real MegaDepth scenes do with all their photos (../shared: 0015, 0022, median 0.02-0.03); photos
+    each at a place of their own are an order of magnitude sparser."""
+    from aerialmd.sample_scene.generate import ground_cameras
+    from aerialmd.sample_scene.world import random_town
+
+    real = [np.median(neighbour_distance_ratios(scene_info_cam2world(shared_file(
+        f"real/megadepth_test1500_scene_info/{name}_0.1_0.3.npz")))) for name in ("0015", "0022")]
+
+    def median_ratio(config: SampleConfig) -> float:
+        ratios = []
+        for seed in range(3):
+            rng = np.random.default_rng(seed)
+            world = random_town(rng, config.num_buildings)
+            poses = np.stack([view.cam2world for view, _ in ground_cameras(rng, config, world)])
+            ratios.append(neighbour_distance_ratios(poses))
+        return float(np.median(np.concatenate(ratios)))
+
+    spots = median_ratio(SampleConfig(ground_spots=4))
+    assert min(real) / 2 < spots < max(real) * 2
+    assert median_ratio(SampleConfig()) > 5 * max(real)
+
+
+def test_scene_info_reader_names_a_file_that_is_not_one(tmp_path):
+    bad = tmp_path / "scene_info.npz"
+    bad.write_text("not a pickle")
+    with pytest.raises(ValueError, match="scene_info.npz: not a MegaDepth scene-info file"):
+        scene_info_cam2world(bad)

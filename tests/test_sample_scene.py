@@ -174,3 +174,32 @@ def test_a_sample_made_before_settings_were_added_is_reused_only_for_their_old_v
     assert generate_sample(tmp_path, config).root == tmp_path  # reused, nothing rendered
     with pytest.raises(FileExistsError, match="made with other settings"):
         generate_sample(tmp_path, SampleConfig.tiny(ground_spots=2))
+
+
+def test_pavement_grain_shows_up_close_and_averages_out_from_the_air():
+    """The ground's 0.3 m texels are magnified into blur a few metres in front of a street photo; the pavement grain
+    (SampleConfig.street_detail_texel_m) gives that street fine structure, while aerial views, whose pixels cover many
+    grain texels, see about the same picture as without it."""
+    import dataclasses
+
+    from aerialmd.sample_scene.render import render
+    from aerialmd.sample_scene.textures import ground_texture, pavement_detail
+    from aerialmd.sample_scene.viewpoints import look_at
+    from aerialmd.sample_scene.world import World
+
+    ground = ground_texture(np.random.default_rng(0), 200.0, 0.3)
+    plain = World([], 200.0, [ground])
+    grained = World([], 200.0, [dataclasses.replace(ground, detail=pavement_detail(np.random.default_rng(1), 40.0,
+                                                                                    0.02))])
+    K = np.array([[300.0, 0.0, 79.5], [0.0, 300.0, 59.5], [0.0, 0.0, 1.0]])
+
+    def fine_structure(world: World, cam2world: np.ndarray) -> tuple[np.ndarray, float]:
+        gray = cv2.cvtColor(render(world, K, cam2world, 160, 120, supersample=2)[0], cv2.COLOR_RGB2GRAY)
+        return gray.astype(np.float64), float(np.std(cv2.Laplacian(gray[60:].astype(np.float64), cv2.CV_64F)))
+
+    street = look_at(np.array([0.0, 0.0, 1.7]), np.array([0.0, 8.0, 0.0]))
+    assert fine_structure(grained, street)[1] > 3 * fine_structure(plain, street)[1]
+    aerial = look_at(np.array([0.0, -150.0, 150.0]), np.array([0.0, 0.0, 0.0]))
+    (with_grain, grain_detail), (without, plain_detail) = fine_structure(grained, aerial), fine_structure(plain, aerial)
+    assert np.median(np.abs(with_grain - without)) < 0.05 * np.median(without)
+    assert grain_detail < 1.3 * plain_detail

@@ -33,13 +33,16 @@ from ..megadepth import undistorted_intrinsics
 from ..scenes import save_scene_list
 from ..video import write_video
 from .render import render
+from .textures import Texture, pavement_detail
 from .viewpoints import Orbit, orbit_poses, pose_near_spot, street_pose, street_spot
 from .world import World, random_town
 
 MARKER_NAME = "sample_scene.json"
+DETAIL_STREAM = 1  # the pavement grain's random stream: np.random.default_rng([seed, DETAIL_STREAM])
+DETAIL_TILE_M = 40.0
 # Settings added since samples were first made, with the values that make the same files as before they existed: a
 # sample whose marker lacks them is the one these values would make.
-ADDED_SETTINGS = {"ground_spots": 0, "spot_spread_m": 2.0}
+ADDED_SETTINGS = {"ground_spots": 0, "spot_spread_m": 2.0, "street_detail_texel_m": 0.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +58,7 @@ class SampleConfig:
     num_ground: int = 16
     ground_spots: int = 0  # popular spots the photos are taken from (a few metres apart there); 0: each its own
     spot_spread_m: float = 2.0
+    street_detail_texel_m: float = 0.0  # texel of the pavement grain on the ground (textures.pavement_detail); 0: none
     ground_long_side: int = 640
     frame_rate: float = 30.0
     origin: SpherePoint = SpherePoint(48.85837, 2.29448, 35.0)  # Champ de Mars, Paris; the ground is at this altitude
@@ -325,6 +329,15 @@ def write_ground_truth(paths: SamplePaths, config: SampleConfig, world: World, v
         write_depth_exr(paths.ground_truth_dir / "depth" / f"{view.name}.exr", depth)
 
 
+def street_detail(config: SampleConfig) -> Texture | None:
+    """The ground's pavement grain, from a random stream of its own: the rest of the sample is the same with or
+    without it."""
+    if config.street_detail_texel_m <= 0:
+        return None
+    return pavement_detail(np.random.default_rng([config.seed, DETAIL_STREAM]), DETAIL_TILE_M,
+                           config.street_detail_texel_m)
+
+
 def generate_sample(root: Path | str, config: SampleConfig = SampleConfig()) -> SamplePaths:
     """Create the sample under `root` (atomically), or reuse it when its marker records the same config."""
     paths = sample_paths(root, config)
@@ -335,7 +348,7 @@ def generate_sample(root: Path | str, config: SampleConfig = SampleConfig()) -> 
     if paths.root.exists() and any(paths.root.iterdir()):
         raise FileExistsError(f"{paths.root}: exists and is not a sample scene; choose an empty folder")
     rng = np.random.default_rng(config.seed)
-    world = random_town(rng, config.num_buildings)
+    world = random_town(rng, config.num_buildings, ground_detail=street_detail(config))
     aerial = aerial_views(rng, config)
     ground, cameras = zip(*ground_cameras(rng, config, world))
     renders = render_views(world, aerial + list(ground), config.supersample, config.workers)

@@ -43,8 +43,7 @@ def shade(world: World, dirs: np.ndarray, hits, focal: float, supersample: int) 
     for surface in np.unique(hits.surface[hits.surface != NO_HIT]):
         sel = hits.surface == surface
         texture = world.textures[surface]
-        level = np.round(np.log2(np.maximum(footprint[sel] / texture.texel_size, 1.0))).astype(int)
-        albedo = texture.sample(hits.uv[sel], level)
+        albedo = texture.sample(hits.uv[sel], footprint[sel])
         light = AMBIENT + DIFFUSE * np.maximum(hits.normal[sel] @ SUN_DIRECTION, 0.0)
         fog = np.exp(-distance[sel] / HAZE_DISTANCE_M)[:, None]
         colour[sel] = albedo * light[:, None] * fog + colour[sel] * (1 - fog)

@@ -10,19 +10,24 @@ import numpy as np
 
 @dataclasses.dataclass
 class Texture:
-    """An RGB texture mapped onto a surface: texel (0, 0) covers surface coordinates [0, texel_size) x [0, texel_size)."""
+    """An RGB texture mapped onto a surface: texel (0, 0) covers surface coordinates [0, texel_size) x [0, texel_size).
+    An optional `detail` texture (mean 1, finer texels, tiled) multiplies it: fine structure for close views without
+    a huge unique texture; coarser views see its mip average, about 1."""
 
-    levels: list[np.ndarray]  # float32 HxWx3 in [0, 1], level k downsampled by 2**k
+    levels: list[np.ndarray]  # float32 HxWx3, level k downsampled by 2**k
     texel_size: float  # metres per texel at level 0
+    detail: "Texture | None" = None
 
-    def sample(self, uv: np.ndarray, level: np.ndarray) -> np.ndarray:
-        """Bilinear RGB at surface coordinates uv (N, 2) in metres, from the mip level given per sample."""
+    def sample(self, uv: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+        """Bilinear RGB at surface coordinates uv (N, 2) in metres, from the mip level matching each sample's
+        footprint on the surface (metres)."""
         out = np.empty((len(uv), 3), np.float32)
+        level = np.round(np.log2(np.maximum(footprint / self.texel_size, 1.0))).astype(int)
         level = np.clip(level, 0, len(self.levels) - 1)
         for k in np.unique(level):
             sel = level == k
             out[sel] = bilinear(self.levels[k], uv[sel] / (self.texel_size * 2**k) - 0.5)
-        return out
+        return out if self.detail is None else out * self.detail.sample(uv, footprint)
 
 
 def bilinear(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -117,6 +122,16 @@ def roof_texture(rng: np.random.Generator, width_m: float, depth_m: float, texel
     image = (0.6 + 0.4 * fractal_noise(rng, shape, 6.0 / texel)) * base
     draw_random_shapes(rng, image, int(width_m * depth_m / 12), (0.8 / texel, 5.0 / texel), base, 0.25)
     return Texture(mip_pyramid(np.clip(image, 0, 1).astype(np.float32)), texel)
+
+
+def pavement_detail(rng: np.random.Generator, tile_m: float, texel: float) -> Texture:
+    """Mean-1 modulation with the grain of a street seen from eye height (specks, pebbles, cracks of 4-30 cm), tiled
+    every `tile_m` (mirrored): the unique ground texture has 0.3 m texels, which a street photo would see blurred."""
+    size = int(np.ceil(tile_m / texel))
+    image = 0.4 + 1.2 * fractal_noise(rng, (size, size), 0.12 / texel, octaves=4)
+    draw_random_shapes(rng, image, int((tile_m / 0.5) ** 2), (0.04 / texel, 0.3 / texel), np.ones(3, np.float32), 0.35)
+    image = image.mean(axis=2, keepdims=True).repeat(3, axis=2)
+    return Texture(mip_pyramid((image / image.mean()).astype(np.float32)), texel)
 
 
 def ground_texture(rng: np.random.Generator, extent_m: float, texel: float) -> Texture:

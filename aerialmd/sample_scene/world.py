@@ -117,14 +117,17 @@ class World:
 
 
 def random_town(rng: np.random.Generator, num_buildings: int, lot_spacing_m: float = 55.0,
-                ground_extent_m: float = 900.0, facade_texel_m: float = 0.06) -> World:
-    """Buildings on distinct lots of a square grid around the origin, each with its own textures."""
+                ground_extent_m: float = 900.0, facade_texel_m: float = 0.06,
+                ground_detail: Texture | None = None) -> World:
+    """Buildings on distinct lots of a square grid around the origin, each with its own textures; the ground's
+    texture is modulated by `ground_detail` when given."""
     grid = int(np.ceil(np.sqrt(num_buildings)))
     lots = [(i, j) for i in range(grid) for j in range(grid)]
     chosen = sorted(lots[c] for c in rng.permutation(len(lots))[:num_buildings])
     centers = [(np.array(lot, float) - (grid - 1) / 2) * lot_spacing_m + rng.uniform(-6, 6, 2) for lot in chosen]
     order = np.argsort([np.linalg.norm(c) for c in centers], kind="stable")  # the landmark, box 0, is the most central
-    boxes, textures = [], [ground_texture(rng, ground_extent_m, 0.3)]
+    ground = dataclasses.replace(ground_texture(rng, ground_extent_m, 0.3), detail=ground_detail)
+    boxes, textures = [], [ground]
     for k in order:
         half = rng.uniform(8.0, 17.0, 2)
         height = float(rng.uniform(35.0, 48.0) if not boxes else rng.uniform(14.0, 30.0))
