@@ -79,11 +79,13 @@ def cross_view_visibility(ground_truth_dir: Path, kind: str = "ground", step: in
     `street_height_m`, the pooled figures also for the pixels whose surface lies below that world height ('street':
     the sample's ground is at height 0) and above it ('above_street')."""
     truth = load_ground_truth(ground_truth_dir)
-    others = [image for image in truth["images"] if image["kind"] in (other_kinds or (kind,))]
+    other_kinds = other_kinds or (kind,)
+    sources = [image for image in truth["images"] if image["kind"] == kind]
+    others = [image for image in truth["images"] if image["kind"] in other_kinds]
     depths = {image["name"]: read_depth_exr(Path(ground_truth_dir) / "depth" / f"{image['name']}.exr")
-              for image in truth["images"] if image["kind"] in (kind, *(other_kinds or ()))}
+              for image in sources + others}
     per_image, totals = {}, {"all": np.zeros(3), "street": np.zeros(3), "above_street": np.zeros(3)}
-    for src in [image for image in truth["images"] if image["kind"] == kind]:
+    for src in sources:
         _, points = truth_points(src, depths[src["name"]], step)
         if not len(points):
             continue
