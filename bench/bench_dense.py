@@ -5,7 +5,7 @@ Targets (issue): per kind at least 70 % of the true-valid pixels with a depth, o
 under 3 % off by more than 10 %; MegaDepth-vs-MVS median relative difference under 3 %.
 Runs registration first when needed (sample under --root, default ./sample_data, shared with run_pipeline.py).
 Usage: python bench/bench_dense.py [--root sample_data] [--max_image_size 640] [--horizontal_planes on|off]
-                                   [--num_ground 16] [--ground_spots 0] [--street_detail_texel_m 0]
+                                   [--seed 0] [--num_ground 16] [--ground_spots 0] [--street_detail_texel_m 0]
 (--max_image_size defaults to the stage's, DenseConf.max_image_size; the tests run the tiny sample at 320.)
 """
 
@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("sample_data"))
     parser.add_argument("--max_image_size", type=int, default=DenseConf.max_image_size)
     parser.add_argument("--horizontal_planes", choices=["on", "off"], default="on")
+    parser.add_argument("--seed", type=int, default=SampleConfig.seed,
+                        help="the sample's random seed (another town and other photos; use another --root)")
     parser.add_argument("--num_ground", type=int, default=SampleConfig.num_ground,
                         help="ground photos in the sample (MegaDepth scenes have hundreds; use another --root)")
     parser.add_argument("--ground_spots", type=int, default=SampleConfig.ground_spots,
@@ -53,7 +55,7 @@ def main() -> None:
     parser.add_argument("--street_detail_texel_m", type=float, default=SampleConfig.street_detail_texel_m,
                         help="texel of the pavement grain on the ground (0: none; use another --root)")
     args = parser.parse_args()
-    config = SampleConfig(num_ground=args.num_ground, ground_spots=args.ground_spots,
+    config = SampleConfig(seed=args.seed, num_ground=args.num_ground, ground_spots=args.ground_spots,
                           street_detail_texel_m=args.street_detail_texel_m)
     paths, create = sample_pipeline(args.root, config)
     registration = [s for s in build_stages(paths, None, None, False) if s.name not in ("dense", "report")]
