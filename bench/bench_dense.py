@@ -5,7 +5,7 @@ Targets (issue): per kind at least 70 % of the true-valid pixels with a depth, o
 under 3 % off by more than 10 %; MegaDepth-vs-MVS median relative difference under 3 %.
 Runs registration first when needed (sample under --root, default ./sample_data, shared with run_pipeline.py).
 Usage: python bench/bench_dense.py [--root sample_data] [--max_image_size 640] [--horizontal_planes on|off]
-                                   [--seed 0] [--num_ground 16] [--ground_spots 0] [--street_detail_texel_m 0]
+                                   [--seed 0] [--num_ground 16] [--ground_spots 4] [--street_detail_texel_m 0.02]
 (--max_image_size defaults to the stage's, DenseConf.max_image_size; the tests run the tiny sample at 320.)
 """
 

@@ -90,8 +90,8 @@ def test_neighbour_distance_ratios_of_cameras_on_a_circle_around_a_point():
     assert neighbour_distance_ratios(moved)[1] < 0.6 * 2 * np.sin(np.pi / count)
 
 
-def test_popular_spots_sample_photos_as_densely_as_real_megadepth_scenes():
-    """The sample's popular-spots layout puts each photo's nearest neighbour at about the share of its distance to the
+def test_default_sample_photos_as_densely_as_real_megadepth_scenes():
+    """The default sample's popular-spots layout puts each photo's nearest neighbour at about the share of its distance to the
     landmark that real MegaDepth scenes do with all their photos (../shared: 0015, 0022, median 0.02-0.03); photos
     each at a place of their own are an order of magnitude sparser."""
     from aerialmd.sample_scene.generate import ground_cameras
@@ -109,9 +109,9 @@ def test_popular_spots_sample_photos_as_densely_as_real_megadepth_scenes():
             ratios.append(neighbour_distance_ratios(poses))
         return float(np.median(np.concatenate(ratios)))
 
-    spots = median_ratio(SampleConfig(ground_spots=4))
-    assert min(real) / 2 < spots < max(real) * 2
-    assert median_ratio(SampleConfig()) > 5 * max(real)
+    default = median_ratio(SampleConfig())  # photos from four popular spots
+    assert min(real) / 2 < default < max(real) * 2
+    assert median_ratio(SampleConfig(ground_spots=0)) > 5 * max(real)
 
 
 def test_scene_info_reader_names_a_file_that_is_not_one(tmp_path):

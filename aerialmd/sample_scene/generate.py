@@ -56,9 +56,13 @@ class SampleConfig:
     aerial_size: tuple[int, int] = (640, 360)
     aerial_fov_deg: float = 40.0
     num_ground: int = 16
-    ground_spots: int = 0  # popular spots the photos are taken from (a few metres apart there); 0: each its own
+    # Ground photos come from a few popular spots, a few metres apart there: with them the photos sample viewpoints as
+    # densely as real MegaDepth scenes do (evaluation.neighbour_distance_ratios; 0: each photo at a place of its own).
+    ground_spots: int = 4
     spot_spread_m: float = 2.0
-    street_detail_texel_m: float = 0.0  # texel of the pavement grain on the ground (textures.pavement_detail); 0: none
+    # Texel of the pavement grain on the ground (textures.pavement_detail), what a street photo sees of the street in
+    # front of it; 0: none (the ground's own texels, 0.3 m, are made for the aerial views).
+    street_detail_texel_m: float = 0.02
     ground_long_side: int = 640
     frame_rate: float = 30.0
     origin: SpherePoint = SpherePoint(48.85837, 2.29448, 35.0)  # Champ de Mars, Paris; the ground is at this altitude
@@ -69,7 +73,8 @@ class SampleConfig:
     def tiny(cls, **overrides) -> "SampleConfig":
         """A small sample for fast tests: two dense arcs facing the landmark's photographed side."""
         base = dict(num_buildings=4, orbits=(Orbit(30.0, 120.0, 9, 120.0, 45.0), Orbit(90.0, 170.0, 9, 120.0, 45.0)),
-                    aerial_size=(480, 270), num_ground=5, ground_long_side=480)
+                    aerial_size=(480, 270), num_ground=5, ground_long_side=480, ground_spots=0,
+                    street_detail_texel_m=0.0)
         return cls(**{**base, **overrides})
 
     def to_json(self) -> dict:
