@@ -269,17 +269,13 @@ def test_a_facade_nearer_than_every_sparse_point_gets_its_depth(tmp_path):
     import cv2
 
     from aerialmd.sample_scene.render import render
-    from aerialmd.sample_scene.textures import facade_texture, ground_texture, roof_texture
-    from aerialmd.sample_scene.world import Box, World
+    from aerialmd.sample_scene.textures import ground_texture
+    from aerialmd.sample_scene.world import Box, World, box_textures
 
     rng = np.random.default_rng(0)
     boxes = [Box(np.array([-6.0, 12.0]), np.array([5.0, 6.0]), 12.0, 0.0),  # front wall at y = 6, x from -11 to -1
              Box(np.array([9.0, 28.0]), np.array([8.0, 8.0]), 20.0, 0.0)]  # front wall at y = 20, x from 1 to 17
-    textures = [ground_texture(rng, 200.0, 0.3)]
-    for box in boxes:
-        walls = [(2 * box.half_size[1], box.height)] * 2 + [(2 * box.half_size[0], box.height)] * 2
-        textures += [facade_texture(rng, w, h, 0.06) for w, h in walls]
-        textures.append(roof_texture(rng, *(2 * box.half_size), 0.1))
+    textures = [ground_texture(rng, 200.0, 0.3)] + [t for box in boxes for t in box_textures(rng, box, 0.06)]
     world = World(boxes, 200.0, textures)
     K = np.array([[110.0, 0.0, 79.5], [0.0, 110.0, 59.5], [0.0, 0.0, 1.0]])
     positions = {"ref.png": 0.0, "left.png": -0.8, "right.png": 0.8}

@@ -91,9 +91,9 @@ def test_neighbour_distance_ratios_of_cameras_on_a_circle_around_a_point():
 
 
 def test_default_sample_photos_as_densely_as_real_megadepth_scenes():
-    """The default sample's popular-spots layout puts each photo's nearest neighbour at about the share of its distance to the
-    landmark that real MegaDepth scenes do with all their photos (../shared: 0015, 0022, median 0.02-0.03); photos
-    each at a place of their own are an order of magnitude sparser."""
+    """The default sample's popular-spots layout puts each photo's nearest neighbour at about the share of its
+    distance to the landmark that real MegaDepth scenes do with all their photos (../shared: 0015, 0022, median
+    0.02-0.03); photos each at a place of their own are an order of magnitude sparser."""
     from aerialmd.sample_scene.generate import ground_cameras
     from aerialmd.sample_scene.world import random_town
 

@@ -132,7 +132,12 @@ def random_town(rng: np.random.Generator, num_buildings: int, lot_spacing_m: flo
         half = rng.uniform(8.0, 17.0, 2)
         height = float(rng.uniform(35.0, 48.0) if not boxes else rng.uniform(14.0, 30.0))
         boxes.append(Box(centers[k], half, height, float(rng.uniform(-0.35, 0.35))))
-        walls = [(2 * half[1], height)] * 2 + [(2 * half[0], height)] * 2
-        textures += [facade_texture(rng, w, h, facade_texel_m) for w, h in walls]
-        textures.append(roof_texture(rng, 2 * half[0], 2 * half[1], 0.1))
+        textures += box_textures(rng, boxes[-1], facade_texel_m)
     return World(boxes, ground_extent_m, textures)
+
+
+def box_textures(rng: np.random.Generator, box: Box, facade_texel_m: float) -> list[Texture]:
+    """A building's own textures, in World's face order: its four walls, then its roof."""
+    walls = [(2 * box.half_size[1], box.height)] * 2 + [(2 * box.half_size[0], box.height)] * 2
+    return [facade_texture(rng, w, h, facade_texel_m) for w, h in walls] + \
+        [roof_texture(rng, 2 * box.half_size[0], 2 * box.half_size[1], 0.1)]
