@@ -342,7 +342,7 @@ def fronto_sweep(bounds: tuple[float, float], num_depths: int) -> tuple[float, f
     (depth_range): NEAR_EXTENSION times nearer, at the spacing num_depths planes have over the bounds themselves."""
     near, far = bounds
     log_step = float(np.log(far / near)) / max(num_depths - 1, 1)
-    extra = int(np.ceil(np.log(NEAR_EXTENSION) / log_step)) if log_step > 0 else 0
+    extra = int(np.ceil(np.log(NEAR_EXTENSION) / log_step))  # depth_range's far is at least twice its near
     return near * float(np.exp(-extra * log_step)), far, num_depths + extra
 
 

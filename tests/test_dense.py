@@ -20,7 +20,7 @@ from aerialmd.dense import (
     DENSE_DIR, WORK_DIR, DenseConf, dense_scene, foreground_street, ranked_sources, raw_torch_depth, read_colmap_array,
     resolve_backend,
 )
-from aerialmd.dense_model import DenseView, SparsePoint, build_sparse_model, depth_file_name, project
+from aerialmd.dense_model import DenseView, SparsePoint, build_sparse_model, depth_file_name, project, unproject
 from aerialmd.depth_io import read_depth_h5
 from aerialmd.sample_scene.viewpoints import look_at
 from tests.conftest import DENSE_CONF, REPO_ROOT
@@ -293,8 +293,7 @@ def test_a_facade_nearer_than_every_sparse_point_gets_its_depth(tmp_path):
                             DenseConf(device="cpu"))
     true_depth = truth["ref.png"]
     v, u = np.indices(true_depth.shape)
-    rays = np.linalg.inv(K) @ np.stack([u.ravel(), v.ravel(), np.ones(u.size)])
-    height = (views[0].cam2world[:3, :3] @ (rays * true_depth.ravel()) + views[0].cam2world[:3, 3:])[2]
+    height = unproject(views[0], np.column_stack([u.ravel(), v.ravel()]), true_depth.ravel())[:, 2]
     wall = (true_depth > 0) & (true_depth < 10.0) & (height.reshape(true_depth.shape) > 0.3)
     assert wall.mean() > 0.2
     within = np.abs(depth - true_depth) <= 0.02 * true_depth
