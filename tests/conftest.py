@@ -13,7 +13,9 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from aerialmd.dense import DenseConf  # noqa: E402
 
-DENSE_CONF = DenseConf(backend="torch", max_image_size=320, device="cpu")  # the dense stage as the tests run it
+# The dense stage as the tests run it: 320 px and 5 sources keep the test run short (8, the default, adds about
+# 2.5 minutes to it); bench/bench_dense.py measures the defaults.
+DENSE_CONF = DenseConf(backend="torch", max_image_size=320, num_sources=5, device="cpu")
 
 SHARED_DATA = Path(os.environ.get("AERIALMD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 

@@ -27,12 +27,12 @@ from tests.conftest import DENSE_CONF, REPO_ROOT
 
 TARGET = dict(coverage=0.70, within_2pct=0.90, off_10pct=0.03)  # the issue's, per image kind
 # Ground photos here (five, each at a place of its own, no pavement grain) fall short of the coverage target (about
-# 0.41) and have slightly more gross errors (about 2.9 %): this is what the torch backend reaches on them (figures
-# printed by the dense_output fixture). Within 2 %: 0.869 (0.890 before 8 sources and the street partners ranked by
-# their footprint along the street, 0.911 before partners were ranked by the pixels they cover,
-# aerialmd.dense.ranked_sources: the street depths added here, from aerial partners, are mostly beyond 2 %;
-# registration puts these photos 0.04-0.11 m too low, 2-7 % of eye height. The default sample's photos: 94.9 %).
-GROUND_REACHED = dict(coverage=0.36, within_2pct=0.86, off_10pct=0.04)
+# 0.39) and have slightly more gross errors (about 3.0 %): this is what the torch backend reaches on them with the
+# tests' 5 sources (figures printed by the dense_output fixture; with 8, the stage's default: 0.410 / 0.869 / 0.029).
+# Within 2 %: 0.889 (0.911 before partners were ranked by the pixels they cover, aerialmd.dense.ranked_sources: the
+# street depths added here, from aerial partners, are mostly beyond 2 %; registration puts these photos 0.04-0.11 m
+# too low, 2-7 % of eye height. The default sample's photos: 94.9 %).
+GROUND_REACHED = dict(coverage=0.34, within_2pct=0.88, off_10pct=0.04)
 
 
 def assert_reaches(figures: dict, bounds: dict) -> None:
@@ -65,7 +65,7 @@ def test_ground_depth_reaches_what_it_reached(dense_output):
     assert_reaches(dense_output[1]["ground"], GROUND_REACHED)
 
 
-@pytest.mark.xfail(strict=True, reason="ground photos: coverage about 0.41 of the 0.70 target, 2.9 % gross errors")
+@pytest.mark.xfail(strict=True, reason="ground photos: coverage about 0.39 of the 0.70 target, 3.0 % gross errors")
 def test_ground_depth_reaches_the_issue_targets(dense_output):
     assert_reaches(dense_output[1]["ground"], TARGET)
 
