@@ -307,7 +307,7 @@ def test_footprint_ratio_on_the_street_is_what_the_pixels_cover(other_position):
     above, from aside), both looking straight at it: the ratio of the metres a pixel covers there, measured by
     projecting small steps along the street into both views, is footprint_ratios with the street's normal along the
     steepest direction (the step towards the camera for the reference) and the distance ratio across it."""
-    from aerialmd.dense import footprint_ratios
+    from aerialmd.dense import WORLD_UP, footprint_ratios
 
     street_point = np.array([0.0, 6.0, 0.0])
     K = np.array([[500.0, 0.0, 319.5], [0.0, 500.0, 239.5], [0.0, 0.0, 1.0]])
@@ -324,10 +324,12 @@ def test_footprint_ratio_on_the_street_is_what_the_pixels_cover(other_position):
         towards = view.cam2world[:3, 3] - street_point
         return 1e-4 * np.array([towards[0], towards[1], 0.0]) / np.linalg.norm(towards[:2])
 
-    along = metres_per_pixel(views["other"], steepest(views["other"])) / metres_per_pixel(views["ref"],
-                                                                                             steepest(views["ref"]))
-    across = metres_per_pixel(views["other"], np.cross(steepest(views["other"]), [0.0, 0.0, 1.0])) / metres_per_pixel(
-        views["ref"], np.cross(steepest(views["ref"]), [0.0, 0.0, 1.0]))
-    ratio = footprint_ratios(model, 1, 2, street_point[None], normal=np.array([0.0, 0.0, 1.0]))[0]
-    assert ratio == pytest.approx(along, rel=1e-3)
+    def measured_ratio(direction: Callable[[DenseView], np.ndarray]) -> float:
+        """The other view's metres per pixel over the reference's, each for a step along direction(view)."""
+        return metres_per_pixel(views["other"], direction(views["other"])) / metres_per_pixel(views["ref"],
+                                                                                               direction(views["ref"]))
+
+    along = measured_ratio(steepest)
+    across = measured_ratio(lambda view: np.cross(steepest(view), WORLD_UP))
+    assert footprint_ratios(model, 1, 2, street_point[None], normal=WORLD_UP)[0] == pytest.approx(along, rel=1e-3)
     assert footprint_ratios(model, 1, 2, street_point[None])[0] == pytest.approx(across, rel=1e-3)
