@@ -6,6 +6,7 @@ under 3 % off by more than 10 %; MegaDepth-vs-MVS median relative difference und
 Runs registration first when needed (sample under --root, default ./sample_data, shared with run_pipeline.py).
 Usage: python bench/bench_dense.py [--root sample_data] [--max_image_size 640] [--horizontal_planes on|off]
                                    [--seed 0] [--num_ground 16] [--ground_spots 4] [--street_detail_texel_m 0.02]
+                                   [--wall_detail_texel_m 0.01]
 (--max_image_size defaults to the stage's, DenseConf.max_image_size; the tests run the tiny sample at 320.)
 """
 
@@ -54,9 +55,11 @@ def main() -> None:
                         help="popular spots the ground photos are taken from (0: each its own; use another --root)")
     parser.add_argument("--street_detail_texel_m", type=float, default=SampleConfig.street_detail_texel_m,
                         help="texel of the pavement grain on the ground (0: none; use another --root)")
+    parser.add_argument("--wall_detail_texel_m", type=float, default=SampleConfig.wall_detail_texel_m,
+                        help="texel of the wall grain on the facades (0: none; use another --root)")
     args = parser.parse_args()
     config = SampleConfig(seed=args.seed, num_ground=args.num_ground, ground_spots=args.ground_spots,
-                          street_detail_texel_m=args.street_detail_texel_m)
+                          street_detail_texel_m=args.street_detail_texel_m, wall_detail_texel_m=args.wall_detail_texel_m)
     paths, create = sample_pipeline(args.root, config)
     registration = [s for s in build_stages(paths, None, None, False) if s.name not in ("dense", "report")]
     if any(r.exit_code for r in run_stages([create, *registration])):

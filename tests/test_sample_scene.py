@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -17,7 +18,10 @@ from aerialmd.evaluation import load_ground_truth, truth_points, truth_view
 from aerialmd.ges import decode_cameras, default_world_frame, read_ges_json
 from aerialmd.megadepth import undistorted_intrinsics
 from aerialmd.sample_scene import SampleConfig, generate_sample
-from aerialmd.sample_scene.viewpoints import Orbit
+from aerialmd.sample_scene.render import render
+from aerialmd.sample_scene.textures import PAVEMENT, WALL, grain_detail, ground_texture
+from aerialmd.sample_scene.viewpoints import Orbit, look_at
+from aerialmd.sample_scene.world import Box, World, box_textures
 from aerialmd.scenes import load_scene_list
 from aerialmd.video import probe_video
 
@@ -176,30 +180,38 @@ def test_a_sample_made_before_settings_were_added_is_reused_only_for_their_old_v
         generate_sample(tmp_path, SampleConfig.tiny(ground_spots=2))
 
 
-def test_pavement_grain_shows_up_close_and_averages_out_from_the_air():
-    """The ground's 0.3 m texels are magnified into blur a few metres in front of a street photo; the pavement grain
-    (SampleConfig.street_detail_texel_m) gives that street fine structure, while aerial views, whose pixels cover many
-    grain texels, see about the same picture as without it."""
-    import dataclasses
-
-    from aerialmd.sample_scene.render import render
-    from aerialmd.sample_scene.textures import ground_texture, pavement_detail
-    from aerialmd.sample_scene.viewpoints import look_at
-    from aerialmd.sample_scene.world import World
-
+def grained_worlds(surface: str) -> tuple[World, World, np.ndarray, np.ndarray]:
+    """A world without and with the grain of `surface` ("street": the pavement on open ground, "wall": the wall grain
+    on a building's facades), a street photo's cam2world 2-8 m from that surface and an aerial view's of it."""
     ground = ground_texture(np.random.default_rng(0), 200.0, 0.3)
-    plain = World([], 200.0, [ground])
-    grained = World([], 200.0, [dataclasses.replace(ground, detail=pavement_detail(np.random.default_rng(1), 40.0,
-                                                                                    0.02))])
+    if surface == "street":
+        grain = grain_detail(np.random.default_rng(1), PAVEMENT, 40.0, 0.02)
+        photo = look_at(np.array([0.0, 0.0, 1.7]), np.array([0.0, 8.0, 0.0]))
+        aerial = look_at(np.array([0.0, -150.0, 150.0]), np.array([0.0, 0.0, 0.0]))
+        return World([], 200.0, [ground]), World([], 200.0, [dataclasses.replace(ground, detail=grain)]), photo, aerial
+    box = Box(np.array([0.0, 10.0]), np.array([6.0, 6.0]), 20.0, 0.0)  # its nearest wall at y = 4
+    walls = [box_textures(np.random.default_rng(2), box, 0.06, detail) for detail in
+             (None, grain_detail(np.random.default_rng(1), WALL, 16.0, 0.01))]
+    photo = look_at(np.array([0.0, 2.0, 1.7]), np.array([0.0, 4.0, 3.0]))
+    aerial = look_at(np.array([0.0, -60.0, 60.0]), np.array([0.0, 4.0, 10.0]))  # the wall fills a third of it
+    return World([box], 200.0, [ground, *walls[0]]), World([box], 200.0, [ground, *walls[1]]), photo, aerial
+
+
+@pytest.mark.parametrize("surface", ["street", "wall"])
+def test_grain_shows_up_close_and_averages_out_from_the_air(surface):
+    """Up close a surface's own texels (0.3 m on the ground, 6 cm on walls) are magnified into blur or flat blocks; its
+    grain (SampleConfig.street_detail_texel_m, wall_detail_texel_m) gives a street photo fine structure there, while
+    aerial views, whose pixels cover many grain texels, see about the same picture as without it."""
+    plain, grained, photo, aerial = grained_worlds(surface)
     K = np.array([[300.0, 0.0, 79.5], [0.0, 300.0, 59.5], [0.0, 0.0, 1.0]])
 
-    def fine_structure(world: World, cam2world: np.ndarray) -> tuple[np.ndarray, float]:
+    def fine_structure(world: World, cam2world: np.ndarray, first_row: int) -> tuple[np.ndarray, float]:
         gray = cv2.cvtColor(render(world, K, cam2world, 160, 120, supersample=2)[0], cv2.COLOR_RGB2GRAY)
-        return gray.astype(np.float64), float(np.std(cv2.Laplacian(gray[60:].astype(np.float64), cv2.CV_64F)))
+        return gray.astype(np.float64), float(np.std(cv2.Laplacian(gray[first_row:].astype(np.float64), cv2.CV_64F)))
 
-    street = look_at(np.array([0.0, 0.0, 1.7]), np.array([0.0, 8.0, 0.0]))
-    assert fine_structure(grained, street)[1] > 3 * fine_structure(plain, street)[1]
-    aerial = look_at(np.array([0.0, -150.0, 150.0]), np.array([0.0, 0.0, 0.0]))
-    (with_grain, grain_detail), (without, plain_detail) = fine_structure(grained, aerial), fine_structure(plain, aerial)
+    close_rows = 60 if surface == "street" else 0  # the street fills the lower half of its photo, the wall all of it
+    assert fine_structure(grained, photo, close_rows)[1] > 3 * fine_structure(plain, photo, close_rows)[1]
+    (with_grain, grain_detail), (without, plain_detail) = fine_structure(grained, aerial, 0), \
+        fine_structure(plain, aerial, 0)
     assert np.median(np.abs(with_grain - without)) < 0.05 * np.median(without)
     assert grain_detail < 1.3 * plain_detail

@@ -33,16 +33,18 @@ from ..megadepth import undistorted_intrinsics
 from ..scenes import save_scene_list
 from ..video import write_video
 from .render import render
-from .textures import Texture, pavement_detail
+from .textures import PAVEMENT, WALL, Grain, Texture, grain_detail
 from .viewpoints import Orbit, orbit_poses, pose_near_spot, street_pose, street_spot
 from .world import World, random_town
 
 MARKER_NAME = "sample_scene.json"
-DETAIL_STREAM = 1  # the pavement grain's random stream: np.random.default_rng([seed, DETAIL_STREAM])
-DETAIL_TILE_M = 40.0
+# The grains' random streams, np.random.default_rng([seed, stream]): the rest of the sample is the same with or without
+# them. Their tiles (metres; mirrored beyond).
+STREET_DETAIL_STREAM, WALL_DETAIL_STREAM = 1, 2
+STREET_DETAIL_TILE_M, WALL_DETAIL_TILE_M = 40.0, 16.0
 # Settings added since samples were first made, with the values that make the same files as before they existed: a
 # sample whose marker lacks them is the one these values would make.
-ADDED_SETTINGS = {"ground_spots": 0, "spot_spread_m": 2.0, "street_detail_texel_m": 0.0}
+ADDED_SETTINGS = {"ground_spots": 0, "spot_spread_m": 2.0, "street_detail_texel_m": 0.0, "wall_detail_texel_m": 0.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +62,12 @@ class SampleConfig:
     # densely as real MegaDepth scenes do (evaluation.neighbour_distance_ratios; 0: each photo at a place of its own).
     ground_spots: int = 4
     spot_spread_m: float = 2.0
-    # Texel of the pavement grain on the ground (textures.pavement_detail), what a street photo sees of the street in
+    # Texel of the pavement grain on the ground (textures.PAVEMENT), what a street photo sees of the street in
     # front of it; 0: none (the ground's own texels, 0.3 m, are made for the aerial views).
     street_detail_texel_m: float = 0.02
+    # Texel of the wall grain (textures.WALL) on every facade, what a photo a few metres from a wall sees of it; 0: none
+    # (the facades' own 6 cm texels then show as flat blocks up close, where no window matching can work).
+    wall_detail_texel_m: float = 0.01
     ground_long_side: int = 640
     frame_rate: float = 30.0
     origin: SpherePoint = SpherePoint(48.85837, 2.29448, 35.0)  # Champ de Mars, Paris; the ground is at this altitude
@@ -74,7 +79,7 @@ class SampleConfig:
         """A small sample for fast tests: two dense arcs facing the landmark's photographed side."""
         base = dict(num_buildings=4, orbits=(Orbit(30.0, 120.0, 9, 120.0, 45.0), Orbit(90.0, 170.0, 9, 120.0, 45.0)),
                     aerial_size=(480, 270), num_ground=5, ground_long_side=480, ground_spots=0,
-                    street_detail_texel_m=0.0)
+                    street_detail_texel_m=0.0, wall_detail_texel_m=0.0)
         return cls(**{**base, **overrides})
 
     def to_json(self) -> dict:
@@ -335,12 +340,21 @@ def write_ground_truth(paths: SamplePaths, config: SampleConfig, world: World, v
 
 
 def street_detail(config: SampleConfig) -> Texture | None:
-    """The ground's pavement grain, from a random stream of its own: the rest of the sample is the same with or
-    without it."""
-    if config.street_detail_texel_m <= 0:
+    """The ground's pavement grain, or None when the config has none."""
+    return surface_grain(config, config.street_detail_texel_m, PAVEMENT, STREET_DETAIL_STREAM, STREET_DETAIL_TILE_M)
+
+
+def wall_detail(config: SampleConfig) -> Texture | None:
+    """The facades' wall grain, or None when the config has none."""
+    return surface_grain(config, config.wall_detail_texel_m, WALL, WALL_DETAIL_STREAM, WALL_DETAIL_TILE_M)
+
+
+def surface_grain(config: SampleConfig, texel_m: float, grain: Grain, stream: int, tile_m: float) -> Texture | None:
+    """A grain from a random stream of its own (the rest of the sample is the same with or without it); None for a
+    texel of 0."""
+    if texel_m <= 0:
         return None
-    return pavement_detail(np.random.default_rng([config.seed, DETAIL_STREAM]), DETAIL_TILE_M,
-                           config.street_detail_texel_m)
+    return grain_detail(np.random.default_rng([config.seed, stream]), grain, tile_m, texel_m)
 
 
 def generate_sample(root: Path | str, config: SampleConfig = SampleConfig()) -> SamplePaths:
@@ -353,7 +367,8 @@ def generate_sample(root: Path | str, config: SampleConfig = SampleConfig()) -> 
     if paths.root.exists() and any(paths.root.iterdir()):
         raise FileExistsError(f"{paths.root}: exists and is not a sample scene; choose an empty folder")
     rng = np.random.default_rng(config.seed)
-    world = random_town(rng, config.num_buildings, ground_detail=street_detail(config))
+    world = random_town(rng, config.num_buildings, ground_detail=street_detail(config),
+                        wall_detail=wall_detail(config))
     aerial = aerial_views(rng, config)
     ground, cameras = zip(*ground_cameras(rng, config, world))
     renders = render_views(world, aerial + list(ground), config.supersample, config.workers)

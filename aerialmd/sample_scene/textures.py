@@ -124,12 +124,33 @@ def roof_texture(rng: np.random.Generator, width_m: float, depth_m: float, texel
     return Texture(mip_pyramid(np.clip(image, 0, 1).astype(np.float32)), texel)
 
 
-def pavement_detail(rng: np.random.Generator, tile_m: float, texel: float) -> Texture:
-    """Mean-1 modulation with the grain of a street seen from eye height (specks, pebbles, cracks of 4-30 cm), tiled
-    every `tile_m` (mirrored): the unique ground texture has 0.3 m texels, which a street photo would see blurred."""
+@dataclasses.dataclass(frozen=True)
+class Grain:
+    """The character of a surface's fine structure: noise cells and scattered marks (sizes in metres) around a
+    level, as a mean-1 gray modulation (Texture.detail)."""
+
+    noise_cell_m: float
+    mark_sizes_m: tuple[float, float]
+    mark_spacing_m: float  # one mark per square of this side, on average
+    low: float  # the noise spans [low, low + span] before the marks and the normalisation to mean 1
+    span: float
+    mark_spread: float  # standard deviation of the marks' brightness around 1
+
+
+PAVEMENT = Grain(noise_cell_m=0.12, mark_sizes_m=(0.04, 0.3), mark_spacing_m=0.5, low=0.4, span=1.2, mark_spread=0.35)
+# Plaster and masonry seen from a few metres: finer and fainter than the pavement's specks and pebbles.
+WALL = Grain(noise_cell_m=0.05, mark_sizes_m=(0.02, 0.12), mark_spacing_m=0.25, low=0.6, span=0.8, mark_spread=0.2)
+
+
+def grain_detail(rng: np.random.Generator, grain: Grain, tile_m: float, texel: float) -> Texture:
+    """Mean-1 modulation with a surface's `grain`, tiled every `tile_m` (mirrored): fine structure for views a few
+    metres away, where the surface's own texels (0.3 m on the ground, 6 cm on walls) are magnified into blur or flat
+    blocks; views whose pixels cover many grain texels see its average, about 1."""
     size = int(np.ceil(tile_m / texel))
-    image = 0.4 + 1.2 * fractal_noise(rng, (size, size), 0.12 / texel, octaves=4)
-    draw_random_shapes(rng, image, int((tile_m / 0.5) ** 2), (0.04 / texel, 0.3 / texel), np.ones(3, np.float32), 0.35)
+    image = grain.low + grain.span * fractal_noise(rng, (size, size), grain.noise_cell_m / texel, octaves=4)
+    marks = int((tile_m / grain.mark_spacing_m) ** 2)
+    low, high = grain.mark_sizes_m
+    draw_random_shapes(rng, image, marks, (low / texel, high / texel), np.ones(3, np.float32), grain.mark_spread)
     image = image.mean(axis=2, keepdims=True).repeat(3, axis=2)
     return Texture(mip_pyramid((image / image.mean()).astype(np.float32)), texel)
 

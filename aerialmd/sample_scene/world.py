@@ -118,9 +118,9 @@ class World:
 
 def random_town(rng: np.random.Generator, num_buildings: int, lot_spacing_m: float = 55.0,
                 ground_extent_m: float = 900.0, facade_texel_m: float = 0.06,
-                ground_detail: Texture | None = None) -> World:
+                ground_detail: Texture | None = None, wall_detail: Texture | None = None) -> World:
     """Buildings on distinct lots of a square grid around the origin, each with its own textures; the ground's
-    texture is modulated by `ground_detail` when given."""
+    texture is modulated by `ground_detail`, every wall's by `wall_detail`, when given."""
     grid = int(np.ceil(np.sqrt(num_buildings)))
     lots = [(i, j) for i in range(grid) for j in range(grid)]
     chosen = sorted(lots[c] for c in rng.permutation(len(lots))[:num_buildings])
@@ -132,12 +132,14 @@ def random_town(rng: np.random.Generator, num_buildings: int, lot_spacing_m: flo
         half = rng.uniform(8.0, 17.0, 2)
         height = float(rng.uniform(35.0, 48.0) if not boxes else rng.uniform(14.0, 30.0))
         boxes.append(Box(centers[k], half, height, float(rng.uniform(-0.35, 0.35))))
-        textures += box_textures(rng, boxes[-1], facade_texel_m)
+        textures += box_textures(rng, boxes[-1], facade_texel_m, wall_detail)
     return World(boxes, ground_extent_m, textures)
 
 
-def box_textures(rng: np.random.Generator, box: Box, facade_texel_m: float) -> list[Texture]:
-    """A building's own textures, in World's face order: its four walls, then its roof."""
+def box_textures(rng: np.random.Generator, box: Box, facade_texel_m: float,
+                 wall_detail: Texture | None = None) -> list[Texture]:
+    """A building's own textures, in World's face order: its four walls (modulated by `wall_detail` when given), then
+    its roof."""
     walls = [(2 * box.half_size[1], box.height)] * 2 + [(2 * box.half_size[0], box.height)] * 2
-    return [facade_texture(rng, w, h, facade_texel_m) for w, h in walls] + \
+    return [dataclasses.replace(facade_texture(rng, w, h, facade_texel_m), detail=wall_detail) for w, h in walls] + \
         [roof_texture(rng, 2 * box.half_size[0], 2 * box.half_size[1], 0.1)]
