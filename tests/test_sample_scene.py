@@ -211,7 +211,7 @@ def test_grain_shows_up_close_and_averages_out_from_the_air(surface):
 
     close_rows = 60 if surface == "street" else 0  # the street fills the lower half of its photo, the wall all of it
     assert fine_structure(grained, photo, close_rows)[1] > 3 * fine_structure(plain, photo, close_rows)[1]
-    (with_grain, grain_detail), (without, plain_detail) = fine_structure(grained, aerial, 0), \
+    (with_grain, grained_energy), (without, plain_energy) = fine_structure(grained, aerial, 0), \
         fine_structure(plain, aerial, 0)
     assert np.median(np.abs(with_grain - without)) < 0.05 * np.median(without)
-    assert grain_detail < 1.3 * plain_detail
+    assert grained_energy < 1.3 * plain_energy
