@@ -185,13 +185,13 @@ def grained_worlds(surface: str) -> tuple[World, World, np.ndarray, np.ndarray]:
     on a building's facades), a street photo's cam2world 2-8 m from that surface and an aerial view's of it."""
     ground = ground_texture(np.random.default_rng(0), 200.0, 0.3)
     if surface == "street":
-        grain = grain_detail(np.random.default_rng(1), PAVEMENT, 40.0, 0.02)
+        grain = grain_detail(np.random.default_rng(1), PAVEMENT, 0.02)
         photo = look_at(np.array([0.0, 0.0, 1.7]), np.array([0.0, 8.0, 0.0]))
         aerial = look_at(np.array([0.0, -150.0, 150.0]), np.array([0.0, 0.0, 0.0]))
         return World([], 200.0, [ground]), World([], 200.0, [dataclasses.replace(ground, detail=grain)]), photo, aerial
     box = Box(np.array([0.0, 10.0]), np.array([6.0, 6.0]), 20.0, 0.0)  # its nearest wall at y = 4
     walls = [box_textures(np.random.default_rng(2), box, 0.06, detail) for detail in
-             (None, grain_detail(np.random.default_rng(1), WALL, 16.0, 0.01))]
+             (None, grain_detail(np.random.default_rng(1), WALL, 0.01))]
     photo = look_at(np.array([0.0, 2.0, 1.7]), np.array([0.0, 4.0, 3.0]))
     aerial = look_at(np.array([0.0, -60.0, 60.0]), np.array([0.0, 4.0, 10.0]))  # the wall fills a third of it
     return World([box], 200.0, [ground, *walls[0]]), World([box], 200.0, [ground, *walls[1]]), photo, aerial

@@ -38,10 +38,7 @@ from .viewpoints import Orbit, orbit_poses, pose_near_spot, street_pose, street_
 from .world import World, random_town
 
 MARKER_NAME = "sample_scene.json"
-# The grains' random streams, np.random.default_rng([seed, stream]): the rest of the sample is the same with or without
-# them. Their tiles (metres; mirrored beyond).
-STREET_DETAIL_STREAM, WALL_DETAIL_STREAM = 1, 2
-STREET_DETAIL_TILE_M, WALL_DETAIL_TILE_M = 40.0, 16.0
+STREET_DETAIL_STREAM, WALL_DETAIL_STREAM = 1, 2  # the grains' random streams (surface_grain)
 # Settings added since samples were first made, with the values that make the same files as before they existed: a
 # sample whose marker lacks them is the one these values would make.
 ADDED_SETTINGS = {"ground_spots": 0, "spot_spread_m": 2.0, "street_detail_texel_m": 0.0, "wall_detail_texel_m": 0.0}
@@ -339,22 +336,12 @@ def write_ground_truth(paths: SamplePaths, config: SampleConfig, world: World, v
         write_depth_exr(paths.ground_truth_dir / "depth" / f"{view.name}.exr", depth)
 
 
-def street_detail(config: SampleConfig) -> Texture | None:
-    """The ground's pavement grain, or None when the config has none."""
-    return surface_grain(config, config.street_detail_texel_m, PAVEMENT, STREET_DETAIL_STREAM, STREET_DETAIL_TILE_M)
-
-
-def wall_detail(config: SampleConfig) -> Texture | None:
-    """The facades' wall grain, or None when the config has none."""
-    return surface_grain(config, config.wall_detail_texel_m, WALL, WALL_DETAIL_STREAM, WALL_DETAIL_TILE_M)
-
-
-def surface_grain(config: SampleConfig, texel_m: float, grain: Grain, stream: int, tile_m: float) -> Texture | None:
-    """A grain from a random stream of its own (the rest of the sample is the same with or without it); None for a
-    texel of 0."""
+def surface_grain(seed: int, stream: int, grain: Grain, texel_m: float) -> Texture | None:
+    """A grain from a random stream of its own, np.random.default_rng([seed, stream]), so the rest of the sample is
+    the same with or without it; None for a texel of 0."""
     if texel_m <= 0:
         return None
-    return grain_detail(np.random.default_rng([config.seed, stream]), grain, tile_m, texel_m)
+    return grain_detail(np.random.default_rng([seed, stream]), grain, texel_m)
 
 
 def generate_sample(root: Path | str, config: SampleConfig = SampleConfig()) -> SamplePaths:
@@ -367,8 +354,10 @@ def generate_sample(root: Path | str, config: SampleConfig = SampleConfig()) -> 
     if paths.root.exists() and any(paths.root.iterdir()):
         raise FileExistsError(f"{paths.root}: exists and is not a sample scene; choose an empty folder")
     rng = np.random.default_rng(config.seed)
-    world = random_town(rng, config.num_buildings, ground_detail=street_detail(config),
-                        wall_detail=wall_detail(config))
+    world = random_town(
+        rng, config.num_buildings,
+        ground_detail=surface_grain(config.seed, STREET_DETAIL_STREAM, PAVEMENT, config.street_detail_texel_m),
+        wall_detail=surface_grain(config.seed, WALL_DETAIL_STREAM, WALL, config.wall_detail_texel_m))
     aerial = aerial_views(rng, config)
     ground, cameras = zip(*ground_cameras(rng, config, world))
     renders = render_views(world, aerial + list(ground), config.supersample, config.workers)

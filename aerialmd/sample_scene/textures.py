@@ -135,20 +135,23 @@ class Grain:
     low: float  # the noise spans [low, low + span] before the marks and the normalisation to mean 1
     span: float
     mark_spread: float  # standard deviation of the marks' brightness around 1
+    tile_m: float  # side of the square tile it is made of, mirrored beyond
 
 
-PAVEMENT = Grain(noise_cell_m=0.12, mark_sizes_m=(0.04, 0.3), mark_spacing_m=0.5, low=0.4, span=1.2, mark_spread=0.35)
+PAVEMENT = Grain(noise_cell_m=0.12, mark_sizes_m=(0.04, 0.3), mark_spacing_m=0.5, low=0.4, span=1.2, mark_spread=0.35,
+                 tile_m=40.0)
 # Plaster and masonry seen from a few metres: finer and fainter than the pavement's specks and pebbles.
-WALL = Grain(noise_cell_m=0.05, mark_sizes_m=(0.02, 0.12), mark_spacing_m=0.25, low=0.6, span=0.8, mark_spread=0.2)
+WALL = Grain(noise_cell_m=0.05, mark_sizes_m=(0.02, 0.12), mark_spacing_m=0.25, low=0.6, span=0.8, mark_spread=0.2,
+             tile_m=16.0)
 
 
-def grain_detail(rng: np.random.Generator, grain: Grain, tile_m: float, texel: float) -> Texture:
-    """Mean-1 modulation with a surface's `grain`, tiled every `tile_m` (mirrored): fine structure for views a few
-    metres away, where the surface's own texels (0.3 m on the ground, 6 cm on walls) are magnified into blur or flat
-    blocks; views whose pixels cover many grain texels see its average, about 1."""
-    size = int(np.ceil(tile_m / texel))
+def grain_detail(rng: np.random.Generator, grain: Grain, texel: float) -> Texture:
+    """Mean-1 modulation with a surface's `grain` at `texel` metres: fine structure for views a few metres away, where
+    the surface's own texels (0.3 m on the ground, 6 cm on walls) are magnified into blur or flat blocks; views whose
+    pixels cover many grain texels see its average, about 1."""
+    size = int(np.ceil(grain.tile_m / texel))
     image = grain.low + grain.span * fractal_noise(rng, (size, size), grain.noise_cell_m / texel, octaves=4)
-    marks = int((tile_m / grain.mark_spacing_m) ** 2)
+    marks = int((grain.tile_m / grain.mark_spacing_m) ** 2)
     low, high = grain.mark_sizes_m
     draw_random_shapes(rng, image, marks, (low / texel, high / texel), np.ones(3, np.float32), grain.mark_spread)
     image = image.mean(axis=2, keepdims=True).repeat(3, axis=2)
