@@ -1,88 +1,11 @@
 #!/usr/bin/env python3
 """Run every stage of the pipeline, in order, for one data root.
 
-With no arguments: creates the built-in sample scene under ./sample_data (if not there yet) and runs all stages on it.
-With --data_root (and --megadepth_dir, --scene_list): runs the stages on your own data.
-With --executor ray: one Ray task per scene (all its stages) on a Ray cluster (--ray_address) or a local Ray instance.
-"""
+The code is aerialmd/cli/run_pipeline.py (installed as a console script too); `--help` lists the flags."""
 
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from aerialmd.dense import DenseConf, add_mvs_arguments, dense_conf_from  # noqa: E402
-from aerialmd.executors import EXECUTORS, run_local, run_ray  # noqa: E402
-from aerialmd.pipeline import PipelinePaths, Stage, sample_pipeline  # noqa: E402
-from aerialmd.sample_scene import SampleConfig  # noqa: E402
-from aerialmd.scenes import SETUP_ERRORS, add_scene_arguments, exit_code_of  # noqa: E402
-
-SAMPLE_SIZES = {"default": SampleConfig(), "tiny": SampleConfig.tiny()}
-SAMPLE_MVS_SIZE = 320  # the sample's depth maps: keeps the whole run within a few minutes on a laptop CPU
-
-
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sample_root", type=Path, default=Path("sample_data"), help="where the sample scene lives")
-    parser.add_argument("--sample_size", choices=sorted(SAMPLE_SIZES), default="default")
-    parser.add_argument("--data_root", type=Path, help="your data root (holds downloaded_data/); skips the sample")
-    parser.add_argument("--megadepth_dir", type=Path, help="MegaDepth root (with --data_root)")
-    parser.add_argument("--scene_list", type=Path, default=Path(__file__).resolve().parent / "datasets_preprocess" /
-                        "megadepth_image_list.npz", help="scene-list npz (with --data_root)")
-    add_scene_arguments(parser)
-    parser.add_argument("--workers", type=int, default=None, help="parallel workers per stage (default: CPU count)")
-    parser.add_argument("--overwrite", action="store_true", help="redo finished work")
-    add_mvs_arguments(parser.add_argument_group("multi-view stereo (as do_colmap_localization.py)"),
-                      f"; {SAMPLE_MVS_SIZE} for the sample")
-    add_executor_arguments(parser)
-    return parser
-
-
-def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
-    """--executor and the Ray executor's settings."""
-    parser.add_argument("--executor", choices=EXECUTORS, default="local",
-                        help="local: the stages in turn over all scenes, in this process; ray: one Ray task per scene")
-    parser.add_argument("--ray_address", default=None,
-                        help="Ray cluster to use (e.g. auto, <head>:6379, ray://<head>:10001; default: RAY_ADDRESS "
-                             "when set, else a local Ray instance on this machine)")
-    parser.add_argument("--ray_cpus_per_scene", type=float, default=2,
-                        help="CPUs reserved per scene task (also its worker threads unless --workers)")
-    parser.add_argument("--ray_gpus_per_scene", type=float, default=0,
-                        help="GPUs reserved per scene task, used by the MVS stage (colmap backend, or torch on CUDA); "
-                             "fractions share a GPU")
-
-
-def dense_conf(args: argparse.Namespace) -> DenseConf:
-    """The MVS flags' configuration; the depth maps' default size is smaller for the sample."""
-    return dense_conf_from(args, DenseConf.max_image_size if args.data_root else SAMPLE_MVS_SIZE)
-
-
-def resolve_paths(args: argparse.Namespace) -> tuple[PipelinePaths, list[Stage]]:
-    """The user's data, or the sample scene (whose creation is then the first stage)."""
-    if args.data_root is not None:
-        if args.megadepth_dir is None:
-            raise ValueError("--data_root needs --megadepth_dir")
-        return PipelinePaths(args.data_root, args.megadepth_dir, args.scene_list, args.data_root / "megadepth_processed"), []
-    paths, stage = sample_pipeline(args.sample_root, SAMPLE_SIZES[args.sample_size])
-    return paths, [stage]
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
-
-    def run() -> int:
-        paths, first = resolve_paths(args)
-        common = (paths, args.scenes, args.workers, args.overwrite, args.shard, dense_conf(args), first)
-        if args.executor == "ray":
-            return run_ray(*common, address=args.ray_address, cpus_per_scene=args.ray_cpus_per_scene,
-                           gpus_per_scene=args.ray_gpus_per_scene)
-        return run_local(*common)
-
-    return exit_code_of(run, (*SETUP_ERRORS, FileExistsError, RuntimeError))  # FileExistsError: a foreign sample root
-
+from aerialmd.cli.run_pipeline import main
 
 if __name__ == "__main__":
     sys.exit(main())

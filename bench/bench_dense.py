@@ -21,19 +21,18 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from aerialmd.dense import DENSE_DIR, DenseConf, dense_scene  # noqa: E402
-from aerialmd.dense_model import LOCALIZED_MODEL  # noqa: E402
-from aerialmd.evaluation import (  # noqa: E402
+from aerialmd.stages.dense import DENSE_DIR, DenseConf, dense_scene
+from aerialmd.formats.dense_model import LOCALIZED_MODEL
+from aerialmd.sample_scene.evaluation import (
     cross_view_visibility,
     dense_accuracy,
     load_ground_truth,
     neighbour_distance_ratios,
     registration_accuracy,
 )
-from aerialmd.megadepth import scene_info_cam2world  # noqa: E402
-from aerialmd.pipeline import build_stages, run_stages, sample_pipeline  # noqa: E402
-from aerialmd.sample_scene import SampleConfig  # noqa: E402
+from aerialmd.stages.preprocess_megadepth import scene_info_cam2world
+from aerialmd.run.pipeline import build_stages, run_stages, sample_pipeline
+from aerialmd.sample_scene import SampleConfig
 
 TARGETS = dict(coverage=0.70, within_2pct=0.90, off_10pct=0.03)
 STREET_HEIGHT_M = 0.3  # the sample's ground is at world height 0

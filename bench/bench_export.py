@@ -1,9 +1,9 @@
 """Benchmark of the stage 5 export: images/s of a single-threaded loop against the worker pool, in one run.
 
 Target (issue): with 2 workers on 2 cores, at least 1.5x the single-threaded loop. Input: a synthetic dense model
-(`localized_dense_metric` layout, written with aerialmd.dense_model.write_dense_model) of N aerial-sized images with
+(`localized_dense_metric` layout, written with aerialmd.formats.dense_model.write_dense_model) of N aerial-sized images with
 random smooth depth (some beyond the 2000 m cut) and JPEG photos, and a pair file naming every image. Both modes run the
-same exporter (aerialmd.export.export_aerialmegadepth) with --overwrite: --workers 1 works in this process, a plain
+same exporter (aerialmd.stages.export.export_aerialmegadepth) with --overwrite: --workers 1 works in this process, a plain
 loop over the images; --workers N uses N worker processes. The modes alternate and the best of the repeats counts.
 Usage: python bench/bench_export.py [--images 40] [--size 1920x1080] [--workers 2] [--repeats 3]
 """
@@ -14,19 +14,17 @@ import argparse
 import contextlib
 import io
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would dominate the output
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from aerialmd.camera import intrinsics_matrix  # noqa: E402
-from aerialmd.dense_model import DenseView, build_sparse_model, write_dense_model, LOCALIZATION_DIR, DENSE_DIR  # noqa: E402
-from aerialmd.export import PairFile, export_aerialmegadepth, save_pair_file  # noqa: E402
+from aerialmd.geometry.camera import intrinsics_matrix
+from aerialmd.formats.dense_model import DenseView, build_sparse_model, write_dense_model, LOCALIZATION_DIR, DENSE_DIR
+from aerialmd.stages.export import PairFile, export_aerialmegadepth, save_pair_file
 
 WORK = Path(__file__).resolve().parent / "_work" / "export"
 SCENE = "9999"

@@ -17,7 +17,6 @@ import argparse
 import os
 import resource
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,8 @@ import av
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing the package
 
-from aerialmd.video import extract_frames, probe_video, write_video  # noqa: E402
+from aerialmd.formats.video import extract_frames, probe_video, write_video
 
 WIDTH, HEIGHT, FPS = 1920, 1080, 30
 REAL_FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "ges_gesblender_local" / "footage"
@@ -161,7 +159,7 @@ def decode_pyav(video: Path, thread_type: str, thread_count: int) -> int:
 
 
 def ours(video: Path, out_dir: Path, quality: int) -> int:
-    """aerialmd.video.extract_frames with its defaults."""
+    """aerialmd.formats.video.extract_frames with its defaults."""
     return len(extract_frames(video, out_dir, "frame", quality=quality, progress=False))
 
 

@@ -14,22 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pycolmap  # noqa: E402
+import pycolmap
 
-from aerialmd.evaluation import load_ground_truth, registration_accuracy  # noqa: E402
-from aerialmd.ge_preprocess import preprocess_ge  # noqa: E402
-from aerialmd.h5io import read_pairs  # noqa: E402
-from aerialmd.localization import OUTPUT_ROOT, localize  # noqa: E402
-from aerialmd.matching import resolve_configs  # noqa: E402
-from aerialmd.megadepth import preprocess_megadepth  # noqa: E402
-from aerialmd.registration import POSE_PNP, POSE_PREDICTED  # noqa: E402
-from aerialmd.sample_scene import SampleConfig, generate_sample  # noqa: E402
+from aerialmd.sample_scene.evaluation import load_ground_truth, registration_accuracy
+from aerialmd.stages.preprocess_ge import preprocess_ge
+from aerialmd.formats.hloc_h5 import read_pairs
+from aerialmd.stages.localization import OUTPUT_ROOT, localize
+from aerialmd.sfm.matching import resolve_configs
+from aerialmd.stages.preprocess_megadepth import preprocess_megadepth
+from aerialmd.sfm.registration import POSE_PNP, POSE_PREDICTED
+from aerialmd.sample_scene import SampleConfig, generate_sample
 
 BUDGET_SECONDS = 300  # the whole stage for the default sample with sift
 

@@ -3,7 +3,7 @@
 Targets (issue): <= 15 s per reference with 5 sources on CPU, peak memory < 4 GB (`--sources 8`: the dense stage's
 default, DenseConf.num_sources). Input: synthetic random-texture images from sideways-translated cameras; the cost of
 the sweep does not depend on the content. By default the sweep is configured as the dense stage runs it
-(aerialmd.dense.DenseConf: fronto-parallel plus horizontal planes, semi-global smoothing, swept at half resolution and
+(aerialmd.stages.dense.DenseConf: fronto-parallel plus horizontal planes, semi-global smoothing, swept at half resolution and
 refined at full resolution since 640 exceeds coarse_to_fine_above).
 Usage: python bench/bench_mvs.py [--device cpu|cuda|auto] [--num-depths N] [--window W] [--fronto-only] [--no-smoothing]
                                  [--full-resolution] [--sources N]
@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from aerialmd.dense import DenseConf  # noqa: E402
-from aerialmd.mvs import (  # noqa: E402
+from aerialmd.stages.dense import DenseConf
+from aerialmd.mvs.plane_sweep import (
     MVSView,
     PlaneFamily,
     coarse_to_fine_depth,

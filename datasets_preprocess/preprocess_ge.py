@@ -1,53 +1,11 @@
 #!/usr/bin/env python3
 """Stage 2: extract Google Earth Studio frames and decode per-frame metric cameras, scene by scene.
 
-    python datasets_preprocess/preprocess_ge.py --data_root <root> --scene_list datasets_preprocess/megadepth_image_list.npz
+The code is aerialmd/cli/preprocess_ge.py (installed as a console script too); `--help` lists the flags."""
 
-Reads <root>/downloaded_data/<scene>.{mp4,json}; writes <root>/data/<scene>/ (see aerialmd/ge_preprocess.py).
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aerialmd.ge_preprocess import preprocess_ge  # noqa: E402
-from aerialmd.geodesy import SpherePoint  # noqa: E402
-from aerialmd.scenes import add_scene_arguments, exit_code_of  # noqa: E402
-
-DEFAULT_SCENE_LIST = Path(__file__).resolve().parent / "megadepth_image_list.npz"
-
-
-def parse_origin(text: str) -> SpherePoint:
-    """`lat,lon,alt` (degrees, degrees, metres on the GES sphere)."""
-    try:
-        lat, lon, alt = (float(v) for v in text.split(","))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--origin expects lat,lon,alt, got {text!r}") from exc
-    return SpherePoint(lat, lon, alt)
-
-
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_root", required=True, type=Path, help="holds downloaded_data/; data/ is written here")
-    parser.add_argument("--scene_list", type=Path, default=DEFAULT_SCENE_LIST, help="scene-list npz (scene ids)")
-    add_scene_arguments(parser)
-    parser.add_argument("--workers", type=int, default=None, help="JPEG encoding threads (default: CPU count)")
-    parser.add_argument("--overwrite", action="store_true", help="redo scenes whose output exists")
-    parser.add_argument("--origin", type=parse_origin, default=None,
-                        help="ENU origin lat,lon,alt on the GES sphere (default: first track point; for Local exports "
-                             "the export's origin, without which poses stay in its ECEF-parallel axes)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
-    return exit_code_of(lambda: preprocess_ge(args.data_root, args.scene_list, args.scenes, args.origin,
-                                              args.overwrite, args.workers, args.shard))
-
+from aerialmd.cli.preprocess_ge import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,46 +1,11 @@
+#!/usr/bin/env python3
 """Preprocess MegaDepth scenes: undistorted intrinsics, cam2world poses and downscaled photos/depths per image.
 
-Usage: python datasets_preprocess/preprocess_megadepth.py --megadepth_dir /data/megadepth --output_dir /data/md_processed
-"""
+The code is aerialmd/cli/preprocess_megadepth.py (installed as a console script too); `--help` lists the flags."""
 
-from __future__ import annotations
-
-import argparse
-import os
 import sys
-from pathlib import Path
 
-SCRIPT_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(SCRIPT_DIR.parent))  # run from a checkout without installing the package
-
-from aerialmd.megadepth import preprocess_megadepth  # noqa: E402
-from aerialmd.scenes import add_scene_arguments, exit_code_of  # noqa: E402
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--megadepth_dir", required=True, help="MegaDepth root, or its MegaDepth_v1_SfM folder")
-    parser.add_argument(
-        "--megadepth_image_list",
-        default=SCRIPT_DIR / "megadepth_image_list.npz",
-        type=Path,
-        help="scene list npz (default: %(default)s)",
-    )
-    parser.add_argument("--output_dir", required=True, type=Path)
-    add_scene_arguments(parser)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="image threads (default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
-    args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return exit_code_of(lambda: preprocess_megadepth(args.megadepth_dir, args.megadepth_image_list, args.output_dir,
-                                                     args.scenes, args.workers, args.overwrite, args.shard))
-
+from aerialmd.cli.preprocess_megadepth import main
 
 if __name__ == "__main__":
     sys.exit(main())

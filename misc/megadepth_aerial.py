@@ -4,8 +4,8 @@ With dust3r importable, `MegaDepthAerial` is a `BaseStereoViewDataset` subclass:
 pts3d and image normalisation, exactly as for its other datasets, e.g. in a training command
     --train_dataset "10_000 @ MegaDepthAerial(split='train', ROOT='data/aerialmd', split_file='train.npz',
                                               resolution=[(512, 384), (512, 336)], aug_crop=16)"
-Without dust3r it is aerialmd.dataset.MegaDepthAerial, a plain torch Dataset yielding the same views. The logic
-lives in aerialmd/dataset.py (keep the aerialmd package importable when copying this file into dust3r).
+Without dust3r it is aerialmd.training.dataset.MegaDepthAerial, a plain torch Dataset yielding the same views. The logic
+lives in aerialmd/training/dataset.py (install the aerialmd package, `pip install -e .`, where dust3r runs).
 
 Quick look at a few items:  python misc/megadepth_aerial.py --root data/aerialmd --split_file val.npz
 """
@@ -14,13 +14,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-_CHECKOUT = Path(__file__).resolve().parents[1]
-if (_CHECKOUT / "aerialmd").is_dir():  # run from a checkout without installing the package
-    sys.path.insert(0, str(_CHECKOUT))
-
-from aerialmd.dataset import MegaDepthAerialPairs  # noqa: E402
+from aerialmd.training.dataset import MegaDepthAerialPairs
 
 try:
     from dust3r.datasets.base.base_stereo_view_dataset import BaseStereoViewDataset
@@ -30,10 +25,10 @@ except ModuleNotFoundError as exc:  # only a missing dust3r means "stand-alone";
     BaseStereoViewDataset = None
 
 if BaseStereoViewDataset is None:
-    from aerialmd.dataset import MegaDepthAerial  # noqa: E402,F401
+    from aerialmd.training.dataset import MegaDepthAerial  # noqa: F401
 else:
     class MegaDepthAerial(MegaDepthAerialPairs, BaseStereoViewDataset):
-        """AerialMegaDepth pairs as a DUSt3R dataset; arguments in aerialmd.dataset.MegaDepthAerialPairs."""
+        """AerialMegaDepth pairs as a DUSt3R dataset; arguments in aerialmd.training.dataset.MegaDepthAerialPairs."""
 
 
 def main(argv: list[str] | None = None) -> int:

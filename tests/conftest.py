@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from aerialmd.dense import DenseConf  # noqa: E402
+from aerialmd.stages.dense import DenseConf
 
 # The dense stage as the tests run it: 320 px and 5 sources keep the test run short (8, the default, adds about
 # 2.5 minutes to it); bench/bench_dense.py measures the defaults.
@@ -41,9 +38,9 @@ def tiny_sample(tmp_path_factory):
 def localized(tiny_sample, tmp_path_factory):
     """Stages 2, 3 and 4a run on the tiny sample with SIFT; returns (output folder, ground truth, sample paths,
     preprocessed MegaDepth folder)."""
-    from aerialmd.ge_preprocess import preprocess_ge
-    from aerialmd.localization import OUTPUT_ROOT, localize
-    from aerialmd.megadepth import preprocess_megadepth
+    from aerialmd.stages.preprocess_ge import preprocess_ge
+    from aerialmd.stages.localization import OUTPUT_ROOT, localize
+    from aerialmd.stages.preprocess_megadepth import preprocess_megadepth
     from tests.test_sample_scene import ground_truth
 
     paths, config = tiny_sample
@@ -62,8 +59,8 @@ def dense_output(localized):
     per image kind against the ground truth, dense.json)."""
     import json
 
-    from aerialmd.dense import DENSE_DIR, dense_scene
-    from aerialmd.evaluation import dense_accuracy
+    from aerialmd.stages.dense import DENSE_DIR, dense_scene
+    from aerialmd.sample_scene.evaluation import dense_accuracy
 
     sfm_dir, _, paths, processed = localized
     message = dense_scene(sfm_dir, paths.root / "data" / paths.scene_id, [processed / paths.scene_id / "0"], DENSE_CONF)

@@ -10,16 +10,16 @@ import numpy as np
 import pycolmap
 import pytest
 
-from aerialmd.camera import cam_from_world_from_cam2world, opencv_to_colmap_intrinsics
-from aerialmd.depth_io import read_depth_exr
-from aerialmd.features import FeatureConf
-from aerialmd.ge_preprocess import SPARSE_DIR, preprocess_ge
-from aerialmd.h5io import keypoints_to_colmap, read_features, read_pairs
-from aerialmd.matching import MatcherConf
-from aerialmd.pairs import PairView, angle_matrix_deg, model_views, observations, pairs_by_overlap, pairs_from_poses
+from aerialmd.geometry.camera import cam_from_world_from_cam2world, opencv_to_colmap_intrinsics
+from aerialmd.formats.depth import read_depth_exr
+from aerialmd.sfm.features import FeatureConf
+from aerialmd.stages.preprocess_ge import SPARSE_DIR, preprocess_ge
+from aerialmd.formats.hloc_h5 import keypoints_to_colmap, read_features, read_pairs
+from aerialmd.sfm.matching import MatcherConf
+from aerialmd.sfm.pairs_from_poses import PairView, angle_matrix_deg, model_views, observations, pairs_by_overlap, pairs_from_poses
 from aerialmd.sample_scene.viewpoints import look_at
-from aerialmd.scenes import save_scene_list
-from aerialmd.triangulation import PosesMovedError, assert_poses_unchanged, build_aerial_model, select_images
+from aerialmd.run.scenes import save_scene_list
+from aerialmd.sfm.triangulation import PosesMovedError, assert_poses_unchanged, build_aerial_model, select_images
 from tests.conftest import shared_file
 from tests.test_ges import GESBLENDER_ORIGIN
 from tests.test_preprocess_ge import make_data_root

@@ -17,7 +17,7 @@ import PIL.Image
 import pytest
 import torch
 
-from aerialmd.dataset import (
+from aerialmd.training.dataset import (
     MegaDepthAerial,
     Pair,
     StereoViewDataset,
@@ -26,9 +26,9 @@ from aerialmd.dataset import (
     read_pair_file,
     select_split,
 )
-from aerialmd.depth_io import read_depth_exr
-from aerialmd.evaluation import load_ground_truth
-from aerialmd.video import extract_frames
+from aerialmd.formats.depth import read_depth_exr
+from aerialmd.sample_scene.evaluation import load_ground_truth
+from aerialmd.formats.video import extract_frames
 from tests.conftest import REPO_ROOT, shared_file
 
 KINDS = ("aerial-aerial", "aerial-ground", "ground-ground")

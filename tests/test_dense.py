@@ -1,4 +1,4 @@
-"""Stage 4b (aerialmd.dense) on the tiny sample after registration: the seed's localized_dense_metric layout, depth
+"""Stage 4b (aerialmd.stages.dense) on the tiny sample after registration: the seed's localized_dense_metric layout, depth
 accuracy against the ground truth, agreement with the scaled MegaDepth depth, settings and backend checks."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import pycolmap
 import pytest
 from scipy.spatial.transform import Rotation
 
-from aerialmd.dense import (
+from aerialmd.stages.dense import (
     DENSE_DIR, WORK_DIR, DenseConf, dense_scene, foreground_street, ranked_sources, raw_torch_depth, read_colmap_array,
     resolve_backend,
 )
-from aerialmd.dense_model import DenseView, SparsePoint, build_sparse_model, depth_file_name, project, unproject
-from aerialmd.depth_io import read_depth_h5
+from aerialmd.formats.dense_model import DenseView, SparsePoint, build_sparse_model, depth_file_name, project, unproject
+from aerialmd.formats.depth import read_depth_h5
 from aerialmd.sample_scene.viewpoints import look_at
 from tests.conftest import DENSE_CONF, REPO_ROOT
 
@@ -29,7 +29,7 @@ TARGET = dict(coverage=0.70, within_2pct=0.90, off_10pct=0.03)  # the issue's, p
 # Ground photos here (five, each at a place of its own, no pavement grain) fall short of the coverage target (about
 # 0.39) and have slightly more gross errors (about 3.0 %): this is what the torch backend reaches on them with the
 # tests' 5 sources (figures printed by the dense_output fixture; with 8, the stage's default: 0.410 / 0.869 / 0.029).
-# Within 2 %: 0.889 (0.911 before partners were ranked by the pixels they cover, aerialmd.dense.ranked_sources: the
+# Within 2 %: 0.889 (0.911 before partners were ranked by the pixels they cover, aerialmd.stages.dense.ranked_sources: the
 # street depths added here, from aerial partners, are mostly beyond 2 %; registration puts these photos 0.04-0.11 m
 # too low, 2-7 % of eye height. The default sample's photos: 96.1 %).
 GROUND_REACHED = dict(coverage=0.34, within_2pct=0.88, off_10pct=0.04)
@@ -101,7 +101,7 @@ def test_stage_script_defaults_are_the_stage_configuration():
     figures were measured with; both take the same MVS flags."""
     import importlib.util
 
-    from aerialmd.dense import dense_conf_from
+    from aerialmd.stages.dense import dense_conf_from
 
     def load(script_name: str):
         spec = importlib.util.spec_from_file_location(script_name, REPO_ROOT / f"{script_name}.py")
@@ -203,8 +203,8 @@ def test_killed_run_resumes_to_identical_depths(localized, tmp_path):
     whole = copy_registration(sfm_dir, tmp_path / "whole" / "sfm_test")
     assert dense_scene(whole, scene_dir, dirs, conf) is not None
     killed = copy_registration(sfm_dir, tmp_path / "killed" / "sfm_test")
-    script = (f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); from pathlib import Path; "
-              f"from aerialmd.dense import DenseConf, dense_scene; "
+    script = (f"from pathlib import Path; "
+              f"from aerialmd.stages.dense import DenseConf, dense_scene; "
               f"dense_scene(Path({str(killed)!r}), Path({str(scene_dir)!r}), [Path({str(dirs[0])!r})], "
               f"DenseConf(**{conf.settings()!r}, device='cpu'))")
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -252,7 +252,7 @@ def test_a_partner_seeing_the_street_in_front_of_a_photo_ranks_before_more_of_th
 def test_coverage_order_gives_every_sample_two_partners_before_a_third():
     """Partners 1, 2 and 4 match samples 0 and 1, partner 3 sample 2 only: two of the first kind cover samples 0-1
     twice, so partner 3 comes before a third of them; beyond the greedy picks the rest follow by their whole weight."""
-    from aerialmd.dense import coverage_order
+    from aerialmd.stages.dense import coverage_order
 
     first_kind = np.array([1.0, 1.0, 0.0])
     matchable = {1: first_kind, 2: first_kind, 3: np.array([0.0, 0.0, 1.0]), 4: first_kind}
@@ -307,7 +307,7 @@ def test_footprint_ratio_on_the_street_is_what_the_pixels_cover(other_position):
     above, from aside), both looking straight at it: the ratio of the metres a pixel covers there, measured by
     projecting small steps along the street into both views, is footprint_ratios with the street's normal along the
     steepest direction (the step towards the camera for the reference) and the distance ratio across it."""
-    from aerialmd.dense import WORLD_UP, footprint_ratios
+    from aerialmd.stages.dense import WORLD_UP, footprint_ratios
 
     street_point = np.array([0.0, 6.0, 0.0])
     K = np.array([[500.0, 0.0, 319.5], [0.0, 500.0, 239.5], [0.0, 0.0, 1.0]])

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from aerialmd.depth_fill import fill_enclosed_holes, window_pixels
+from aerialmd.mvs.depth_fill import fill_enclosed_holes, window_pixels
 
 SIZE = 160
 K_INV = np.linalg.inv(np.array([[150.0, 0, 79.5], [0, 150.0, 79.5], [0, 0, 1]]))

@@ -9,7 +9,7 @@ import numpy as np
 import OpenEXR
 import pytest
 
-from aerialmd.depth_io import read_depth_exr, read_depth_h5, write_depth_exr, write_depth_h5
+from aerialmd.formats.depth import read_depth_exr, read_depth_h5, write_depth_exr, write_depth_h5
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MEGADEPTH_0446 = SHARED / "data" / "real" / "megadepth_0446"

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import pytest
 
 import download_data  # importable from the repository root (put on sys.path by conftest.py)
-from aerialmd.download import (
+from aerialmd.stages.download import (
     DownloadError,
     Options,
     check_link,

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aerialmd.dataset import MegaDepthAerial
-from aerialmd.export import export_aerialmegadepth
-from aerialmd.overlap import PairsConf, make_pairs, pair_kind
-from aerialmd.pair_file import load_pair_file
+from aerialmd.training.dataset import MegaDepthAerial
+from aerialmd.stages.export import export_aerialmegadepth
+from aerialmd.stages.make_pairs import PairsConf, make_pairs, pair_kind
+from aerialmd.formats.pair_file import load_pair_file
 from tests.test_dataloader import depth_errors
 from tests.test_export import load_view, reprojection_errors
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import make_esp
-from aerialmd.esp import (EspError, EspProjectSpec, OrbitSpec, decode_altitude, encode_altitude, esp_text,
+from aerialmd.formats.esp import (EspError, EspProjectSpec, OrbitSpec, decode_altitude, encode_altitude, esp_text,
                           normalize_scene_id, read_esp, read_geolocations, write_esp)
-from aerialmd.geodesy import SpherePoint
-from aerialmd.ges import ecef_from_camera_rotation, read_ges_json
+from aerialmd.geometry.geodesy import SpherePoint
+from aerialmd.formats.ges_json import ecef_from_camera_rotation, read_ges_json
 from tests.conftest import shared_file
 
 SPHERE_RADIUS_M = 6_371_010.0  # ../shared/README.md
@@ -130,7 +130,7 @@ def test_tilt_orbit_sees_the_target_at_that_tilt():
 
 
 def read_esp_text(text: str):
-    from aerialmd.esp import parse_esp
+    from aerialmd.formats.esp import parse_esp
 
     return parse_esp(json.loads(text), "<test>")
 

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from aerialmd.depth_io import write_depth_exr
-from aerialmd.evaluation import common_look_at_point, cross_view_visibility, neighbour_distance_ratios
-from aerialmd.megadepth import scene_info_cam2world
+from aerialmd.formats.depth import write_depth_exr
+from aerialmd.sample_scene.evaluation import common_look_at_point, cross_view_visibility, neighbour_distance_ratios
+from aerialmd.stages.preprocess_megadepth import scene_info_cam2world
 from aerialmd.sample_scene import SampleConfig
 from aerialmd.sample_scene.viewpoints import look_at
 from tests.conftest import shared_file

@@ -13,23 +13,22 @@ import numpy as np
 import pycolmap
 import pytest
 
-from aerialmd.camera import cam_from_world_from_cam2world
-from aerialmd.dense_model import (
+from aerialmd.geometry.camera import cam_from_world_from_cam2world
+from aerialmd.formats.dense_model import (
     DENSE_DIR,
     DENSE_REPORT,
     LOCALIZATION_DIR,
-    SAMPLE_SFM_NAME,
     depth_file_name,
     find_dense_dir,
     read_dense_model,
-    write_sample_dense_model,
 )
-from aerialmd.depth_io import read_depth_exr, write_depth_h5
-from aerialmd.evaluation import PROCESSED_SUFFIX, load_ground_truth
-from aerialmd.export import DEFAULT_MAX_DEPTH, write_photo
-from aerialmd.markers import FOLDER_SETTINGS
-from aerialmd.overlap import DEFAULT_REL_TOL, PairsConf, make_pairs, pair_kind
-from aerialmd.pair_file import Pair, PairFile, load_pair_file, read_pair_file, save_pair_file
+from aerialmd.formats.depth import read_depth_exr, write_depth_h5
+from aerialmd.sample_scene.fixtures import SAMPLE_SFM_NAME, write_sample_dense_model
+from aerialmd.sample_scene.evaluation import PROCESSED_SUFFIX, load_ground_truth
+from aerialmd.stages.export import DEFAULT_MAX_DEPTH, write_photo
+from aerialmd.run.markers import FOLDER_SETTINGS
+from aerialmd.stages.make_pairs import DEFAULT_REL_TOL, PairsConf, make_pairs, pair_kind
+from aerialmd.formats.pair_file import Pair, PairFile, load_pair_file, read_pair_file, save_pair_file
 
 from conftest import shared_file
 

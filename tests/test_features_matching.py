@@ -1,4 +1,4 @@
-"""Tests for aerialmd.features and aerialmd.matching: hloc formats, resuming, the GES logo mask, configuration names,
+"""Tests for aerialmd.sfm.features and aerialmd.sfm.matching: hloc formats, resuming, the GES logo mask, configuration names,
 and accuracy against the exact epipolar geometry of the tiny sample scene."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from aerialmd import features as features_module
-from aerialmd.features import FeatureConf, ImageInput, extract_features, outside_attribution, unscale_keypoints
-from aerialmd.h5io import names_to_pair, read_features, read_matches
-from aerialmd.matching import CONFIGS, MatcherConf, match_pairs, nn_ratio_match, pairs_to_match, resolve_configs
-from aerialmd.mvs import single_threaded
-from aerialmd.video import extract_frames
+from aerialmd.sfm import features as features_module
+from aerialmd.sfm.features import FeatureConf, ImageInput, extract_features, outside_attribution, unscale_keypoints
+from aerialmd.formats.hloc_h5 import names_to_pair, read_features, read_matches
+from aerialmd.sfm.matching import CONFIGS, MatcherConf, match_pairs, nn_ratio_match, pairs_to_match, resolve_configs
+from aerialmd.mvs.plane_sweep import single_threaded
+from aerialmd.formats.video import extract_frames
 
 # Each method must match three pairs of the tiny sample, chosen from its ground truth: the two nearest aerial frames,
 # the two nearest ground photos looking the same way, and the aerial frame and ground photo with the most parallel
@@ -235,7 +235,7 @@ def test_pairs_to_match_skips_stored_and_repeated_pairs():
 
 def test_nn_ratio_finds_mutual_unambiguous_neighbours(monkeypatch: pytest.MonkeyPatch):
     """A permuted noisy copy is matched back across several similarity blocks; a near-duplicate is rejected."""
-    monkeypatch.setattr("aerialmd.matching.NN_BLOCK_ROWS", 7)
+    monkeypatch.setattr("aerialmd.sfm.matching.NN_BLOCK_ROWS", 7)
     generator = torch.Generator().manual_seed(0)
     desc1 = torch.nn.functional.normalize(torch.randn(40, 128, generator=generator), dim=1)
     permutation = torch.randperm(40, generator=generator)

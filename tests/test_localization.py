@@ -9,10 +9,10 @@ import numpy as np
 import pycolmap
 from scipy.spatial.transform import Rotation
 
-from aerialmd.camera import cam2world_from_cam_from_world, cam_from_world_from_cam2world, pose_errors
-from aerialmd.evaluation import registration_accuracy
-from aerialmd.localization import localize
-from aerialmd.registration import (
+from aerialmd.geometry.camera import cam2world_from_cam_from_world, cam_from_world_from_cam2world, pose_errors
+from aerialmd.sample_scene.evaluation import registration_accuracy
+from aerialmd.stages.localization import localize
+from aerialmd.sfm.registration import (
     Correspondences, GroundPhoto, PhotoResult, RegistrationConf, place_registered_photos, predict_cam2world,
     projections, refine_scene_sim3,
 )

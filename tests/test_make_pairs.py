@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aerialmd.dense_model import read_dense_model, write_sample_dense_model
-from aerialmd.depth_io import read_depth_exr
-from aerialmd.evaluation import PROCESSED_SUFFIX, load_ground_truth
-from aerialmd.overlap import (
+from aerialmd.formats.dense_model import read_dense_model
+from aerialmd.sample_scene.fixtures import write_sample_dense_model
+from aerialmd.formats.depth import read_depth_exr
+from aerialmd.sample_scene.evaluation import PROCESSED_SUFFIX, load_ground_truth
+from aerialmd.stages.make_pairs import (
     KINDS,
     candidate_pairs,
     directed_overlaps,
@@ -25,7 +26,7 @@ from aerialmd.overlap import (
     select_pairs,
     water_fill,
 )
-from aerialmd.pair_file import load_pair_file
+from aerialmd.formats.pair_file import load_pair_file
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "datasets_preprocess"
 MAX_SIDE = 120  # the sample's images have a long side of 480: stride 4

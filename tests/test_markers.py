@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from aerialmd.ge_preprocess import CAMERAS_FILE, SPARSE_DIR, preprocess_ge
-from aerialmd.geodesy import SpherePoint
-from aerialmd.localization import localize
-from aerialmd.markers import MADE_FROM_KEY, SETTINGS_KEY, input_fingerprints, is_finished
-from aerialmd.megadepth import write_camera_npz
+from aerialmd.stages.preprocess_ge import CAMERAS_FILE, SPARSE_DIR, preprocess_ge
+from aerialmd.geometry.geodesy import SpherePoint
+from aerialmd.stages.localization import localize
+from aerialmd.run.markers import MADE_FROM_KEY, SETTINGS_KEY, input_fingerprints, is_finished
+from aerialmd.stages.preprocess_megadepth import write_camera_npz
 from tests.test_preprocess_ge import make_data_root
 
 

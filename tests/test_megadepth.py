@@ -12,9 +12,9 @@ import numpy as np
 import pycolmap
 import pytest
 
-from aerialmd.camera import colmap_to_opencv_intrinsics, matrix_to_rigid, rescale_intrinsics
-from aerialmd.depth_io import read_depth_exr, read_depth_h5, write_depth_h5
-from aerialmd.megadepth import (
+from aerialmd.geometry.camera import colmap_to_opencv_intrinsics, matrix_to_rigid, rescale_intrinsics
+from aerialmd.formats.depth import read_depth_exr, read_depth_h5, write_depth_h5
+from aerialmd.stages.preprocess_megadepth import (
     SFM_DIR,
     dense_dir,
     downscale,
@@ -25,7 +25,7 @@ from aerialmd.megadepth import (
     sparse_model_dir,
     undistorted_intrinsics,
 )
-from aerialmd.scenes import save_scene_list
+from aerialmd.run.scenes import save_scene_list
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"

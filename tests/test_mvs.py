@@ -1,4 +1,4 @@
-"""Plane-sweep MVS core (aerialmd.mvs) on synthetic views with exact depth: a fronto-parallel plane, an oblique ground
+"""Plane-sweep MVS core (aerialmd.mvs.plane_sweep) on synthetic views with exact depth: a fronto-parallel plane, an oblique ground
 plane (horizontal plane family), an untextured band (semi-global smoothing), a wrong pose. Accuracy on the sample scene
 is tested on the whole dense stage (tests/test_dense.py)."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from aerialmd.mvs import (
+from aerialmd.mvs.plane_sweep import (
     MVSView,
     SmoothingConf,
     box_mean,

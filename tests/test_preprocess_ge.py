@@ -10,11 +10,11 @@ import numpy as np
 import pycolmap
 import pytest
 
-from aerialmd.camera import cam2world_from_cam_from_world, pose_errors
-from aerialmd.ge_preprocess import CAMERAS_FILE, SPARSE_DIR, preprocess_ge, read_ge_cameras
-from aerialmd.ges import decode_cameras, default_world_frame, read_ges_json
-from aerialmd.scenes import save_scene_list
-from aerialmd.video import list_image_sequence
+from aerialmd.geometry.camera import cam2world_from_cam_from_world, pose_errors
+from aerialmd.stages.preprocess_ge import CAMERAS_FILE, SPARSE_DIR, preprocess_ge, read_ge_cameras
+from aerialmd.formats.ges_json import decode_cameras, default_world_frame, read_ges_json
+from aerialmd.run.scenes import save_scene_list
+from aerialmd.formats.video import list_image_sequence
 from tests.conftest import REPO_ROOT, shared_file
 from tests.test_ges import GESBLENDER_ORIGIN
 from tests.test_sample_scene import ground_truth
@@ -147,7 +147,7 @@ def test_local_export_image_sequence_with_origin(tmp_path):
     altitudes = [np.linalg.norm(default_world_frame(export, GESBLENDER_ORIGIN).ecef_from_world(im["cam2world"][:3, 3]))
                  for im in cameras["images"]]
     track = np.loadtxt(source / "manual_tracking.csv", delimiter=",", skiprows=1, encoding="utf-8-sig")
-    from aerialmd.geodesy import GES_SPHERE_RADIUS_M
+    from aerialmd.geometry.geodesy import GES_SPHERE_RADIUS_M
     assert np.median(np.abs(np.array(altitudes) - GES_SPHERE_RADIUS_M - track[:, 3])) < 2.0
 
 

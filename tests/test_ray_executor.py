@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from aerialmd.dense import DenseConf
-from aerialmd.executors import compact_log, scenes_with_input, task_dense_conf
-from aerialmd.pipeline import PipelinePaths
-from aerialmd.scenes import Shard, load_scene_list, save_scene_list
+from aerialmd.stages.dense import DenseConf
+from aerialmd.run.executors import compact_log, scenes_with_input, task_dense_conf
+from aerialmd.run.pipeline import PipelinePaths
+from aerialmd.run.scenes import Shard, load_scene_list, save_scene_list
 from tests.conftest import REPO_ROOT
 
 MVS_SIZE = "120"  # tiny depth maps: the dense stage takes about half a minute on one CPU

@@ -11,19 +11,19 @@ import numpy as np
 import pycolmap
 import pytest
 
-from aerialmd.camera import cam2world_from_cam_from_world, pose_errors
-from aerialmd.dense_model import project
-from aerialmd.depth_io import read_depth_exr, read_depth_h5
-from aerialmd.evaluation import load_ground_truth, truth_points, truth_view
-from aerialmd.ges import decode_cameras, default_world_frame, read_ges_json
-from aerialmd.megadepth import undistorted_intrinsics
+from aerialmd.geometry.camera import cam2world_from_cam_from_world, pose_errors
+from aerialmd.formats.dense_model import project
+from aerialmd.formats.depth import read_depth_exr, read_depth_h5
+from aerialmd.sample_scene.evaluation import load_ground_truth, truth_points, truth_view
+from aerialmd.formats.ges_json import decode_cameras, default_world_frame, read_ges_json
+from aerialmd.stages.preprocess_megadepth import undistorted_intrinsics
 from aerialmd.sample_scene import SampleConfig, generate_sample
 from aerialmd.sample_scene.render import render
 from aerialmd.sample_scene.textures import PAVEMENT, WALL, grain_detail, ground_texture
 from aerialmd.sample_scene.viewpoints import Orbit, look_at
 from aerialmd.sample_scene.world import Box, World, box_textures
-from aerialmd.scenes import load_scene_list
-from aerialmd.video import probe_video
+from aerialmd.run.scenes import load_scene_list
+from aerialmd.formats.video import probe_video
 
 
 def ground_truth(paths) -> dict:
@@ -81,7 +81,7 @@ def test_depths_poses_and_pixels_agree_across_views(tiny_sample, kinds):
     images = ground_truth(paths)["images"]
     frames_dir = paths.root / "_frames"
     if not frames_dir.exists():
-        from aerialmd.video import extract_frames
+        from aerialmd.formats.video import extract_frames
         extract_frames(paths.video, frames_dir, paths.scene_id, progress=False)
 
     def rgb(image):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from aerialmd.scenes import Shard, parse_shard, select_scenes, shard_from_environment
+from aerialmd.run.scenes import Shard, parse_shard, select_scenes, shard_from_environment
 from tests.conftest import REPO_ROOT
 from tests.test_preprocess_ge import make_data_root
 

@@ -1,4 +1,4 @@
-"""Tests for aerialmd.video: writing, probing and extracting videos, and sorting image sequences."""
+"""Tests for aerialmd.formats.video: writing, probing and extracting videos, and sorting image sequences."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from aerialmd.video import (VideoError, _check_count, extract_frames, list_image_sequence, probe_video,
+from aerialmd.formats.video import (VideoError, _check_count, extract_frames, list_image_sequence, probe_video,
                             write_video)
 
 WIDTH, HEIGHT, N_FRAMES, FPS = 160, 96, 12, 30

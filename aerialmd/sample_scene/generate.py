@@ -24,18 +24,18 @@ import pycolmap
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
-from ..atomic import atomic_dir
-from ..camera import cam_from_world_from_cam2world, intrinsics_matrix
-from ..depth_io import write_depth_exr, write_depth_h5
-from ..geodesy import SpherePoint, WorldFrame
-from ..ges import GES_ATTRIBUTION_BOX, encode_camera_frame, encode_track_point, focal_from_fov
-from ..megadepth import undistorted_intrinsics
-from ..scenes import save_scene_list
-from ..video import write_video
-from .render import render
-from .textures import PAVEMENT, WALL, Grain, Texture, grain_detail
-from .viewpoints import Orbit, orbit_poses, pose_near_spot, street_pose, street_spot
-from .world import World, random_town
+from aerialmd.atomic import atomic_dir
+from aerialmd.geometry.camera import cam_from_world_from_cam2world, intrinsics_matrix
+from aerialmd.formats.depth import write_depth_exr, write_depth_h5
+from aerialmd.geometry.geodesy import SpherePoint, WorldFrame
+from aerialmd.formats.ges_json import GES_ATTRIBUTION_BOX, encode_camera_frame, encode_track_point, focal_from_fov
+from aerialmd.stages.preprocess_megadepth import undistorted_intrinsics
+from aerialmd.run.scenes import save_scene_list
+from aerialmd.formats.video import write_video
+from aerialmd.sample_scene.render import render
+from aerialmd.sample_scene.textures import PAVEMENT, WALL, Grain, Texture, grain_detail
+from aerialmd.sample_scene.viewpoints import Orbit, orbit_poses, pose_near_spot, street_pose, street_spot
+from aerialmd.sample_scene.world import World, random_town
 
 MARKER_NAME = "sample_scene.json"
 STREET_DETAIL_STREAM, WALL_DETAIL_STREAM = 1, 2  # the grains' random streams (surface_grain)

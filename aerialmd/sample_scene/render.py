@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .world import NO_HIT, World
+from aerialmd.sample_scene.world import NO_HIT, World
 
 SUN_DIRECTION = np.array([0.45, -0.35, 0.82]) / np.linalg.norm([0.45, -0.35, 0.82])
 AMBIENT, DIFFUSE = 0.42, 0.68

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from .world import World
+from aerialmd.sample_scene.world import World
 
 WORLD_UP = np.array([0.0, 0.0, 1.0])
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from .textures import Texture, facade_texture, ground_texture, roof_texture
+from aerialmd.sample_scene.textures import Texture, facade_texture, ground_texture, roof_texture
 
 NO_HIT = -1
 FACES_PER_BOX = 5  # +x, -x, +y, -y walls and the roof (the floor is never seen)

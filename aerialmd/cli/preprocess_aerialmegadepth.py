@@ -1,0 +1,53 @@
+"""Export AerialMegaDepth training data: per image of a pair file, RGB (.jpg), metric depth (.exr) and camera (.npz).
+
+Usage: python datasets_preprocess/preprocess_aerialmegadepth.py --megadepth_aerial_dir <root>/data \
+           --precomputed_pairs aerial_megadepth_train.npz --output_dir <aerial_megadepth_processed> [--scenes 0001]
+
+Reads `<megadepth_aerial_dir>/<scene>/sfm_output_localization/sfm_*/localized_dense_metric/` and writes
+`<output_dir>/<scene>/<image>.{jpg,exr,npz}` (see aerialmd/export.py). Names of the pair file without data are listed at
+the end. Exit status: 0 when every scene exported, 1 when a scene failed, 2 on a setup error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+from aerialmd.stages.export import DEFAULT_MAX_DEPTH, export_aerialmegadepth
+from aerialmd.run.scenes import add_scene_arguments, exit_code_of
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megadepth_aerial_dir", required=True, type=Path,
+                        help="folder of the scene folders (do_colmap_localization.py's --root_dir)")
+    parser.add_argument("--precomputed_pairs", required=True, type=Path,
+                        help="pair file npz (published aerial_megadepth_*.npz or make_pairs.py output)")
+    parser.add_argument("--output_dir", required=True, type=Path)
+    add_scene_arguments(parser)
+    parser.add_argument("--sfm_name", help="sfm_* folder to read (default: the only one of each scene)")
+    parser.add_argument("--max_depth", type=float, default=DEFAULT_MAX_DEPTH,
+                        help="depths beyond this many metres become invalid (0) (default: %(default)s; inf: no cut)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes (1: work in this process) (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if not args.max_depth > 0:
+        parser.error("--max_depth must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return exit_code_of(lambda: export_aerialmegadepth(args.megadepth_aerial_dir, args.precomputed_pairs,
+                                                       args.output_dir, args.scenes, args.max_depth, args.workers,
+                                                       args.overwrite, args.shard, args.sfm_name))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The on-disk layout of a data root, defined here and nowhere else: every folder and file name the stages read or
+write, the aerial-vs-ground naming rule, and the `sfm_*` folder of a registration.
+
+    <data root>/
+        downloaded_data/<scene>.mp4 + <scene>.json      GES render (or downloaded_data/<scene>/footage/*.jpeg)
+        data/<scene>/                                   one scene (stage 2 on; `--root_dir` of the original scripts)
+            footage/<scene>_000.jpeg ...                stage 2: the frames
+            <scene>.json                                stage 2: the tracking JSON aligned with the frames
+            ge_cameras.json                             stage 2: metric cameras; written last (stage 2's marker)
+            sparse_ge/                                  stage 2: the cameras as a COLMAP text model
+            sfm_output_localization/sfm_<features>+<matcher>/
+                features.h5, matches*.h5, pairs-*.txt   stage 4a: hloc formats
+                aerial/, localized/ (+ -txt)            stage 4a: COLMAP models
+                registration.json, timings.json         stage 4a: figures and settings
+                dense_work/                             stage 4b: resumable work (raw depth maps)
+                localized_dense_metric/                 stage 4b: images/, depths/<stem>.h5, sparse-txt/, dense.json
+        megadepth_processed/<scene>/<subscene>/<photo>.{jpg,exr,npz}   stage 3 (run_pipeline.py's place for it)
+        reports/<scene>/report.json, index.html         reports
+
+Image names: an aerial frame is `<scene>_<index>.jpeg` (GES's image-sequence naming); anything else is a ground photo,
+named after its MegaDepth image plus the processed suffix (`123_abc_o.jpg` -> `123_abc_o.jpg.jpg`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_SCENE_LIST = PACKAGE_DIR.parent / "datasets_preprocess" / "megadepth_image_list.npz"  # the published scene list
+
+DOWNLOADS_DIR = "downloaded_data"
+SCENES_DIR = "data"
+MEGADEPTH_PROCESSED_DIR = "megadepth_processed"
+REPORTS_DIR = "reports"
+INDEX_FILE = "index.html"
+SCENE_LIST_FILE = "megadepth_image_list.npz"  # a data root's own scene list (the sample has one)
+
+FOOTAGE_DIR = "footage"
+CAMERAS_FILE = "ge_cameras.json"  # stage 2's marker, moved in last
+SPARSE_GE_DIR = "sparse_ge"
+LOCALIZATION_DIR = "sfm_output_localization"
+SFM_PREFIX = "sfm_"
+REGISTRATION_FILE = "registration.json"
+TIMINGS_FILE = "timings.json"
+LOCALIZED_MODEL = "localized"
+DENSE_WORK_DIR = "dense_work"
+DENSE_DIR = "localized_dense_metric"
+DENSE_REPORT = "dense.json"
+IMAGES_DIR = "images"
+DEPTHS_DIR = "depths"
+SPARSE_TXT_DIR = "sparse-txt"
+
+PROCESSED_SUFFIX = ".jpg"  # appended to a MegaDepth image name by stage 3 (`x.jpg` -> `x.jpg.jpg`)
+REPORT_FILE = "report.json"
+
+
+def sfm_name(features: str, matcher: str) -> str:
+    """The registration folder of a feature/matcher pair: `sfm_sift+nn-ratio`, `sfm_aliked+lightglue`."""
+    return f"{SFM_PREFIX}{features}+{matcher}"
+
+
+def is_aerial(name: str, scene: str) -> bool:
+    """An aerial frame of `scene` (`<scene>_<digits>.jpeg`, stage 2's naming); anything else is a ground photo."""
+    return re.fullmatch(rf"{re.escape(scene)}_\d+\.jpe?g", name) is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseDir:
+    """`localized_dense_metric/`: the dense model of one registration."""
+
+    path: Path
+
+    @property
+    def images(self) -> Path:
+        return self.path / IMAGES_DIR
+
+    @property
+    def depths(self) -> Path:
+        return self.path / DEPTHS_DIR
+
+    @property
+    def sparse_txt(self) -> Path:
+        return self.path / SPARSE_TXT_DIR
+
+    @property
+    def report(self) -> Path:
+        return self.path / DENSE_REPORT
+
+
+@dataclasses.dataclass(frozen=True)
+class SfmDir:
+    """`sfm_<features>+<matcher>/`: one registration of a scene and its dense model."""
+
+    path: Path
+
+    @property
+    def registration(self) -> Path:
+        return self.path / REGISTRATION_FILE
+
+    @property
+    def localized_model(self) -> Path:
+        return self.path / LOCALIZED_MODEL
+
+    @property
+    def dense_work(self) -> Path:
+        return self.path / DENSE_WORK_DIR
+
+    @property
+    def dense(self) -> DenseDir:
+        return DenseDir(self.path / DENSE_DIR)
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneDir:
+    """`data/<scene>/`: one scene's stage-2 outputs and its registrations."""
+
+    path: Path
+
+    @property
+    def scene_id(self) -> str:
+        return self.path.name
+
+    @property
+    def footage(self) -> Path:
+        return self.path / FOOTAGE_DIR
+
+    @property
+    def tracking_json(self) -> Path:
+        return self.path / f"{self.scene_id}.json"
+
+    @property
+    def cameras(self) -> Path:
+        return self.path / CAMERAS_FILE
+
+    @property
+    def sparse_ge(self) -> Path:
+        return self.path / SPARSE_GE_DIR
+
+    @property
+    def localization(self) -> Path:
+        return self.path / LOCALIZATION_DIR
+
+    def sfm(self, name: str) -> SfmDir:
+        return SfmDir(self.localization / name)
+
+    def sfm_dirs(self) -> list[SfmDir]:
+        """The registrations present, sorted by name."""
+        if not self.localization.is_dir():
+            return []
+        return [SfmDir(p) for p in sorted(self.localization.glob(f"{SFM_PREFIX}*")) if p.is_dir()]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataRoot:
+    """A data root: GES downloads in, scene folders, processed MegaDepth and reports out."""
+
+    path: Path
+
+    @property
+    def downloads(self) -> Path:
+        return self.path / DOWNLOADS_DIR
+
+    def video(self, scene: str) -> Path:
+        return self.downloads / f"{scene}.mp4"
+
+    def tracking_json(self, scene: str) -> Path:
+        return self.downloads / f"{scene}.json"
+
+    def image_sequence(self, scene: str) -> Path:
+        return self.downloads / scene / FOOTAGE_DIR
+
+    @property
+    def scenes(self) -> Path:
+        """`data/`: the folder the original scripts call --root_dir / --megadepth_aerial_dir."""
+        return self.path / SCENES_DIR
+
+    def scene(self, scene: str) -> SceneDir:
+        return SceneDir(self.scenes / scene)
+
+    @property
+    def megadepth_processed(self) -> Path:
+        return self.path / MEGADEPTH_PROCESSED_DIR
+
+    @property
+    def scene_list(self) -> Path:
+        return self.path / SCENE_LIST_FILE
+
+    @property
+    def reports(self) -> Path:
+        return self.path / REPORTS_DIR
+
+    def report_dir(self, scene: str) -> Path:
+        return self.reports / scene
+
+    @property
+    def index(self) -> Path:
+        return self.path / INDEX_FILE

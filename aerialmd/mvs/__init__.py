@@ -1,0 +1,1 @@
+"""Multi-view stereo: the plane sweep, source-view selection, hole filling."""

@@ -1,0 +1,1 @@
+"""Running stages: scene selection and sharding, settings markers, the pipeline and its executors (local, Ray)."""

@@ -1,0 +1,490 @@
+"""MegaDepth photos registered into the metric aerial model.
+
+MegaDepth gives every photo intrinsics and a pose in its own SfM frame, known up to a similarity. So the photos are
+not localised one by one from scratch:
+1. a few anchor photos, spread over the scene, are matched to every aerial frame and localised by 2D-3D RANSAC PnP
+   against the triangulated aerial points;
+2. their inlier matches give 3D-3D correspondences (MegaDepth depth back-projected in the SfM frame <-> aerial points
+   in metres), from which one robust Sim(3) maps the whole MegaDepth scene into the metric frame;
+3. that Sim(3) predicts every photo's metric pose, which picks the aerial frames each photo is matched to
+   (pose-guided pairs);
+4. every photo is then localised by PnP on those matches. A PnP pose that agrees with the prediction confirms it
+   (status "registered"); a PnP pose that disagrees is kept only if its own evidence is strong (status "individual"),
+   otherwise the photo is rejected. No photo is ever kept without a PnP pose that verifies it;
+5. the Sim(3) is refined on the confirmed photos' PnP inliers, moving the MegaDepth scene as one rigid body, and the
+   confirmed photos keep their MegaDepth pose through it (`RegistrationConf.registered_pose`): MegaDepth's own bundle
+   adjustment ties its photos together far more tightly than a few hundred matches to aerial points triangulated from
+   far above. On the default sample (bench/bench_localization.py) the PnP poses were off by 0.23 m / 0.19 deg
+   (median) and up to 2.4 m / 1.9 deg, the kept ones by 0.07 m / 0.07 deg and at most 0.12 m; refining each
+   predicted pose on the aerial points instead made it worse (median 0.19 m, max 0.85 m). An "individual" photo
+   whose predicted pose explains at least half as many matches as its PnP pose (each with matches searched around
+   itself; on the sample the predicted poses explained 1.0-1.3 times as many) is registered the same way. The kept
+   poses inherit MegaDepth's own pose errors: with the sample's MegaDepth poses perturbed by 0.05 deg / 0.05 m they
+   were 0.07 deg / 0.08 m off (median; PnP 0.35 deg / 0.35 m, max 3.1 deg), by 0.3 deg / 0.3 m 0.31 deg / 0.30 m
+   (PnP 0.14 deg / 0.19 m, max 2.2 deg). For MegaDepth models noisier than PnP (about 0.2 deg here),
+   `registered_pose="pnp"` keeps each photo's own PnP pose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pycolmap
+from scipy.optimize import least_squares
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from aerialmd.geometry.camera import (
+    cam2world_from_cam_from_world, cam_from_world_from_cam2world, opencv_intrinsics, opencv_to_colmap_intrinsics,
+    pose_errors,
+)
+from aerialmd.formats.depth import read_depth_exr
+from aerialmd.formats.hloc_h5 import COLMAP_KEYPOINT_SHIFT, has_matches, read_features, read_matches
+from aerialmd.sfm.pairs_from_poses import PairView, visible_fractions
+
+STATUS_REGISTERED = "registered"  # PnP pose agrees with the scene Sim(3)
+STATUS_INDIVIDUAL = "individual"  # disagrees with the Sim(3) but strongly supported on its own
+STATUS_REJECTED = "rejected"
+POSE_PREDICTED = "predicted"  # the MegaDepth SfM pose through the scene Sim(3)
+POSE_PNP = "pnp"  # the photo's own PnP pose against the aerial points
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistrationConf:
+    num_anchors: int = 8
+    max_anchor_pairs: int = 400  # aerial frames an anchor is matched to (evenly spread when there are more)
+    guided_pairs: int = 10  # aerial frames per photo in the pose-guided step
+    pnp_max_error_px: float = 6.0
+    min_inliers: int = 12  # enough when the PnP pose also agrees with the independent Sim(3) prediction
+    individual_min_inliers: int = 60
+    agree_rotation_deg: float = 2.0
+    agree_position_fraction: float = 0.01  # of the scene extent
+    sim3_max_error_fraction: float = 0.005  # RANSAC threshold of the 3D-3D fit, of the scene extent
+    guided_radius_fraction: float = 0.04  # search radius around predicted projections, of the image diagonal
+    refine_radius_px: float = 6.0  # search radius around the projections of the first PnP pose
+    registered_pose: str = POSE_PREDICTED  # pose kept for a "registered" photo: predicted | pnp (see the module doc)
+    explained_share: float = 0.5  # share of an individual's PnP inlier count its predicted pose must explain
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.registered_pose not in (POSE_PREDICTED, POSE_PNP):
+            raise ValueError(f"registered_pose must be {POSE_PREDICTED!r} or {POSE_PNP!r}, "
+                             f"not {self.registered_pose!r}")
+
+
+@dataclasses.dataclass
+class GroundPhoto:
+    """A preprocessed MegaDepth photo: image, PINHOLE camera (COLMAP convention), SfM-frame pose and depth."""
+
+    name: str  # the processed file name, e.g. '123_abc_o.jpg.jpg', also its name in the localized model
+    path: Path
+    camera: pycolmap.Camera
+    cam2world_sfm: np.ndarray
+    depth_path: Path
+
+
+@dataclasses.dataclass
+class PhotoResult:
+    name: str
+    status: str
+    num_correspondences: int = 0
+    num_inliers: int = 0  # of the PnP pose (the observations kept are those of the kept pose)
+    rotation_vs_prediction_deg: float | None = None
+    position_vs_prediction_m: float | None = None
+    pose: str | None = None  # which pose was kept: POSE_PREDICTED or POSE_PNP
+    predicted_pose_inliers: int | None = None  # the same count for the predicted pose (place_registered_photos)
+    cam_from_world: pycolmap.Rigid3d | None = None
+    inlier_keypoints: np.ndarray | None = None  # keypoint index per inlier
+    inlier_point3D_ids: np.ndarray | None = None
+
+    def to_json(self) -> dict:
+        out = {k: v for k, v in dataclasses.asdict(self).items()
+               if k not in ("cam_from_world", "inlier_keypoints", "inlier_point3D_ids")}
+        if self.cam_from_world is not None:
+            out["cam2world"] = cam2world_from_cam_from_world(self.cam_from_world).tolist()
+        return out
+
+
+def load_ground_photos(processed_dir: Path, names: list[str]) -> tuple[list[GroundPhoto], list[str]]:
+    """The preprocessed photos of a subscene (`<name>.jpg`, `.npz`, `.exr`); also the names with missing outputs."""
+    photos, missing = [], []
+    for name in names:
+        image, camera_file, depth = (processed_dir / f"{name}{suffix}" for suffix in (".jpg", ".npz", ".exr"))
+        if not (image.is_file() and camera_file.is_file() and depth.is_file()):
+            missing.append(name)
+            continue
+        data = np.load(camera_file)
+        height, width = read_depth_exr(depth).shape  # the depth has the image's size
+        K = opencv_to_colmap_intrinsics(data["intrinsics"])
+        camera = pycolmap.Camera(model="PINHOLE", width=width, height=height,
+                                 params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
+        photos.append(GroundPhoto(image.name, image, camera, np.array(data["cam2world"], dtype=np.float64), depth))
+    return photos, missing
+
+
+def spread_subset(positions: np.ndarray, count: int) -> list[int]:
+    """Indices of `count` positions chosen by farthest-point sampling (deterministic), to spread the anchors."""
+    if len(positions) <= count:
+        return list(range(len(positions)))
+    chosen = [int(np.argmin(np.linalg.norm(positions - positions.mean(axis=0), axis=1)))]
+    distance = np.linalg.norm(positions - positions[chosen[0]], axis=1)
+    while len(chosen) < count:
+        chosen.append(int(np.argmax(distance)))
+        distance = np.minimum(distance, np.linalg.norm(positions - positions[chosen[-1]], axis=1))
+    return sorted(chosen)
+
+
+def point3D_ids_per_keypoint(model: pycolmap.Reconstruction) -> dict[str, np.ndarray]:
+    """For every image of the model: the 3D point id of each of its points2D (-1 where none)."""
+    table = {}
+    for image in model.images.values():
+        ids = np.array([p.point3D_id if p.has_point3D() else -1 for p in image.points2D], dtype=np.int64)
+        table[image.name] = ids
+    return table
+
+
+@dataclasses.dataclass
+class Correspondences:
+    """2D-3D matches of one photo: keypoint index, its COLMAP pixel coordinates, the aerial 3D point and its id."""
+
+    keypoints: np.ndarray
+    xy: np.ndarray
+    xyz: np.ndarray
+    point3D_ids: np.ndarray
+
+    def subset(self, mask: np.ndarray) -> Correspondences:
+        return Correspondences(*(getattr(self, f.name)[mask] for f in dataclasses.fields(self)))
+
+
+def correspondences_2d3d(photo: str, aerial: list[str], features_path: Path, matches_path: Path,
+                         model: pycolmap.Reconstruction, point_ids: dict[str, np.ndarray]) -> Correspondences:
+    """Matches of a photo to aerial frames that land on triangulated aerial points, one per (keypoint, point)."""
+    keypoints = read_features(features_path, photo).keypoints
+    found: dict[tuple[int, int], None] = {}
+    for name in aerial:
+        if not has_matches(matches_path, photo, name):
+            continue
+        pairs, _ = read_matches(matches_path, photo, name)
+        ids = point_ids[name][pairs[:, 1]]
+        for kp, pid in zip(pairs[ids >= 0, 0], ids[ids >= 0]):
+            found[(int(kp), int(pid))] = None
+    kp_idx = np.array([k for k, _ in found], dtype=np.int64)
+    pids = np.array([p for _, p in found], dtype=np.int64)
+    xyz = np.array([model.point3D(int(p)).xyz for p in pids]).reshape(-1, 3)
+    xy = keypoints[kp_idx].astype(np.float64).reshape(-1, 2) + COLMAP_KEYPOINT_SHIFT
+    return Correspondences(kp_idx, xy, xyz, pids)
+
+
+def absolute_pose(camera: pycolmap.Camera, corr: Correspondences, conf: RegistrationConf) -> tuple[pycolmap.Rigid3d, np.ndarray] | None:
+    """LO-RANSAC PnP + refinement (fixed intrinsics); the pose and the inlier mask, or None."""
+    if len(corr.xy) < 4:
+        return None
+    options = pycolmap.AbsolutePoseEstimationOptions()
+    options.ransac.max_error = conf.pnp_max_error_px
+    options.ransac.random_seed = conf.seed
+    result = pycolmap.estimate_and_refine_absolute_pose(corr.xy, corr.xyz, camera, options)
+    if result is None:
+        return None
+    return result["cam_from_world"], np.asarray(result["inlier_mask"], dtype=bool).reshape(-1)
+
+
+def sfm_points_of_keypoints(photo: GroundPhoto, keypoints_xy_opencv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """3D points in the MegaDepth SfM frame of keypoints, from the photo's depth; and which keypoints had depth."""
+    depth = read_depth_exr(photo.depth_path)
+    h, w = depth.shape
+    u = np.clip(np.round(keypoints_xy_opencv[:, 0]).astype(int), 0, w - 1)
+    v = np.clip(np.round(keypoints_xy_opencv[:, 1]).astype(int), 0, h - 1)
+    d = depth[v, u]
+    valid = d > 0
+    K = opencv_intrinsics(photo.camera)
+    rays = np.column_stack([keypoints_xy_opencv, np.ones(len(d))]) @ np.linalg.inv(K).T
+    cam = rays * d[:, None]
+    world = cam @ photo.cam2world_sfm[:3, :3].T + photo.cam2world_sfm[:3, 3]
+    return world[valid], valid
+
+
+def estimate_scene_sim3(src_sfm: np.ndarray, dst_metric: np.ndarray, max_error: float, seed: int) -> tuple[pycolmap.Sim3d, int]:
+    """Robust Sim(3) metric_from_sfm from 3D-3D correspondences; the transform and its inlier count."""
+    options = pycolmap.RANSACOptions()
+    options.max_error = max_error
+    options.random_seed = seed
+    sim = pycolmap.estimate_sim3d_robust(src_sfm, dst_metric, options)
+    if sim is None:
+        raise RuntimeError("no Sim(3) between the MegaDepth and aerial frames (too few consistent 3D-3D matches)")
+    if isinstance(sim, dict):
+        sim = sim["tgt_from_src"]
+    residual = np.linalg.norm(transform_points(sim, src_sfm) - dst_metric, axis=1)
+    return sim, int(np.sum(residual < max_error))
+
+
+def transform_points(sim: pycolmap.Sim3d, points: np.ndarray) -> np.ndarray:
+    """Apply a Sim(3) to (N, 3) points."""
+    M = np.asarray(sim.matrix())
+    return points @ M[:3, :3].T + M[:3, 3]
+
+
+def predict_cam2world(sim: pycolmap.Sim3d, cam2world_sfm: np.ndarray) -> np.ndarray:
+    """Metric camera-to-world of a photo from its SfM-frame pose and the scene Sim(3)."""
+    R_sim = np.asarray(sim.rotation.matrix())
+    out = np.eye(4)
+    out[:3, :3] = R_sim @ cam2world_sfm[:3, :3]
+    out[:3, 3] = transform_points(sim, cam2world_sfm[None, :3, 3])[0]
+    return out
+
+
+def scene_extent(model: pycolmap.Reconstruction) -> float:
+    """A robust size of the aerial scene: diagonal of the 5-95 percentile box of its 3D points (metres)."""
+    xyz = np.array([p.xyz for p in model.points3D.values()])
+    if len(xyz) < 10:
+        raise RuntimeError("the aerial model has too few 3D points to register photos into")
+    lo, hi = np.percentile(xyz, [5, 95], axis=0)
+    return float(np.linalg.norm(hi - lo))
+
+
+def aerial_frames_seeing(points: np.ndarray, model: pycolmap.Reconstruction, top: int) -> list[str]:
+    """The aerial frames in whose view most of the given metric 3D points fall (in front, inside the image)."""
+    scores = []
+    for image in model.images.values():
+        view = PairView(image.name, model.camera(image.camera_id), image.cam_from_world(), np.nan)
+        scores.append((-float(visible_fractions(view, points[None])[0]), image.name))
+    return [name for score, name in sorted(scores)[:top] if score < 0]
+
+
+def photo_depth_points(photo: GroundPhoto, sim: pycolmap.Sim3d, step: int = 16) -> np.ndarray:
+    """Metric 3D points of a grid of the photo's pixels with depth, through the predicted pose."""
+    depth = read_depth_exr(photo.depth_path)
+    v, u = np.mgrid[0:depth.shape[0]:step, 0:depth.shape[1]:step]
+    keep = depth[v, u] > 0
+    xy = np.column_stack([u[keep], v[keep]]).astype(np.float64)
+    sfm, _ = sfm_points_of_keypoints(photo, xy)
+    return transform_points(sim, sfm)
+
+
+def judge(prediction: np.ndarray, found: tuple[pycolmap.Rigid3d, np.ndarray] | None, corr: Correspondences,
+          extent: float, conf: RegistrationConf, name: str) -> PhotoResult:
+    """Keep a PnP pose that agrees with the prediction, or that is strong on its own; otherwise reject."""
+    result = PhotoResult(name, STATUS_REJECTED, num_correspondences=len(corr.xy))
+    if found is None:
+        return result
+    pose, inliers = found
+    result.num_inliers = int(inliers.sum())
+    distance, angle = pose_errors(cam2world_from_cam_from_world(pose), prediction)
+    result.rotation_vs_prediction_deg, result.position_vs_prediction_m = angle, distance
+    agrees = angle <= conf.agree_rotation_deg and distance <= conf.agree_position_fraction * extent
+    if result.num_inliers >= conf.min_inliers and agrees:
+        result.status = STATUS_REGISTERED
+    elif result.num_inliers >= conf.individual_min_inliers:
+        result.status = STATUS_INDIVIDUAL
+    else:
+        return result
+    result.pose = POSE_PNP
+    result.cam_from_world = pose
+    result.inlier_keypoints = corr.keypoints[inliers]
+    result.inlier_point3D_ids = corr.point3D_ids[inliers]
+    return result
+
+
+def projections(camera: pycolmap.Camera, cam2world: np.ndarray, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """COLMAP pixel coordinates of metric points seen from cam2world, and whether each lies in front of the camera."""
+    cam = cam_from_world_from_cam2world(cam2world) * xyz
+    return camera.img_from_cam(cam, check_cheirality=False), cam[:, 2] > 0
+
+
+ROBUST_SCALE_PX = 2.0  # reprojection error (px) where the scene refinement's soft-L1 loss turns from squared to linear
+
+
+def refine_scene_sim3(sim: pycolmap.Sim3d, photos: list[GroundPhoto], observations: list[Correspondences]) -> pycolmap.Sim3d:
+    """The scene Sim(3) refined by moving the MegaDepth scene as one rigid body: the similarity (about the photos'
+    centroid) that minimises the robust reprojection error of the photos' 2D-3D inliers when every photo takes its
+    SfM pose through it. The 3D-3D fit from the anchors rests on MegaDepth depth read at keypoints, which sit on
+    depth edges: with ALIKED at 480 px on the tiny sample it was 0.78 deg off; refined, 0.11 deg."""
+    centroid = transform_points(sim, np.array([photo.cam2world_sfm[:3, 3] for photo in photos])).mean(axis=0)
+
+    def correction(x: np.ndarray) -> pycolmap.Sim3d:
+        """Rotation vector x[:3] and scale exp(x[6]) about the centroid, then shift x[3:6]."""
+        rotation, scale = Rotation.from_rotvec(x[:3]).as_matrix(), np.exp(x[6])
+        return pycolmap.Sim3d(scale, pycolmap.Rotation3d(rotation), centroid + x[3:6] - scale * rotation @ centroid)
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        moved = correction(x) * sim
+        return np.concatenate([
+            (projections(photo.camera, predict_cam2world(moved, photo.cam2world_sfm), corr.xyz)[0] - corr.xy).ravel()
+            for photo, corr in zip(photos, observations)])
+
+    solution = least_squares(residuals, np.zeros(7), loss="soft_l1", f_scale=ROBUST_SCALE_PX,
+                             x_scale=np.array([1e-3] * 3 + [0.1] * 3 + [1e-3]))
+    return correction(solution.x) * sim
+
+
+def place_registered_photos(sim: pycolmap.Sim3d, photos: list[GroundPhoto], results: list[PhotoResult],
+                            pnp_inlier_matches: list[Correspondences | None],
+                            matches_around: Callable[[int, np.ndarray], Correspondences],
+                            conf: RegistrationConf) -> tuple[pycolmap.Sim3d, int]:
+    """Give every "registered" photo its MegaDepth pose through the refined scene Sim(3) (see the module doc), with
+    the 2D-3D matches found around that pose (`matches_around(photo index, cam2world)`, as PnP's second round) that
+    it reprojects within pnp_max_error_px as its inlier observations. An "individual" photo whose predicted pose so
+    explains at least conf.explained_share of its PnP inlier count is registered too: its PnP pose, confirmed by
+    matches searched around itself, strayed in the noise of the aerial points (on the default sample with MegaDepth
+    poses 0.05 deg off, a photo's PnP pose was 3.1 deg off and kept as individual). Returns the Sim(3) and the number
+    of photos it was refined on (0: fewer than two registered photos, which keep their PnP poses)."""
+    chosen = [i for i, result in enumerate(results) if result.status == STATUS_REGISTERED]
+    if len(chosen) < 2:  # one photo cannot pin the scale
+        return sim, 0
+    sim = refine_scene_sim3(sim, [photos[i] for i in chosen], [pnp_inlier_matches[i] for i in chosen])
+    for i, result in enumerate(results):
+        if result.status == STATUS_REJECTED:
+            continue
+        pose = predict_cam2world(sim, photos[i].cam2world_sfm)
+        corr = matches_around(i, pose)
+        uv, in_front = projections(photos[i].camera, pose, corr.xyz)
+        inliers = in_front & (np.linalg.norm(uv - corr.xy, axis=1) <= conf.pnp_max_error_px)
+        result.predicted_pose_inliers = int(inliers.sum())
+        if result.status == STATUS_INDIVIDUAL and inliers.sum() >= conf.explained_share * result.num_inliers:
+            result.status = STATUS_REGISTERED
+        if result.status == STATUS_REGISTERED:
+            result.pose, result.cam_from_world = POSE_PREDICTED, cam_from_world_from_cam2world(pose)
+            result.inlier_keypoints, result.inlier_point3D_ids = corr.keypoints[inliers], corr.point3D_ids[inliers]
+    return sim, len(chosen)
+
+
+@dataclasses.dataclass
+class SceneRegistration:
+    """Outcome of registering a scene's photos: the Sim(3), per-photo results, and what the anchors gave."""
+
+    sim3: pycolmap.Sim3d
+    sim3_inliers: int
+    sim3_correspondences: int
+    sim3_refined_on_photos: int
+    anchors: list[str]
+    results: list[PhotoResult]
+    extent_m: float
+
+    def to_json(self) -> dict:
+        counts = {status: sum(r.status == status for r in self.results)
+                  for status in (STATUS_REGISTERED, STATUS_INDIVIDUAL, STATUS_REJECTED)}
+        return {
+            "scene_extent_m": self.extent_m,
+            "sim3_metric_from_sfm": {"scale": float(np.squeeze(self.sim3.scale)),
+                                     "rotation_matrix": np.asarray(self.sim3.rotation.matrix()).tolist(),
+                                     "translation": np.asarray(self.sim3.translation).tolist(),
+                                     "inliers": self.sim3_inliers, "correspondences": self.sim3_correspondences,
+                                     "refined_on_photos": self.sim3_refined_on_photos},
+            "anchors": self.anchors,
+            "counts": counts,
+            "images": {r.name: r.to_json() for r in self.results},
+        }
+
+
+def anchor_correspondences(photo: GroundPhoto, corr: Correspondences, found, conf: RegistrationConf) -> tuple[np.ndarray, np.ndarray]:
+    """3D-3D pairs (SfM frame, metric) from an anchor's PnP inliers whose keypoints have MegaDepth depth."""
+    if found is None or found[1].sum() < conf.min_inliers:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    inliers = found[1]
+    sfm, valid = sfm_points_of_keypoints(photo, corr.xy[inliers] - COLMAP_KEYPOINT_SHIFT)
+    return sfm, corr.xyz[inliers][valid]
+
+
+def evenly_spaced(names: list[str], count: int) -> list[str]:
+    if len(names) <= count:
+        return names
+    return [names[i] for i in np.linspace(0, len(names) - 1, count).round().astype(int)]
+
+
+@dataclasses.dataclass
+class PointDescriptors:
+    """Aerial 3D points with one unit descriptor per observation (several rows may share a point)."""
+
+    point3D_ids: np.ndarray  # (M,)
+    xyz: np.ndarray  # (M, 3)
+    descriptors: np.ndarray  # (M, D) float32, L2-normalised
+
+
+def unit_rows(descriptors_dn: np.ndarray) -> np.ndarray:
+    """(N, D) float32 unit rows of descriptors stored (D, N) in any dtype."""
+    rows = np.ascontiguousarray(descriptors_dn.T, dtype=np.float32)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def aerial_point_descriptors(model: pycolmap.Reconstruction, features_path: Path, per_point: int = 3) -> PointDescriptors:
+    """Descriptors of every triangulated aerial point, taken from (up to `per_point` of) its observations."""
+    by_image: dict[int, list[tuple[int, int]]] = {}
+    for pid, point in model.points3D.items():
+        for element in list(point.track.elements)[:per_point]:
+            by_image.setdefault(element.image_id, []).append((pid, element.point2D_idx))
+    ids, descriptors = [], []
+    for image_id, entries in by_image.items():
+        rows = unit_rows(read_features(features_path, model.image(image_id).name).descriptors)
+        ids.append(np.array([pid for pid, _ in entries], dtype=np.int64))
+        descriptors.append(rows[[idx for _, idx in entries]])
+    point_ids = np.concatenate(ids)
+    xyz = np.array([model.point3D(int(p)).xyz for p in point_ids])
+    return PointDescriptors(point_ids, xyz, np.concatenate(descriptors))
+
+
+def projection_guided_correspondences(photo: GroundPhoto, cam2world: np.ndarray, points: PointDescriptors,
+                                      features_path: Path, radius_px: float, ratio: float = 0.9) -> Correspondences:
+    """2D-3D matches found by projecting the aerial points through the predicted pose: each point is compared only
+    with the photo's keypoints within `radius_px` of its projection (best vs second best, then one point per
+    keypoint). Far more matches survive than with global nearest neighbours across the aerial-ground gap."""
+    features = read_features(features_path, photo.name)
+    keypoints, descriptors = features.keypoints.astype(np.float64), unit_rows(features.descriptors)
+    world2cam = np.linalg.inv(cam2world)
+    cam = points.xyz @ world2cam[:3, :3].T + world2cam[:3, 3]
+    K = opencv_intrinsics(photo.camera)
+    front = cam[:, 2] > 0
+    uv = np.full((len(cam), 2), -1e9)
+    uv[front] = (cam[front] / cam[front, 2:]) @ K[:2].T
+    inside = front & (uv[:, 0] >= -radius_px) & (uv[:, 0] < photo.camera.width + radius_px) & \
+        (uv[:, 1] >= -radius_px) & (uv[:, 1] < photo.camera.height + radius_px)
+    tree = cKDTree(keypoints)
+    best: dict[int, tuple[float, int]] = {}  # keypoint -> (distance, row of points)
+    for row in np.flatnonzero(inside):
+        candidates = tree.query_ball_point(uv[row], radius_px)
+        if not candidates:
+            continue
+        distances = np.linalg.norm(descriptors[candidates] - points.descriptors[row], axis=1)
+        order = np.argsort(distances)
+        if len(order) > 1 and distances[order[0]] > ratio * distances[order[1]]:
+            continue
+        keypoint = candidates[order[0]]
+        if keypoint not in best or distances[order[0]] < best[keypoint][0]:
+            best[keypoint] = (float(distances[order[0]]), int(row))
+    kp_idx = np.array(sorted(best), dtype=np.int64)
+    rows = np.array([best[k][1] for k in kp_idx], dtype=np.int64)
+    return Correspondences(kp_idx, keypoints[kp_idx].reshape(-1, 2) + COLMAP_KEYPOINT_SHIFT,
+                           points.xyz[rows].reshape(-1, 3), points.point3D_ids[rows])
+
+
+def merge_correspondences(a: Correspondences, b: Correspondences) -> Correspondences:
+    """Union of two sets of 2D-3D matches, each (keypoint, point) pair once."""
+    keys = np.concatenate([np.stack([a.keypoints, a.point3D_ids], 1), np.stack([b.keypoints, b.point3D_ids], 1)])
+    _, first = np.unique(keys, axis=0, return_index=True)
+    fields = [np.concatenate([getattr(a, f.name), getattr(b, f.name)])[first] for f in dataclasses.fields(Correspondences)]
+    return Correspondences(*fields)
+
+
+def matches_near_pose(photo: GroundPhoto, cam2world: np.ndarray, pair_matches: Correspondences,
+                      points: PointDescriptors, features_path: Path, conf: RegistrationConf) -> Correspondences:
+    """The pair matches plus the projection-guided matches within refine_radius_px of the points' projections."""
+    return merge_correspondences(pair_matches, projection_guided_correspondences(
+        photo, cam2world, points, features_path, conf.refine_radius_px))
+
+
+def localize_photo(photo: GroundPhoto, prediction: np.ndarray, pair_matches: Correspondences, points: PointDescriptors,
+                   features_path: Path, conf: RegistrationConf) -> tuple[Correspondences, tuple | None]:
+    """PnP on the pair matches plus projection-guided matches around the predicted pose, then once more around the
+    PnP pose with a tight radius; returns the correspondences used and the better result."""
+    diagonal = float(np.hypot(photo.camera.width, photo.camera.height))
+    corr = merge_correspondences(pair_matches, projection_guided_correspondences(
+        photo, prediction, points, features_path, conf.guided_radius_fraction * diagonal))
+    found = absolute_pose(photo.camera, corr, conf)
+    if found is None:
+        return corr, None
+    tight = matches_near_pose(photo, cam2world_from_cam_from_world(found[0]), pair_matches, points, features_path, conf)
+    refound = absolute_pose(photo.camera, tight, conf)
+    if refound is not None and refound[1].sum() >= found[1].sum():
+        return tight, refound
+    return corr, found

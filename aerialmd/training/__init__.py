@@ -1,0 +1,1 @@
+"""Training-side code: the DUSt3R/MASt3R dataset over the exported data."""
