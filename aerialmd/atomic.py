@@ -15,7 +15,6 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-
 TEMPORARY_NAME = re.compile(r"\.(.+)\.tmp-(\d+)-[0-9a-f]{8}")  # .<target name>.tmp-<writer pid>-<hex>
 
 

@@ -17,6 +17,10 @@ write, the aerial-vs-ground naming rule, and the `sfm_*` folder of a registratio
         megadepth_processed/<scene>/<subscene>/<photo>.{jpg,exr,npz}   stage 3 (run_pipeline.py's place for it)
         reports/<scene>/report.json, index.html         reports
 
+MegaDepth, as downloaded (stage 3's input; the sample scene writes the same):
+    <MegaDepth root>/MegaDepth_v1_SfM/<scene>/sparse/manhattan/<subscene>/      COLMAP text model
+    <MegaDepth root>/phoenix/S6/zl548/MegaDepth_v1/<scene>/dense<subscene>/{imgs/<name>, depths/<stem>.h5}
+
 Image names: an aerial frame is `<scene>_<index>.jpeg` (GES's image-sequence naming); anything else is a ground photo,
 named after its MegaDepth image plus the processed suffix (`123_abc_o.jpg` -> `123_abc_o.jpg.jpg`).
 """
@@ -52,6 +56,25 @@ IMAGES_DIR = "images"
 DEPTHS_DIR = "depths"
 SPARSE_TXT_DIR = "sparse-txt"
 
+FEATURES_FILE = "features.h5"  # hloc formats (aerialmd.formats.hloc_h5)
+AERIAL_MATCHES_FILE = "matches.h5"
+GROUND_MATCHES_FILE = "matches-ground.h5"
+AERIAL_PAIRS_FILE = "pairs-aerial.txt"
+GROUND_PAIRS_FILE = "pairs-ground.txt"
+DATABASE_FILE = "database.db"  # COLMAP database of the aerial triangulation
+AERIAL_MODEL = "aerial"  # the aerial model (COLMAP binary); a model's text copy is `<model>-txt`
+TEXT_MODEL_SUFFIX = "-txt"
+UNDISTORTED_DIR = "undistorted"  # inside dense_work/: COLMAP's undistorter workspace (its own images/, sparse/)
+RAW_DEPTHS_DIR = "raw"  # inside the undistorter workspace: the torch backend's raw depth maps, kept to resume
+LINKED_INPUTS_DIR = "inputs"  # inside dense_work/: links to the registered images
+WORK_SETTINGS_FILE = "settings.json"  # inside dense_work/: the settings its cached maps were made with
+FOLDER_SETTINGS = "settings.json"  # in a folder filled file by file (an export scene): its settings marker
+
+MEGADEPTH_SFM_DIR = "MegaDepth_v1_SfM"
+MEGADEPTH_DENSE_ROOT = Path("phoenix", "S6", "zl548", "MegaDepth_v1")
+MEGADEPTH_IMAGES_DIR = "imgs"
+MEGADEPTH_DEPTHS_DIR = "depths"
+
 PROCESSED_SUFFIX = ".jpg"  # appended to a MegaDepth image name by stage 3 (`x.jpg` -> `x.jpg.jpg`)
 REPORT_FILE = "report.json"
 
@@ -59,6 +82,21 @@ REPORT_FILE = "report.json"
 def sfm_name(features: str, matcher: str) -> str:
     """The registration folder of a feature/matcher pair: `sfm_sift+nn-ratio`, `sfm_aliked+lightglue`."""
     return f"{SFM_PREFIX}{features}+{matcher}"
+
+
+def text_model(model_dir: Path) -> Path:
+    """The text copy of a COLMAP binary model folder (`aerial` -> `aerial-txt`)."""
+    return model_dir.with_name(model_dir.name + TEXT_MODEL_SUFFIX)
+
+
+def megadepth_sparse_dir(megadepth_root: Path, scene: str, subscene: str) -> Path:
+    """The COLMAP text model of a MegaDepth subscene."""
+    return megadepth_root / MEGADEPTH_SFM_DIR / scene / "sparse" / "manhattan" / subscene
+
+
+def megadepth_dense_dir(megadepth_root: Path, scene: str, subscene: str) -> Path:
+    """The folder holding a MegaDepth subscene's `imgs/` and `depths/`."""
+    return megadepth_root / MEGADEPTH_DENSE_ROOT / scene / f"dense{subscene}"
 
 
 def is_aerial(name: str, scene: str) -> bool:
@@ -170,6 +208,15 @@ class DataRoot:
 
     def image_sequence(self, scene: str) -> Path:
         return self.downloads / scene / FOOTAGE_DIR
+
+    def tracking_json_candidates(self, scene: str) -> list[Path]:
+        """Where a scene's tracking JSON may be: next to its video, or inside its image-sequence folder."""
+        return [self.tracking_json(scene), self.downloads / scene / f"{scene}.json"]
+
+    def has_download(self, scene: str) -> bool:
+        """Something was downloaded for the scene (complete or not)."""
+        return (self.video(scene).exists() or self.image_sequence(scene).is_dir()
+                or any(p.is_file() for p in self.tracking_json_candidates(scene)))
 
     @property
     def scenes(self) -> Path:

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 
-from aerialmd.stages.dense import DENSE_DIR, DenseConf, dense_scene
-from aerialmd.formats.dense_model import LOCALIZED_MODEL
+from aerialmd.layout import DENSE_DIR, LOCALIZED_MODEL
+from aerialmd.run.pipeline import build_stages, run_stages, sample_pipeline
+from aerialmd.sample_scene import SampleConfig
 from aerialmd.sample_scene.evaluation import (
     cross_view_visibility,
     dense_accuracy,
@@ -30,9 +31,8 @@ from aerialmd.sample_scene.evaluation import (
     neighbour_distance_ratios,
     registration_accuracy,
 )
+from aerialmd.stages.dense import DenseConf, dense_scene
 from aerialmd.stages.preprocess_megadepth import scene_info_cam2world
-from aerialmd.run.pipeline import build_stages, run_stages, sample_pipeline
-from aerialmd.sample_scene import SampleConfig
 
 TARGETS = dict(coverage=0.70, within_2pct=0.90, off_10pct=0.03)
 STREET_HEIGHT_M = 0.3  # the sample's ground is at world height 0

@@ -22,8 +22,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would dominate the o
 import cv2
 import numpy as np
 
+from aerialmd.formats.dense_model import DenseView, build_sparse_model, write_dense_model
 from aerialmd.geometry.camera import intrinsics_matrix
-from aerialmd.formats.dense_model import DenseView, build_sparse_model, write_dense_model, LOCALIZATION_DIR, DENSE_DIR
+from aerialmd.layout import DENSE_DIR, LOCALIZATION_DIR
 from aerialmd.stages.export import PairFile, export_aerialmegadepth, save_pair_file
 
 WORK = Path(__file__).resolve().parent / "_work" / "export"

@@ -26,7 +26,6 @@ import av
 import cv2
 import numpy as np
 
-
 from aerialmd.formats.video import extract_frames, probe_video, write_video
 
 WIDTH, HEIGHT, FPS = 1920, 1080, 30

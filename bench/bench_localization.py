@@ -17,17 +17,17 @@ import resource
 import time
 from pathlib import Path
 
-
 import pycolmap
 
-from aerialmd.sample_scene.evaluation import load_ground_truth, registration_accuracy
-from aerialmd.stages.preprocess_ge import preprocess_ge
 from aerialmd.formats.hloc_h5 import read_pairs
-from aerialmd.stages.localization import OUTPUT_ROOT, localize
-from aerialmd.sfm.matching import resolve_configs
-from aerialmd.stages.preprocess_megadepth import preprocess_megadepth
-from aerialmd.sfm.registration import POSE_PNP, POSE_PREDICTED
+from aerialmd.layout import LOCALIZATION_DIR
 from aerialmd.sample_scene import SampleConfig, generate_sample
+from aerialmd.sample_scene.evaluation import load_ground_truth, registration_accuracy
+from aerialmd.sfm.matching import resolve_configs
+from aerialmd.sfm.registration import POSE_PNP, POSE_PREDICTED, RegistrationConf
+from aerialmd.stages.localization import LocalizationConf, localize
+from aerialmd.stages.preprocess_ge import preprocess_ge
+from aerialmd.stages.preprocess_megadepth import preprocess_megadepth
 
 BUDGET_SECONDS = 300  # the whole stage for the default sample with sift
 
@@ -43,10 +43,10 @@ def run(features: str, registered_pose: str, sample, config: SampleConfig) -> di
     """Stage 4a from scratch with one feature type and pose choice; its timings, pair counts and accuracy."""
     feature_conf, matcher_conf = resolve_configs(features)
     start = time.perf_counter()
-    code = localize(sample.root / "data", sample.root / "megadepth_processed", sample.scene_list, features=features,
-                    overwrite=True, registered_pose=registered_pose)
+    code = localize(sample.root / "data", sample.root / "megadepth_processed", sample.scene_list, conf=LocalizationConf(
+        features=features, registration=RegistrationConf(registered_pose=registered_pose)), overwrite=True)
     seconds = time.perf_counter() - start
-    out = sample.root / "data" / config.scene_id / OUTPUT_ROOT / f"sfm_{feature_conf.name}+{matcher_conf.name}"
+    out = sample.root / "data" / config.scene_id / LOCALIZATION_DIR / f"sfm_{feature_conf.name}+{matcher_conf.name}"
     label = f"{features}/{registered_pose}"
     if code != 0:
         return {"features": features, "label": label, "failed": True, "seconds": seconds}

@@ -18,7 +18,6 @@ import time
 import numpy as np
 import torch
 
-from aerialmd.stages.dense import DenseConf
 from aerialmd.mvs.plane_sweep import (
     MVSView,
     PlaneFamily,
@@ -27,6 +26,7 @@ from aerialmd.mvs.plane_sweep import (
     plane_sweep_depth,
     resolve_device,
 )
+from aerialmd.stages.dense import DenseConf
 
 WIDTH, HEIGHT, SOURCES = 640, 480, 5  # the benchmark setting
 

@@ -39,7 +39,8 @@ def localized(tiny_sample, tmp_path_factory):
     """Stages 2, 3 and 4a run on the tiny sample with SIFT; returns (output folder, ground truth, sample paths,
     preprocessed MegaDepth folder)."""
     from aerialmd.stages.preprocess_ge import preprocess_ge
-    from aerialmd.stages.localization import OUTPUT_ROOT, localize
+    from aerialmd.layout import LOCALIZATION_DIR
+    from aerialmd.stages.localization import localize
     from aerialmd.stages.preprocess_megadepth import preprocess_megadepth
     from tests.test_sample_scene import ground_truth
 
@@ -48,8 +49,8 @@ def localized(tiny_sample, tmp_path_factory):
     assert preprocess_ge(paths.root, paths.scene_list, workers=2) == 0
     processed = work / "processed"
     assert preprocess_megadepth(paths.megadepth_root, paths.scene_list, processed, workers=2) == 0
-    assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 0
-    out = paths.root / "data" / config.scene_id / OUTPUT_ROOT / "sfm_sift+nn-ratio"
+    assert localize(paths.root / "data", processed, paths.scene_list) == 0
+    out = paths.root / "data" / config.scene_id / LOCALIZATION_DIR / "sfm_sift+nn-ratio"
     return out, ground_truth(paths), paths, processed
 
 
@@ -59,7 +60,8 @@ def dense_output(localized):
     per image kind against the ground truth, dense.json)."""
     import json
 
-    from aerialmd.stages.dense import DENSE_DIR, dense_scene
+    from aerialmd.layout import DENSE_DIR
+    from aerialmd.stages.dense import dense_scene
     from aerialmd.sample_scene.evaluation import dense_accuracy
 
     sfm_dir, _, paths, processed = localized

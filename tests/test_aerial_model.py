@@ -13,13 +13,20 @@ import pytest
 from aerialmd.geometry.camera import cam_from_world_from_cam2world, opencv_to_colmap_intrinsics
 from aerialmd.formats.depth import read_depth_exr
 from aerialmd.sfm.features import FeatureConf
-from aerialmd.stages.preprocess_ge import SPARSE_DIR, preprocess_ge
+from aerialmd.stages.preprocess_ge import preprocess_ge
 from aerialmd.formats.hloc_h5 import keypoints_to_colmap, read_features, read_pairs
 from aerialmd.sfm.matching import MatcherConf
 from aerialmd.sfm.pairs_from_poses import PairView, angle_matrix_deg, model_views, observations, pairs_by_overlap, pairs_from_poses
 from aerialmd.sample_scene.viewpoints import look_at
 from aerialmd.run.scenes import save_scene_list
-from aerialmd.sfm.triangulation import PosesMovedError, assert_poses_unchanged, build_aerial_model, select_images
+from aerialmd.sfm.triangulation import (
+    PosesMovedError,
+    TriangulationConf,
+    assert_poses_unchanged,
+    build_aerial_model,
+    select_images,
+)
+from aerialmd.layout import SPARSE_GE_DIR
 from tests.conftest import shared_file
 from tests.test_ges import GESBLENDER_ORIGIN
 from tests.test_preprocess_ge import make_data_root
@@ -119,7 +126,7 @@ def test_sample_points_agree_with_ground_truth_depth(orbit_sample, orbit_model):
     assert stats["median_reprojection_error_px"] < 0.5
     assert np.median(errors) < 0.005
     assert np.percentile(errors, 90) < 0.035  # two-view tracks: some low-parallax points
-    assert_poses_unchanged(pycolmap.Reconstruction(str(scene_dir / SPARSE_DIR)), rec)
+    assert_poses_unchanged(pycolmap.Reconstruction(str(scene_dir / SPARSE_GE_DIR)), rec)
     assert_poses_unchanged(gt_model(paths), pycolmap.Reconstruction(str(work / "aerial")))
     for name in MODEL_FILES:
         assert (work / name).is_file(), name
@@ -244,10 +251,11 @@ def test_gesblender_aerial_model(tmp_path):
     save_scene_list(tmp_path / "scenes.npz", {"GESblender": {"0": []}})
     assert preprocess_ge(tmp_path, tmp_path / "scenes.npz", ["GESblender"], origin=GESBLENDER_ORIGIN) == 0
     scene_dir = tmp_path / "data" / "GESblender"
-    reference = pycolmap.Reconstruction(str(scene_dir / SPARSE_DIR))
+    reference = pycolmap.Reconstruction(str(scene_dir / SPARSE_GE_DIR))
     names = sorted(image.name for image in reference.images.values())[::3]
     rec, stats = build_aerial_model(scene_dir, tmp_path / "work", FeatureConf("sift", max_keypoints=2048, resize_max=640),
-                                    NN, image_names=names, num_neighbors=5, progress=False)
+                                    NN, image_names=names, conf=TriangulationConf(num_neighbors=5),
+                                    progress=False)
     print(f"GESblender: {stats['num_points3D']} points, reprojection median {stats['median_reprojection_error_px']:.3f} "
           f"/ mean {stats['mean_reprojection_error_px']:.3f} px, track {stats['mean_track_length']:.2f}, "
           f"timings {stats['timings']}")

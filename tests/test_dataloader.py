@@ -1,4 +1,4 @@
-"""The AerialMegaDepth dataloader (aerialmd/dataset.py, misc/megadepth_aerial.py) on data exported from the sample's
+"""The AerialMegaDepth dataloader (aerialmd/training/dataset.py, misc/megadepth_aerial.py) on data exported from the sample's
 ground truth: pts3d agree across the two views of a pair, with and without crop/resize, and every output pixel holds
 the stored depth of the source pixel its intrinsics point at."""
 

@@ -1,4 +1,4 @@
-"""Stage 5 export (aerialmd/export.py) and the dense model layout (aerialmd/dense_model.py), on the tiny sample's exact
+"""Stage 5 export (aerialmd/stages/export.py) and the dense model layout (aerialmd/formats/dense_model.py), on the tiny sample's exact
 ground truth written as a `localized_dense_metric` model."""
 
 from __future__ import annotations
@@ -14,21 +14,15 @@ import pycolmap
 import pytest
 
 from aerialmd.geometry.camera import cam_from_world_from_cam2world
-from aerialmd.formats.dense_model import (
-    DENSE_DIR,
-    DENSE_REPORT,
-    LOCALIZATION_DIR,
-    depth_file_name,
-    find_dense_dir,
-    read_dense_model,
-)
+from aerialmd.formats.dense_model import depth_file_name, find_dense_dir, read_dense_model
 from aerialmd.formats.depth import read_depth_exr, write_depth_h5
 from aerialmd.sample_scene.fixtures import SAMPLE_SFM_NAME, write_sample_dense_model
-from aerialmd.sample_scene.evaluation import PROCESSED_SUFFIX, load_ground_truth
+from aerialmd.sample_scene.evaluation import load_ground_truth
 from aerialmd.stages.export import DEFAULT_MAX_DEPTH, write_photo
-from aerialmd.run.markers import FOLDER_SETTINGS
+from aerialmd.layout import FOLDER_SETTINGS
 from aerialmd.stages.make_pairs import DEFAULT_REL_TOL, PairsConf, make_pairs, pair_kind
 from aerialmd.formats.pair_file import Pair, PairFile, load_pair_file, read_pair_file, save_pair_file
+from aerialmd.layout import DENSE_DIR, DENSE_REPORT, LOCALIZATION_DIR, PROCESSED_SUFFIX
 
 from conftest import shared_file
 

@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 
 from aerialmd.geometry.camera import cam2world_from_cam_from_world, cam_from_world_from_cam2world, pose_errors
 from aerialmd.sample_scene.evaluation import registration_accuracy
-from aerialmd.stages.localization import localize
+from aerialmd.stages.localization import LocalizationConf, localize
 from aerialmd.sfm.registration import (
     Correspondences, GroundPhoto, PhotoResult, RegistrationConf, place_registered_photos, predict_cam2world,
     projections, refine_scene_sim3,
@@ -61,11 +61,11 @@ def test_aerial_poses_unchanged_and_outputs_complete(localized):
 def test_aliked_lightglue_end_to_end_at_least_as_accurate_as_sift(localized):
     """ALIKED + LightGlue (small images and keypoint budget, CPU) through the whole stage; compared with SIFT's run."""
     sift_out, truth, paths, processed = localized
-    assert localize(paths.root / "data", paths.root / "_processed_for_aliked", paths.scene_list, features="aliked",
-                    max_keypoints=1024, resize_max=480) == 1  # no preprocessed photos there: the scene fails cleanly
+    aliked_conf = LocalizationConf(features="aliked", max_keypoints=1024, resize_max=480)
+    # no preprocessed photos there: the scene fails cleanly
+    assert localize(paths.root / "data", paths.root / "_processed_for_aliked", paths.scene_list, conf=aliked_conf) == 1
     assert not (sift_out.parent / "sfm_aliked+lightglue").exists()
-    assert localize(paths.root / "data", processed, paths.scene_list, features="aliked", max_keypoints=1024,
-                    resize_max=480) == 0
+    assert localize(paths.root / "data", processed, paths.scene_list, conf=aliked_conf) == 0
     aliked_out = sift_out.parent / "sfm_aliked+lightglue"
     aliked = registration_accuracy(pycolmap.Reconstruction(str(aliked_out / "localized")), truth)
     sift = registration_accuracy(pycolmap.Reconstruction(str(sift_out / "localized")), truth)

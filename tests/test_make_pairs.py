@@ -1,4 +1,4 @@
-"""make_pairs (aerialmd/overlap.py): dense overlap scores against a per-pixel brute force written here from the sample's
+"""make_pairs (aerialmd/stages/make_pairs.py): dense overlap scores against a per-pixel brute force written here from the sample's
 ground truth, co-visibility candidates, balanced selection, and the pair files it writes."""
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ import pytest
 from aerialmd.formats.dense_model import read_dense_model
 from aerialmd.sample_scene.fixtures import write_sample_dense_model
 from aerialmd.formats.depth import read_depth_exr
-from aerialmd.sample_scene.evaluation import PROCESSED_SUFFIX, load_ground_truth
+from aerialmd.sample_scene.evaluation import load_ground_truth
 from aerialmd.stages.make_pairs import (
     KINDS,
     candidate_pairs,
     directed_overlaps,
-    is_aerial,
     load_scoring_views,
     pair_kind,
     pair_scores,
@@ -27,6 +26,7 @@ from aerialmd.stages.make_pairs import (
     water_fill,
 )
 from aerialmd.formats.pair_file import load_pair_file
+from aerialmd.layout import PROCESSED_SUFFIX, is_aerial
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "datasets_preprocess"
 MAX_SIDE = 120  # the sample's images have a long side of 480: stride 4

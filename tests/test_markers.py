@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from aerialmd.stages.preprocess_ge import CAMERAS_FILE, SPARSE_DIR, preprocess_ge
+from aerialmd.stages.preprocess_ge import preprocess_ge
 from aerialmd.geometry.geodesy import SpherePoint
-from aerialmd.stages.localization import localize
+from aerialmd.stages.localization import LocalizationConf, localize
 from aerialmd.run.markers import MADE_FROM_KEY, SETTINGS_KEY, input_fingerprints, is_finished
 from aerialmd.stages.preprocess_megadepth import write_camera_npz
+from aerialmd.layout import CAMERAS_FILE, SPARSE_GE_DIR
 from tests.test_preprocess_ge import make_data_root
 
 
@@ -63,9 +64,10 @@ def test_localization_refuses_other_settings(localized, capsys):
     registration = sfm_dir / "registration.json"
     before = registration.read_bytes()
     assert json.loads(before)[SETTINGS_KEY]["features"]["max_keypoints"] > 1000
-    assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 0
+    assert localize(paths.root / "data", processed, paths.scene_list) == 0
     assert "already done" in capsys.readouterr().out
-    assert localize(paths.root / "data", processed, paths.scene_list, features="sift", max_keypoints=1000) == 1
+    assert localize(paths.root / "data", processed, paths.scene_list,
+                    conf=LocalizationConf(max_keypoints=1000)) == 1
     assert "other settings (features:" in capsys.readouterr().out
     assert registration.read_bytes() == before
 
@@ -80,12 +82,12 @@ def test_redone_stage_2_keeps_stage_4_whose_refusal_depends_on_the_new_cameras(l
         assert preprocess_ge(paths.root, paths.scene_list, origin=origin, overwrite=True, workers=2) == 0
         assert cameras.read_bytes() != cameras_before and registration.read_bytes() == registration_before
         capsys.readouterr()
-        assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 1
+        assert localize(paths.root / "data", processed, paths.scene_list) == 1
         assert f"made from an earlier {CAMERAS_FILE}" in capsys.readouterr().out
     finally:  # the stage-2 output the other tests use
         assert preprocess_ge(paths.root, paths.scene_list, overwrite=True, workers=2) == 0
     assert cameras.read_bytes() == cameras_before  # deterministic: the redone stage 2 is the same
-    assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 0
+    assert localize(paths.root / "data", processed, paths.scene_list) == 0
     assert "already done" in capsys.readouterr().out
     assert registration.read_bytes() == registration_before
 
@@ -103,19 +105,19 @@ def test_localization_notices_megadepth_photos_changed_since(localized, capsys):
             intrinsics, cam2world = np.array(data["intrinsics"]), np.array(data["cam2world"])
         write_camera_npz(camera_file, intrinsics, cam2world)  # stage 3 redone as it was
         capsys.readouterr()
-        assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 0
+        assert localize(paths.root / "data", processed, paths.scene_list) == 0
         assert "already done" in capsys.readouterr().out
         cam2world[:3, 3] += 1.0  # stage 3 redone from another SfM model
         write_camera_npz(camera_file, intrinsics, cam2world)
-        assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 1
+        assert localize(paths.root / "data", processed, paths.scene_list) == 1
         assert changed in capsys.readouterr().out
         camera_file.rename(aside)  # the photo's outputs are not (or not yet) there
-        assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 1
+        assert localize(paths.root / "data", processed, paths.scene_list) == 1
         assert changed in capsys.readouterr().out
     finally:
         aside.unlink(missing_ok=True)
         camera_file.write_bytes(before)
-    assert localize(paths.root / "data", processed, paths.scene_list, features="sift") == 0
+    assert localize(paths.root / "data", processed, paths.scene_list) == 0
     assert "already done" in capsys.readouterr().out
 
 
@@ -123,7 +125,7 @@ def test_localization_waits_for_a_finished_stage_2(tiny_sample, tmp_path, capsys
     """A scene folder whose stage 2 was interrupted (entries moved in, ge_cameras.json not yet) is not stage-2 output."""
     paths, config = tiny_sample
     scene_dir = tmp_path / "data" / config.scene_id
-    (scene_dir / SPARSE_DIR).mkdir(parents=True)
+    (scene_dir / SPARSE_GE_DIR).mkdir(parents=True)
     (scene_dir / "footage").mkdir()
     assert localize(tmp_path / "data", tmp_path / "processed", paths.scene_list, [config.scene_id]) == 1
     assert f"{CAMERAS_FILE}: no finished stage-2 output (run preprocess_ge)" in capsys.readouterr().out

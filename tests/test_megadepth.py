@@ -15,7 +15,6 @@ import pytest
 from aerialmd.geometry.camera import colmap_to_opencv_intrinsics, matrix_to_rigid, rescale_intrinsics
 from aerialmd.formats.depth import read_depth_exr, read_depth_h5, write_depth_h5
 from aerialmd.stages.preprocess_megadepth import (
-    SFM_DIR,
     dense_dir,
     downscale,
     output_paths,
@@ -26,6 +25,7 @@ from aerialmd.stages.preprocess_megadepth import (
     undistorted_intrinsics,
 )
 from aerialmd.run.scenes import save_scene_list
+from aerialmd.layout import MEGADEPTH_SFM_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -151,7 +151,7 @@ def processed(megadepth_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """Output folder of the real preprocessing of both images (SfM folder given, as in the original README)."""
     output_dir = tmp_path_factory.mktemp("processed")
     stats = preprocess_megadepth_scene(
-        megadepth_root / SFM_DIR, SCENE, SUBSCENE, [NAME_A, NAME_B], output_dir, workers=2, overwrite=False
+        megadepth_root / MEGADEPTH_SFM_DIR, SCENE, SUBSCENE, [NAME_A, NAME_B], output_dir, workers=2, overwrite=False
     )
     assert (stats.written, stats.skipped, stats.failed) == (2, 0, [])
     return output_dir / SCENE / SUBSCENE
@@ -300,7 +300,7 @@ def test_script_main(megadepth_root: Path, tmp_path: Path) -> None:
         sys.path.remove(str(REPO / "datasets_preprocess"))
     scene_list = tmp_path / "list.npz"
     save_scene_list(scene_list, {SCENE: {SUBSCENE: [NAME_B]}})
-    argv = ["--megadepth_dir", str(megadepth_root / SFM_DIR), "--megadepth_image_list", str(scene_list)]
+    argv = ["--megadepth_dir", str(megadepth_root / MEGADEPTH_SFM_DIR), "--megadepth_image_list", str(scene_list)]
     assert script.main([*argv, "--output_dir", str(tmp_path / "out"), "--workers", "1"]) == 0
     assert (tmp_path / "out" / SCENE / SUBSCENE / f"{NAME_B}.npz").is_file()
     assert script.main([*argv, "--output_dir", str(tmp_path / "out"), "--scenes", "1234"]) == 2  # unknown scene

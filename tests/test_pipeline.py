@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 
 from aerialmd.geometry.camera import pose_errors
-from aerialmd.formats.dense_model import DENSE_DIR, DENSE_REPORT
 from aerialmd.formats.depth import read_depth_exr
 from aerialmd.stages.preprocess_megadepth import preprocess_megadepth
 from aerialmd.stages.report import write_index, write_reports
 from aerialmd.run.scenes import load_scene_list, save_scene_list
+from aerialmd.layout import DENSE_DIR, DENSE_REPORT
 from tests.conftest import REPO_ROOT
 from tests.test_sample_scene import ground_truth
 

@@ -11,10 +11,11 @@ import pycolmap
 import pytest
 
 from aerialmd.geometry.camera import cam2world_from_cam_from_world, pose_errors
-from aerialmd.stages.preprocess_ge import CAMERAS_FILE, SPARSE_DIR, preprocess_ge, read_ge_cameras
+from aerialmd.stages.preprocess_ge import preprocess_ge, read_ge_cameras
 from aerialmd.formats.ges_json import decode_cameras, default_world_frame, read_ges_json
 from aerialmd.run.scenes import save_scene_list
 from aerialmd.formats.video import list_image_sequence
+from aerialmd.layout import CAMERAS_FILE, SPARSE_GE_DIR
 from tests.conftest import REPO_ROOT, shared_file
 from tests.test_ges import GESBLENDER_ORIGIN
 from tests.test_sample_scene import ground_truth
@@ -49,7 +50,7 @@ def test_sample_scene_frames_and_cameras_match_ground_truth(tiny_sample, tmp_pat
         distance, angle = pose_errors(image["cam2world"], true["cam2world"])
         assert distance < 1e-6 and angle < 1e-6
         assert np.allclose(image["intrinsics"], true["intrinsics"], atol=1e-9)
-    model = pycolmap.Reconstruction(str(scene_dir / SPARSE_DIR))
+    model = pycolmap.Reconstruction(str(scene_dir / SPARSE_GE_DIR))
     assert model.num_images() == config.num_frames
     for image in model.images.values():
         index = int(image.name.split("_")[1].split(".")[0])

@@ -1,43 +1,47 @@
 """Stage 4: sparse aerial model from the known GES poses, the MegaDepth photos registered into it (metric), then
 multi-view stereo depth for every image (localized_dense_metric/).
 
-    python do_colmap_localization.py --root_dir <data_root>/data --megadepth_dir <processed MegaDepth> \\
-        --megadepth_image_list datasets_preprocess/megadepth_image_list.npz [--scenes 0001] [--features sift]
+    python do_colmap_localization.py --data_root <root> [--scenes 0001] [--features sift|aliked]
+    python do_colmap_localization.py --root_dir <root>/data --megadepth_dir <processed MegaDepth> \\
+        --megadepth_image_list datasets_preprocess/megadepth_image_list.npz          # the original flags
 
-Writes <root_dir>/<scene>/sfm_output_localization/sfm_<features>+<matcher>/ (see aerialmd/localization.py) and in it
-localized_dense_metric/{images,depths,sparse-txt,dense.json} (see aerialmd/dense.py).
+Writes <root>/data/<scene>/sfm_output_localization/sfm_<features>+<matcher>/ (see aerialmd/stages/localization.py)
+and in it localized_dense_metric/{images,depths,sparse-txt,dense.json} (see aerialmd/stages/dense.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-
-from aerialmd.stages.dense import add_mvs_arguments, dense_conf_from, densify, resolve_backend
+from aerialmd.cli.flags import (
+    add_localization_arguments,
+    add_megadepth_processed_argument,
+    add_mvs_arguments,
+    add_scene_arguments,
+    add_scene_list_argument,
+    add_scenes_dir_arguments,
+    data_root_of,
+    dense_conf_from,
+    localization_conf_from,
+    megadepth_processed,
+    scene_list,
+    scenes_dir,
+)
+from aerialmd.mvs.backends import resolve_backend
+from aerialmd.run.scenes import SETUP_ERRORS, exit_code_of
+from aerialmd.stages.dense import densify
 from aerialmd.stages.localization import localize
-from aerialmd.sfm.registration import POSE_PNP, POSE_PREDICTED
-from aerialmd.run.scenes import SETUP_ERRORS, add_scene_arguments, exit_code_of
-from aerialmd.layout import REPO_SCENE_LIST
-
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root_dir", required=True, type=Path, help="<data_root>/data with the stage-2 scene folders")
-    parser.add_argument("--megadepth_dir", required=True, type=Path, help="output of preprocess_megadepth.py")
-    parser.add_argument("--megadepth_image_list", type=Path, default=REPO_SCENE_LIST, help="scene-list npz")
+    add_scenes_dir_arguments(parser)
+    add_megadepth_processed_argument(parser, "--megadepth_dir",
+                                     note="; --megadepth_dir is the original script's name for it")
+    add_scene_list_argument(parser)
     add_scene_arguments(parser)
-    parser.add_argument("--features", default="sift", help="local features: sift (CPU, default) or aliked")
-    parser.add_argument("--matcher", default=None, help="nn-ratio (for sift) or lightglue (for aliked); "
-                                                        "default: the natural matcher of --features")
-    parser.add_argument("--max_keypoints", type=int, help="keypoints per image (default: 8192 sift, 4096 aliked)")
-    parser.add_argument("--resize_max", type=int, help="downscale images to this long side before extraction")
-    parser.add_argument("--registered_pose", default=POSE_PREDICTED, choices=(POSE_PREDICTED, POSE_PNP),
-                        help="pose of a photo whose PnP pose confirms the scene Sim(3): its MegaDepth pose through "
-                             "the refined Sim(3) (default; far less noisy) or its own PnP pose (when the MegaDepth "
-                             "model is not rigid enough to trust)")
+    add_localization_arguments(parser.add_argument_group("registration"))
     parser.add_argument("--overwrite", action="store_true", help="redo scenes whose output exists")
     mvs = parser.add_argument_group("multi-view stereo (localized_dense_metric)")
     add_mvs_arguments(mvs)
@@ -54,12 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_mvs:
             resolve_backend(args.mvs_backend)  # before hours of registration, not after
         if not args.mvs_only:
-            code = localize(args.root_dir, args.megadepth_dir, args.megadepth_image_list, args.scenes, args.features,
-                            args.matcher, args.overwrite, args.max_keypoints, args.resize_max, args.shard,
-                            args.registered_pose)
+            code = localize(scenes_dir(args), megadepth_processed(args), scene_list(args, data_root_of(args)),
+                            args.scenes, localization_conf_from(args), args.overwrite, args.shard)
         if not args.skip_mvs:
-            code = max(code, densify(args.root_dir, args.megadepth_dir, args.megadepth_image_list, args.scenes,
-                                     dense_conf_from(args), args.overwrite, args.shard))
+            code = max(code, densify(scenes_dir(args), megadepth_processed(args), scene_list(args, data_root_of(args)),
+                                     args.scenes, dense_conf_from(args), args.overwrite, args.shard))
         return code
 
     return exit_code_of(run, (*SETUP_ERRORS, RuntimeError))  # RuntimeError: the colmap backend without CUDA

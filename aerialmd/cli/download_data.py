@@ -12,7 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-
 from aerialmd.stages.download import (
     DEFAULT_HF_REPO_ID,
     DownloadError,
@@ -22,7 +21,6 @@ from aerialmd.stages.download import (
     format_summary,
     read_links_file,
 )
-
 
 EPILOG = """\
 source:

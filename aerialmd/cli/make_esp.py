@@ -7,7 +7,7 @@ Each orbit is a circle (or an arc) at a height above the look-at point and a hor
 keyframe per frame; every camera looks at the point. The point is also the project's first track point, so the
 3D-tracking export of the render has it as origin. Import the file into GES as an Earth Studio project, render the
 video and the 3D camera tracking JSON (Global), then run stage 2 (datasets_preprocess/preprocess_ge.py).
-See aerialmd/esp.py for the format.
+See aerialmd/formats/esp.py for the format.
 """
 
 from __future__ import annotations
@@ -16,10 +16,17 @@ import argparse
 import sys
 from pathlib import Path
 
-
 from aerialmd.formats.esp import (
-    DEFAULT_FOV_DEG, DEFAULT_FRAMES_PER_ORBIT, DEFAULT_HEIGHTS_M, DEFAULT_RADII_M, EspProjectSpec, OrbitSpec,
-    normalize_scene_id, scene_geolocation, write_esp)
+    DEFAULT_FOV_DEG,
+    DEFAULT_FRAMES_PER_ORBIT,
+    DEFAULT_HEIGHTS_M,
+    DEFAULT_RADII_M,
+    EspProjectSpec,
+    OrbitSpec,
+    normalize_scene_id,
+    scene_geolocation,
+    write_esp,
+)
 from aerialmd.geometry.geodesy import SpherePoint
 
 MIN_GES_ALTITUDE_M = 1.0

@@ -1,10 +1,10 @@
 """Make the AerialMegaDepth pair file: co-visible image pairs scored by dense depth overlap, balanced by kind.
 
-Usage: python datasets_preprocess/make_pairs.py --megadepth_aerial_dir <root>/data --output_path aerial_megadepth.npz \
+Usage: python datasets_preprocess/make_pairs.py --data_root <root>  (or --megadepth_aerial_dir <root>/data) --output_path aerial_megadepth.npz \
            [--scenes 0001 0002] [--split_val 0015,0022] [--shard K/N]
        python datasets_preprocess/make_pairs.py --merge part_0.npz part_1.npz ... --output_path aerial_megadepth.npz
 
-Scores every pair of images sharing sparse points by reprojecting each one's depth into the other (aerialmd/overlap.py),
+Scores every pair of images sharing sparse points by reprojecting each one's depth into the other (aerialmd/stages/make_pairs.py),
 keeps pairs with min_score <= score <= max_score, balances aerial-aerial, aerial-ground and ground-ground pairs (and
 score bins) up to --pairs_per_scene per scene, and writes the npz that preprocess_aerialmegadepth.py reads. With
 --split_val the listed scenes go to `<stem>_val.npz`, the others to `<stem>_train.npz`. Exit status: 0 when every scene
@@ -20,9 +20,9 @@ import argparse
 import sys
 from pathlib import Path
 
-
+from aerialmd.cli.flags import add_scene_arguments, add_scenes_dir_arguments, scenes_dir
+from aerialmd.run.scenes import exit_code_of
 from aerialmd.stages.make_pairs import PairsConf, make_pairs, merge_pair_file_paths
-from aerialmd.run.scenes import add_scene_arguments, exit_code_of
 
 DEFAULTS = PairsConf()
 
@@ -37,8 +37,7 @@ def scene_ids(text: str) -> list[str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--megadepth_aerial_dir", type=Path,
-                        help="folder of the scene folders (do_colmap_localization.py's --root_dir)")
+    add_scenes_dir_arguments(parser, required=False)
     parser.add_argument("--output_path", required=True, type=Path, help="pair file to write (.npz)")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="FILE",
                         help="instead of scoring: merge these pair files (e.g. of the shards) into --output_path")
@@ -65,8 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="scoring threads over source images; worth it on machines with more cores than the BLAS "
                              "already uses (default: %(default)s)")
     args = parser.parse_args(argv)
-    if (args.merge is None) == (args.megadepth_aerial_dir is None):
-        parser.error("give either --megadepth_aerial_dir (score pairs) or --merge (join pair files)")
+    if (args.merge is None) == (args.data_root is None and args.scenes_dir is None):
+        parser.error("give either --data_root / --megadepth_aerial_dir (score pairs) or --merge (join pair files)")
     if not 0 <= args.min_score <= args.max_score:
         parser.error("need 0 <= --min_score <= --max_score")
     if args.max_side < 1 or args.workers < 1 or args.min_shared_points < 1 or not args.rel_tol > 0:
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.merge:
         return exit_code_of(merge)
-    return exit_code_of(lambda: make_pairs(args.megadepth_aerial_dir, args.output_path, args.scenes, conf,
+    return exit_code_of(lambda: make_pairs(scenes_dir(args), args.output_path, args.scenes, conf,
                                            args.split_val, args.sfm_name, args.shard))
 
 

@@ -1,10 +1,10 @@
 """Export AerialMegaDepth training data: per image of a pair file, RGB (.jpg), metric depth (.exr) and camera (.npz).
 
-Usage: python datasets_preprocess/preprocess_aerialmegadepth.py --megadepth_aerial_dir <root>/data \
+Usage: python datasets_preprocess/preprocess_aerialmegadepth.py --data_root <root>  (or --megadepth_aerial_dir <root>/data) \
            --precomputed_pairs aerial_megadepth_train.npz --output_dir <aerial_megadepth_processed> [--scenes 0001]
 
 Reads `<megadepth_aerial_dir>/<scene>/sfm_output_localization/sfm_*/localized_dense_metric/` and writes
-`<output_dir>/<scene>/<image>.{jpg,exr,npz}` (see aerialmd/export.py). Names of the pair file without data are listed at
+`<output_dir>/<scene>/<image>.{jpg,exr,npz}` (see aerialmd/stages/export.py). Names of the pair file without data are listed at
 the end. Exit status: 0 when every scene exported, 1 when a scene failed, 2 on a setup error.
 """
 
@@ -15,18 +15,17 @@ import os
 import sys
 from pathlib import Path
 
-
+from aerialmd.cli.flags import add_scene_arguments, add_scenes_dir_arguments, scenes_dir
+from aerialmd.run.scenes import exit_code_of
 from aerialmd.stages.export import DEFAULT_MAX_DEPTH, export_aerialmegadepth
-from aerialmd.run.scenes import add_scene_arguments, exit_code_of
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--megadepth_aerial_dir", required=True, type=Path,
-                        help="folder of the scene folders (do_colmap_localization.py's --root_dir)")
+    add_scenes_dir_arguments(parser)
     parser.add_argument("--precomputed_pairs", required=True, type=Path,
                         help="pair file npz (published aerial_megadepth_*.npz or make_pairs.py output)")
-    parser.add_argument("--output_dir", required=True, type=Path)
+    parser.add_argument("--output_dir", required=True, type=Path, help="the export folder: <output_dir>/<scene>/...")
     add_scene_arguments(parser)
     parser.add_argument("--sfm_name", help="sfm_* folder to read (default: the only one of each scene)")
     parser.add_argument("--max_depth", type=float, default=DEFAULT_MAX_DEPTH,
@@ -44,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return exit_code_of(lambda: export_aerialmegadepth(args.megadepth_aerial_dir, args.precomputed_pairs,
+    return exit_code_of(lambda: export_aerialmegadepth(scenes_dir(args), args.precomputed_pairs,
                                                        args.output_dir, args.scenes, args.max_depth, args.workers,
                                                        args.overwrite, args.shard, args.sfm_name))
 

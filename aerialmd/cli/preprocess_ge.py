@@ -2,7 +2,7 @@
 
     python datasets_preprocess/preprocess_ge.py --data_root <root> --scene_list datasets_preprocess/megadepth_image_list.npz
 
-Reads <root>/downloaded_data/<scene>.{mp4,json}; writes <root>/data/<scene>/ (see aerialmd/ge_preprocess.py).
+Reads <root>/downloaded_data/<scene>.{mp4,json}; writes <root>/data/<scene>/ (see aerialmd/stages/preprocess_ge.py).
 """
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-
-from aerialmd.stages.preprocess_ge import preprocess_ge
+from aerialmd.cli.flags import add_scene_arguments, add_scene_list_argument, scene_list
 from aerialmd.geometry.geodesy import SpherePoint
-from aerialmd.run.scenes import add_scene_arguments, exit_code_of
-from aerialmd.layout import REPO_SCENE_LIST
-
+from aerialmd.run.scenes import exit_code_of
+from aerialmd.stages.preprocess_ge import preprocess_ge
 
 
 def parse_origin(text: str) -> SpherePoint:
@@ -31,7 +29,7 @@ def parse_origin(text: str) -> SpherePoint:
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_root", required=True, type=Path, help="holds downloaded_data/; data/ is written here")
-    parser.add_argument("--scene_list", type=Path, default=REPO_SCENE_LIST, help="scene-list npz (scene ids)")
+    add_scene_list_argument(parser)
     add_scene_arguments(parser)
     parser.add_argument("--workers", type=int, default=None, help="JPEG encoding threads (default: CPU count)")
     parser.add_argument("--overwrite", action="store_true", help="redo scenes whose output exists")
@@ -43,7 +41,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    return exit_code_of(lambda: preprocess_ge(args.data_root, args.scene_list, args.scenes, args.origin,
+    return exit_code_of(lambda: preprocess_ge(args.data_root, scene_list(args, args.data_root), args.scenes, args.origin,
                                               args.overwrite, args.workers, args.shard))
 
 

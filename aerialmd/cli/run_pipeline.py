@@ -1,7 +1,8 @@
 """Run every stage of the pipeline, in order, for one data root.
 
 With no arguments: creates the built-in sample scene under ./sample_data (if not there yet) and runs all stages on it.
-With --data_root (and --megadepth_dir, --scene_list): runs the stages on your own data.
+With --data_root and --megadepth_dir (and --scene_list): runs the stages on your own data (the flags mean what they
+mean in the stage scripts; registration and MVS take the same options as do_colmap_localization.py).
 With --executor ray: one Ray task per scene (all its stages) on a Ray cluster (--ray_address) or a local Ray instance.
 """
 
@@ -11,13 +12,22 @@ import argparse
 import sys
 from pathlib import Path
 
-
-from aerialmd.stages.dense import DenseConf, add_mvs_arguments, dense_conf_from
+from aerialmd.cli.flags import (
+    add_localization_arguments,
+    add_megadepth_processed_argument,
+    add_mvs_arguments,
+    add_scene_arguments,
+    add_scene_list_argument,
+    dense_conf_from,
+    localization_conf_from,
+    megadepth_processed,
+    scene_list,
+)
 from aerialmd.run.executors import EXECUTORS, run_local, run_ray
-from aerialmd.run.pipeline import PipelinePaths, Stage, sample_pipeline
+from aerialmd.run.pipeline import PipelineConf, PipelinePaths, Stage, sample_pipeline
+from aerialmd.run.scenes import SETUP_ERRORS, exit_code_of
 from aerialmd.sample_scene import SampleConfig
-from aerialmd.run.scenes import SETUP_ERRORS, add_scene_arguments, exit_code_of
-from aerialmd.layout import REPO_SCENE_LIST
+from aerialmd.stages.dense import DenseConf
 
 SAMPLE_SIZES = {"default": SampleConfig(), "tiny": SampleConfig.tiny()}
 SAMPLE_MVS_SIZE = 320  # the sample's depth maps: keeps the whole run within a few minutes on a laptop CPU
@@ -27,12 +37,16 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sample_root", type=Path, default=Path("sample_data"), help="where the sample scene lives")
     parser.add_argument("--sample_size", choices=sorted(SAMPLE_SIZES), default="default")
-    parser.add_argument("--data_root", type=Path, help="your data root (holds downloaded_data/); skips the sample")
-    parser.add_argument("--megadepth_dir", type=Path, help="MegaDepth root (with --data_root)")
-    parser.add_argument("--scene_list", type=Path, default=REPO_SCENE_LIST, help="scene-list npz (with --data_root)")
+    parser.add_argument("--data_root", type=Path,
+                        help="your data root (holds downloaded_data/; data/ is written there); skips the sample")
+    parser.add_argument("--megadepth_dir", type=Path,
+                        help="MegaDepth as downloaded (MegaDepth_v1_SfM/, phoenix/; with --data_root)")
+    add_megadepth_processed_argument(parser)
+    add_scene_list_argument(parser)
     add_scene_arguments(parser)
     parser.add_argument("--workers", type=int, default=None, help="parallel workers per stage (default: CPU count)")
     parser.add_argument("--overwrite", action="store_true", help="redo finished work")
+    add_localization_arguments(parser.add_argument_group("registration (as do_colmap_localization.py)"))
     add_mvs_arguments(parser.add_argument_group("multi-view stereo (as do_colmap_localization.py)"),
                       f"; {SAMPLE_MVS_SIZE} for the sample")
     add_executor_arguments(parser)
@@ -53,9 +67,10 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
                              "fractions share a GPU")
 
 
-def dense_conf(args: argparse.Namespace) -> DenseConf:
-    """The MVS flags' configuration; the depth maps' default size is smaller for the sample."""
-    return dense_conf_from(args, DenseConf.max_image_size if args.data_root else SAMPLE_MVS_SIZE)
+def pipeline_conf(args: argparse.Namespace) -> PipelineConf:
+    """The stages' settings from the flags; the depth maps' default size is smaller for the sample."""
+    dense = dense_conf_from(args, DenseConf.max_image_size if args.data_root else SAMPLE_MVS_SIZE)
+    return PipelineConf(localization_conf_from(args), dense)
 
 
 def resolve_paths(args: argparse.Namespace) -> tuple[PipelinePaths, list[Stage]]:
@@ -63,7 +78,8 @@ def resolve_paths(args: argparse.Namespace) -> tuple[PipelinePaths, list[Stage]]
     if args.data_root is not None:
         if args.megadepth_dir is None:
             raise ValueError("--data_root needs --megadepth_dir")
-        return PipelinePaths(args.data_root, args.megadepth_dir, args.scene_list, args.data_root / "megadepth_processed"), []
+        return PipelinePaths(args.data_root, args.megadepth_dir, scene_list(args, args.data_root),
+                             megadepth_processed(args)), []
     paths, stage = sample_pipeline(args.sample_root, SAMPLE_SIZES[args.sample_size])
     return paths, [stage]
 
@@ -73,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         paths, first = resolve_paths(args)
-        common = (paths, args.scenes, args.workers, args.overwrite, args.shard, dense_conf(args), first)
+        common = (paths, args.scenes, args.workers, args.overwrite, args.shard, pipeline_conf(args), first)
         if args.executor == "ray":
             return run_ray(*common, address=args.ray_address, cpus_per_scene=args.ray_cpus_per_scene,
                            gpus_per_scene=args.ray_gpus_per_scene)

@@ -26,6 +26,7 @@ import pycolmap
 from scipy import sparse
 
 from aerialmd.atomic import atomic_dir
+from aerialmd.formats.depth import read_depth_h5, write_depth_h5
 from aerialmd.geometry.camera import (
     COLMAP_TO_OPENCV_PIXEL_SHIFT,
     cam2world_from_cam_from_world,
@@ -33,17 +34,16 @@ from aerialmd.geometry.camera import (
     opencv_intrinsics,
     opencv_to_colmap_intrinsics,
 )
-from aerialmd.formats.depth import read_depth_h5, write_depth_h5
+from aerialmd.layout import (
+    DENSE_DIR,
+    DEPTHS_DIR,
+    IMAGES_DIR,
+    LOCALIZATION_DIR,
+    LOCALIZED_MODEL,
+    SFM_PREFIX,
+    SPARSE_TXT_DIR,
+)
 
-LOCALIZATION_DIR = "sfm_output_localization"  # stage 4 output root (aerialmd.stages.localization.OUTPUT_ROOT)
-SFM_PREFIX = "sfm_"
-REGISTRATION_FILE = "registration.json"  # stage 4a's figures and settings, next to LOCALIZED_MODEL
-LOCALIZED_MODEL = "localized"  # stage 4a's registered model (COLMAP binary) inside an sfm_* folder
-DENSE_DIR = "localized_dense_metric"
-DENSE_REPORT = "dense.json"  # stage 4b's figures and settings, written last inside DENSE_DIR (absent in published data)
-IMAGES_DIR = "images"
-DEPTHS_DIR = "depths"
-SPARSE_TXT_DIR = "sparse-txt"
 PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE")
 
 

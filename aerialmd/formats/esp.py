@@ -68,8 +68,15 @@ import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
 from aerialmd.atomic import write_text_atomic
-from aerialmd.geometry.geodesy import GES_SPHERE_RADIUS_M, SpherePoint, WorldFrame, ecef_from_enu_rotation, ecef_to_sphere, sphere_to_ecef
 from aerialmd.formats.ges_json import rotation_deg_from_ecef_from_camera
+from aerialmd.geometry.geodesy import (
+    GES_SPHERE_RADIUS_M,
+    SpherePoint,
+    WorldFrame,
+    ecef_from_enu_rotation,
+    ecef_to_sphere,
+    sphere_to_ecef,
+)
 
 ESP_MODEL_VERSION = 16
 LOG_ALTITUDE_EXPONENT = 15

@@ -18,6 +18,7 @@ import dataclasses
 import numpy as np
 
 GES_SPHERE_RADIUS_M = 6_371_010.0
+WORLD_UP = np.array([0.0, 0.0, 1.0])  # up in the ENU world frame stage 2 writes (its z axis)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,12 +20,20 @@ from typing import Any, Iterable, Sequence, TextIO
 
 from tqdm import tqdm
 
-from aerialmd.stages.dense import DenseConf
-from aerialmd.stages.preprocess_ge import has_download
+from aerialmd.layout import DataRoot
 from aerialmd.mvs.plane_sweep import torch_threads
-from aerialmd.run.pipeline import PipelinePaths, Stage, StageResult, build_stages, format_summary, run_stages
-from aerialmd.stages.report import write_index
+from aerialmd.run.pipeline import (
+    PipelineConf,
+    PipelinePaths,
+    Stage,
+    StageResult,
+    build_stages,
+    format_summary,
+    run_stages,
+)
 from aerialmd.run.scenes import Shard, Stopwatch, load_scene_list, select_scenes
+from aerialmd.stages.dense import DenseConf
+from aerialmd.stages.report import write_index
 
 EXECUTORS = ("local", "ray")
 LOCAL_OBJECT_STORE_BYTES = 200 * 1024 ** 2  # tasks exchange only paths and short logs: a small store is plenty
@@ -34,11 +42,11 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def run_local(paths: PipelinePaths, scenes: list[str] | None, workers: int | None, overwrite: bool,
-              shard: Shard | None = None, dense: DenseConf = DenseConf(), first: Sequence[Stage] = ()) -> int:
+              shard: Shard | None = None, conf: PipelineConf = PipelineConf(), first: Sequence[Stage] = ()) -> int:
     """The stages in this process, each over every selected scene in turn; prints the summary, returns the exit code.
 
     `first`: stages that prepare the inputs (e.g. creating the sample scene), run before the others."""
-    results = run_stages([*first, *build_stages(paths, scenes, workers, overwrite, shard, dense)])
+    results = run_stages([*first, *build_stages(paths, scenes, workers, overwrite, shard, conf)])
     print("\n" + format_summary(results))
     return max((r.exit_code for r in results), default=0)
 
@@ -80,7 +88,7 @@ def scenes_with_input(paths: PipelinePaths, scenes: list[str] | None, shard: Sha
     selected = select_scenes(load_scene_list(paths.scene_list), scenes, shard)
     if scenes:
         return selected
-    return [scene for scene in selected if has_download(paths.data_root, scene)]
+    return [scene for scene in selected if DataRoot(paths.data_root).has_download(scene)]
 
 
 def scene_stage(stage: Stage, scene: str) -> Stage:
@@ -120,7 +128,7 @@ def compact_log(text: str, max_lines: int = LOG_LINES) -> str:
     return "\n".join([line for line in lines if line][-max_lines:])
 
 
-def process_scene(paths: PipelinePaths, scene: str, workers: int, overwrite: bool, dense: DenseConf) -> SceneOutcome:
+def process_scene(paths: PipelinePaths, scene: str, workers: int, overwrite: bool, conf: PipelineConf) -> SceneOutcome:
     """Every stage for one scene, in order (the body of a Ray task), with `workers` torch threads; its output is also
     kept in the outcome. The threads are set here because Ray's OMP_NUM_THREADS (the task's CPUs) reaches torch only
     in the task that first imports it in a worker process: later tasks in that worker keep its thread count."""
@@ -128,7 +136,7 @@ def process_scene(paths: PipelinePaths, scene: str, workers: int, overwrite: boo
     copy = io.StringIO()
     with torch_threads(workers), contextlib.redirect_stdout(_Tee(sys.stdout, copy)), \
             contextlib.redirect_stderr(_Tee(sys.stderr, copy)):
-        stages = [scene_stage(s, scene) for s in build_stages(paths, [scene], workers, overwrite, None, dense)]
+        stages = [scene_stage(s, scene) for s in build_stages(paths, [scene], workers, overwrite, None, conf)]
         results = run_stages(stages)
     return SceneOutcome(scene, results, watch.seconds(), compact_log(copy.getvalue()))
 
@@ -174,6 +182,15 @@ def task_dense_conf(dense: DenseConf, gpus_per_scene: float) -> DenseConf:
     return dataclasses.replace(dense, device="cpu") if dense.device == "auto" else dense
 
 
+def task_conf(conf: PipelineConf, gpus_per_scene: float) -> PipelineConf:
+    """The settings of a task: the dense stage's as task_dense_conf says; without a GPU of its own, ALIKED and
+    LightGlue run on the CPU too (their device 'auto' would take a GPU the task did not reserve)."""
+    localization = conf.localization
+    if gpus_per_scene <= 0 and localization.device == "auto":
+        localization = dataclasses.replace(localization, device="cpu")
+    return PipelineConf(localization, task_dense_conf(conf.dense, gpus_per_scene))
+
+
 def gather(ray: Any, refs: dict[Any, str]) -> Iterable[SceneOutcome]:
     """Outcomes in the order the tasks finish; a task that failed as a whole (e.g. its worker was killed) gives an
     outcome with its error."""
@@ -188,7 +205,7 @@ def gather(ray: Any, refs: dict[Any, str]) -> Iterable[SceneOutcome]:
 
 
 def run_ray(paths: PipelinePaths, scenes: list[str] | None, workers: int | None, overwrite: bool,
-            shard: Shard | None = None, dense: DenseConf = DenseConf(), first: Sequence[Stage] = (), *,
+            shard: Shard | None = None, conf: PipelineConf = PipelineConf(), first: Sequence[Stage] = (), *,
             address: str | None = None, cpus_per_scene: float = 2, gpus_per_scene: float = 0,
             num_cpus: int | None = None) -> int:
     """Run `first` here, then one Ray task per scene (all its stages, `cpus_per_scene` CPUs and `gpus_per_scene`
@@ -203,15 +220,15 @@ def run_ray(paths: PipelinePaths, scenes: list[str] | None, workers: int | None,
             return max(r.exit_code for r in results)
     selected = scenes_with_input(paths, scenes, shard)
     if not selected:
-        print(f"no scene with a Google Earth Studio download in {paths.data_root / 'downloaded_data'}")
+        print(f"no scene with a Google Earth Studio download in {DataRoot(paths.data_root).downloads}")
         return 0
-    task_dense = task_dense_conf(dense, gpus_per_scene)
+    task = task_conf(conf, gpus_per_scene)
     workers = workers or max(1, math.ceil(cpus_per_scene))
     ray = import_ray()
     connect(ray, address, num_cpus)
     try:
-        task = ray.remote(num_cpus=cpus_per_scene, num_gpus=gpus_per_scene)(process_scene)
-        refs = {task.remote(paths, scene, workers, overwrite, task_dense): scene for scene in selected}
+        remote = ray.remote(num_cpus=cpus_per_scene, num_gpus=gpus_per_scene)(process_scene)
+        refs = {remote.remote(paths, scene, workers, overwrite, task): scene for scene in selected}
         outcomes = report_outcomes(gather(ray, refs), len(refs))
     finally:
         ray.shutdown()

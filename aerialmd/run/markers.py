@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from aerialmd.atomic import write_text_atomic
+from aerialmd.layout import CAMERAS_FILE, FOLDER_SETTINGS
 
 SETTINGS_KEY = "settings"
 MADE_FROM_KEY = "made_from"
-FOLDER_SETTINGS = "settings.json"  # check_folder_settings' marker
 
 
 def input_fingerprints(*markers: Path, root: Path | None = None) -> dict[str, str]:
@@ -33,6 +33,16 @@ def input_fingerprints(*markers: Path, root: Path | None = None) -> dict[str, st
     redone stage rewrites its marker: new settings, figures or timings)."""
     return {marker.name if root is None else marker.relative_to(root).as_posix():
             hashlib.sha256(marker.read_bytes()).hexdigest()[:16] for marker in markers if marker.is_file()}
+
+
+def is_preprocessed(scene_dir: Path) -> bool:
+    """Stage 2 finished for the scene: its marker, moved in last, is there."""
+    return (scene_dir / CAMERAS_FILE).is_file()
+
+
+def cameras_fingerprint(scene_dir: Path) -> dict[str, str]:
+    """What later stages record as made from stage 2 (input_fingerprints of its marker)."""
+    return input_fingerprints(scene_dir / CAMERAS_FILE)
 
 
 def refuse_other_settings(marker: Path, recorded: dict[str, Any], settings: dict[str, Any]) -> None:
@@ -58,14 +68,17 @@ def refuse_changed_inputs(marker: Path, recorded: dict[str, str], inputs: dict[s
                          f"since); use --overwrite to redo it")
 
 
-def is_finished(marker: Path, settings: dict[str, Any], inputs: dict[str, str] | None = None) -> bool:
+def is_finished(marker: Path, settings: dict[str, Any], inputs: dict[str, str] | None = None,
+                added: dict[str, Any] | None = None) -> bool:
     """True when the output of `marker` is finished with these settings (skip it), False when it is not finished;
     a ValueError naming the output and the settings that differ when it was made with others, or the upstream
-    marker (`inputs`, see input_fingerprints) that changed since it was made."""
+    marker (`inputs`, see input_fingerprints) that changed since it was made. `added`: settings recorded only
+    since a later version, with the value outputs made before then were made with (an output without them counts
+    as made with these)."""
     if not marker.is_file():
         return False
     document = json.loads(marker.read_text())
-    refuse_other_settings(marker, document.get(SETTINGS_KEY, {}), settings)
+    refuse_other_settings(marker, {**(added or {}), **document.get(SETTINGS_KEY, {})}, settings)
     refuse_changed_inputs(marker, document.get(MADE_FROM_KEY, {}), inputs or {})
     return True
 

@@ -7,13 +7,24 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from aerialmd.stages.dense import DENSE_DIR, DenseConf, densify
-from aerialmd.stages.preprocess_ge import preprocess_ge
-from aerialmd.stages.localization import OUTPUT_ROOT, localize
-from aerialmd.stages.preprocess_megadepth import preprocess_megadepth
-from aerialmd.stages.report import REPORT_FILE, REPORTS_DIR, write_reports
-from aerialmd.sample_scene import SampleConfig, generate_sample, sample_paths
+from aerialmd.layout import (
+    DENSE_DIR,
+    DEPTHS_DIR,
+    FOOTAGE_DIR,
+    LOCALIZATION_DIR,
+    MEGADEPTH_PROCESSED_DIR,
+    REGISTRATION_FILE,
+    REPORT_FILE,
+    REPORTS_DIR,
+    SCENES_DIR,
+)
 from aerialmd.run.scenes import Shard, Stopwatch
+from aerialmd.sample_scene import SampleConfig, generate_sample, sample_paths
+from aerialmd.stages.dense import DenseConf, densify
+from aerialmd.stages.localization import LocalizationConf, localize
+from aerialmd.stages.preprocess_ge import preprocess_ge
+from aerialmd.stages.preprocess_megadepth import preprocess_megadepth
+from aerialmd.stages.report import write_reports
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,31 +64,40 @@ def sample_pipeline(root: Path, config: SampleConfig) -> tuple[PipelinePaths, St
         generate_sample(root, config)
         return 0
 
-    paths = PipelinePaths(sample.root, sample.megadepth_root, sample.scene_list, sample.root / "megadepth_processed")
+    paths = PipelinePaths(sample.root, sample.megadepth_root, sample.scene_list, sample.root / MEGADEPTH_PROCESSED_DIR)
     return paths, Stage("sample_scene", create, sample.root / "ground_truth", "*/depth/*.exr")
 
 
+@dataclasses.dataclass(frozen=True)
+class PipelineConf:
+    """The settings of the stages that have any beyond their paths (each recorded in its stage's marker)."""
+
+    localization: LocalizationConf = LocalizationConf()
+    dense: DenseConf = DenseConf()
+
+
 def build_stages(paths: PipelinePaths, scenes: list[str] | None, workers: int | None, overwrite: bool,
-                 shard: Shard | None = None, dense: DenseConf = DenseConf()) -> list[Stage]:
-    """Every stage that exists so far, in the order users run them by hand."""
+                 shard: Shard | None = None, conf: PipelineConf = PipelineConf()) -> list[Stage]:
+    """The stages run_pipeline.py runs, in the order users run them by hand: preprocess_ge, preprocess_megadepth,
+    localization, dense, report."""
     workers = workers or os.cpu_count() or 1
     return [
         Stage("preprocess_ge",
               lambda: preprocess_ge(paths.data_root, paths.scene_list, scenes, overwrite=overwrite, workers=workers,
                                     shard=shard),
-              paths.data_root / "data", "*/footage/*.jpeg"),
+              paths.data_root / SCENES_DIR, f"*/{FOOTAGE_DIR}/*.jpeg"),
         Stage("preprocess_megadepth",
               lambda: preprocess_megadepth(paths.megadepth_dir, paths.scene_list, paths.megadepth_processed, scenes,
                                            workers, overwrite, shard),
               paths.megadepth_processed, "*/*/*.npz"),
         Stage("localization",
-              lambda: localize(paths.data_root / "data", paths.megadepth_processed, paths.scene_list, scenes,
-                               overwrite=overwrite, shard=shard),
-              paths.data_root / "data", f"*/{OUTPUT_ROOT}/*/registration.json"),
+              lambda: localize(paths.data_root / SCENES_DIR, paths.megadepth_processed, paths.scene_list, scenes,
+                               conf.localization, overwrite, shard),
+              paths.data_root / SCENES_DIR, f"*/{LOCALIZATION_DIR}/*/{REGISTRATION_FILE}"),
         Stage("dense",
-              lambda: densify(paths.data_root / "data", paths.megadepth_processed, paths.scene_list, scenes, dense,
-                              overwrite, shard),
-              paths.data_root / "data", f"*/{OUTPUT_ROOT}/*/{DENSE_DIR}/depths/*.h5"),
+              lambda: densify(paths.data_root / SCENES_DIR, paths.megadepth_processed, paths.scene_list, scenes,
+                              conf.dense, overwrite, shard),
+              paths.data_root / SCENES_DIR, f"*/{LOCALIZATION_DIR}/*/{DENSE_DIR}/{DEPTHS_DIR}/*.h5"),
         Stage("report",
               lambda: write_reports(paths.data_root, paths.megadepth_processed, paths.scene_list, scenes, shard),
               paths.data_root / REPORTS_DIR, f"*/{REPORT_FILE}", always=True),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import os
@@ -70,14 +69,6 @@ def shard_from_environment(environ: dict[str, str] | None = None) -> Shard | Non
         return None
     first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
     return Shard(int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"]))
-
-
-def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
-    """--scenes and --shard, the same for every stage script."""
-    parser.add_argument("--scenes", nargs="+", metavar="ID", help="only these scene ids (default: the whole list)")
-    parser.add_argument("--shard", type=parse_shard, default=shard_from_environment(), metavar="K/N",
-                        help="process part K (0-based) of N of the scenes, round robin over the sorted list; "
-                             "default from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set")
 
 
 def select_scenes(available: Iterable[str], requested: Iterable[str] | None, shard: Shard | None = None) -> list[str]:

@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pycolmap
 
-from aerialmd.geometry.camera import cam2world_from_cam_from_world, pose_errors
-from aerialmd.formats.dense_model import DenseView, unproject, visible_in
+from aerialmd.formats.dense_model import DenseView, depth_file_name, unproject, visible_in
 from aerialmd.formats.depth import read_depth_exr, read_depth_h5
+from aerialmd.geometry.camera import cam2world_from_cam_from_world, pose_errors
+from aerialmd.layout import DEPTHS_DIR, PROCESSED_SUFFIX
 
 # MegaDepth photos are named '<name>' in the ground truth and '<name>.jpg' once preprocessed (the published layout).
-PROCESSED_SUFFIX = ".jpg"
 
 
 def load_ground_truth(ground_truth_dir: Path) -> dict:
@@ -161,7 +161,7 @@ def dense_accuracy(dense_dir: Path, ground_truth_dir: Path) -> dict[str, dict]:
     pooled: dict[str, tuple[list, list]] = {}
     for image in load_ground_truth(ground_truth_dir)["images"]:
         name = image["name"] + (PROCESSED_SUFFIX if image["kind"] == "ground" else "")
-        path = Path(dense_dir) / "depths" / f"{Path(name).stem}.h5"
+        path = Path(dense_dir) / DEPTHS_DIR / depth_file_name(name)
         if not path.is_file():
             continue
         depth = read_depth_h5(path)

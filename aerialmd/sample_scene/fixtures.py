@@ -8,17 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from aerialmd.formats.dense_model import (
-    DENSE_DIR,
-    LOCALIZATION_DIR,
-    DenseView,
-    build_sparse_model,
-    points_from_depths,
-    write_dense_model,
-)
+from aerialmd.formats.dense_model import DenseView, build_sparse_model, points_from_depths, write_dense_model
 from aerialmd.formats.depth import read_depth_exr
 from aerialmd.formats.video import extract_frames
-from aerialmd.sample_scene.evaluation import PROCESSED_SUFFIX, load_ground_truth
+from aerialmd.layout import DENSE_DIR, LOCALIZATION_DIR, MEGADEPTH_IMAGES_DIR, PROCESSED_SUFFIX
+from aerialmd.sample_scene.evaluation import load_ground_truth
 from aerialmd.sample_scene.generate import SamplePaths
 
 SAMPLE_SFM_NAME = "sfm_sift+nn-ratio"  # localization's default output name
@@ -30,8 +24,7 @@ def write_sample_dense_model(sample: SamplePaths, scene_dir: Path | str, sfm_nam
     extracted from its video, ground photos from its MegaDepth dense folder (named `<name>.jpg` as processed photos
     are), ground-truth metric depths, cameras and poses, and sparse points from those depths (points_from_depths).
 
-    Test data for the export and pair stages (exact, unlike an MVS result), and a stand-in on the sample until the MVS
-    stage. An existing dense model there is reused (it is written atomically, so it is complete)."""
+    Test data for the export and pair stages (exact, unlike an MVS result). An existing dense model there is reused (it is written atomically, so it is complete)."""
     dense_dir = Path(scene_dir) / LOCALIZATION_DIR / sfm_name / DENSE_DIR
     if dense_dir.is_dir():
         return dense_dir
@@ -43,7 +36,7 @@ def write_sample_dense_model(sample: SamplePaths, scene_dir: Path | str, sfm_nam
             aerial = entry["kind"] == "aerial"
             name = entry["name"] if aerial else entry["name"] + PROCESSED_SUFFIX
             views.append(DenseView(name, entry["width"], entry["height"], entry["intrinsics"], entry["cam2world"]))
-            images[name] = frames[entry["name"]] if aerial else sample.dense_dir / "imgs" / entry["name"]
+            images[name] = frames[entry["name"]] if aerial else sample.dense_dir / MEGADEPTH_IMAGES_DIR / entry["name"]
             depths[name] = read_depth_exr(sample.ground_truth_dir / "depth" / f"{entry['name']}.exr")
         points = points_from_depths(views, depths, np.random.default_rng(seed), points_per_image)
         return write_dense_model(dense_dir, build_sparse_model(views, points), images, depths)

@@ -25,17 +25,25 @@ from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from aerialmd.atomic import atomic_dir
-from aerialmd.geometry.camera import cam_from_world_from_cam2world, intrinsics_matrix
 from aerialmd.formats.depth import write_depth_exr, write_depth_h5
-from aerialmd.geometry.geodesy import SpherePoint, WorldFrame
 from aerialmd.formats.ges_json import GES_ATTRIBUTION_BOX, encode_camera_frame, encode_track_point, focal_from_fov
-from aerialmd.stages.preprocess_megadepth import undistorted_intrinsics
-from aerialmd.run.scenes import save_scene_list
 from aerialmd.formats.video import write_video
+from aerialmd.geometry.camera import cam_from_world_from_cam2world, intrinsics_matrix
+from aerialmd.geometry.geodesy import SpherePoint, WorldFrame
+from aerialmd.layout import (
+    DOWNLOADS_DIR,
+    MEGADEPTH_DEPTHS_DIR,
+    MEGADEPTH_IMAGES_DIR,
+    SCENE_LIST_FILE,
+    megadepth_dense_dir,
+    megadepth_sparse_dir,
+)
+from aerialmd.run.scenes import save_scene_list
 from aerialmd.sample_scene.render import render
 from aerialmd.sample_scene.textures import PAVEMENT, WALL, Grain, Texture, grain_detail
 from aerialmd.sample_scene.viewpoints import Orbit, orbit_poses, pose_near_spot, street_pose, street_spot
 from aerialmd.sample_scene.world import World, random_town
+from aerialmd.stages.preprocess_megadepth import undistorted_intrinsics
 
 MARKER_NAME = "sample_scene.json"
 STREET_DETAIL_STREAM, WALL_DETAIL_STREAM = 1, 2  # the grains' random streams (surface_grain)
@@ -96,7 +104,7 @@ class SamplePaths:
 
     @property
     def downloaded_dir(self) -> Path:
-        return self.root / "downloaded_data"
+        return self.root / DOWNLOADS_DIR
 
     @property
     def video(self) -> Path:
@@ -112,15 +120,15 @@ class SamplePaths:
 
     @property
     def sparse_dir(self) -> Path:
-        return self.megadepth_root / "MegaDepth_v1_SfM" / self.scene_id / "sparse" / "manhattan" / "0"
+        return megadepth_sparse_dir(self.megadepth_root, self.scene_id, "0")
 
     @property
     def dense_dir(self) -> Path:
-        return self.megadepth_root / "phoenix" / "S6" / "zl548" / "MegaDepth_v1" / self.scene_id / "dense0"
+        return megadepth_dense_dir(self.megadepth_root, self.scene_id, "0")
 
     @property
     def scene_list(self) -> Path:
-        return self.root / "megadepth_image_list.npz"
+        return self.root / SCENE_LIST_FILE
 
     @property
     def ground_truth_dir(self) -> Path:
@@ -306,12 +314,12 @@ def write_megadepth_scene(paths: SamplePaths, views: list[View], cameras: list[p
     model.transform(sfm_from_world)
     paths.sparse_dir.mkdir(parents=True)
     model.write_text(str(paths.sparse_dir))
-    (paths.dense_dir / "imgs").mkdir(parents=True)
-    (paths.dense_dir / "depths").mkdir()
+    (paths.dense_dir / MEGADEPTH_IMAGES_DIR).mkdir(parents=True)
+    (paths.dense_dir / MEGADEPTH_DEPTHS_DIR).mkdir()
     for view, (rgb, depth) in zip(views, renders):
-        cv2.imwrite(str(paths.dense_dir / "imgs" / view.name), cv2.cvtColor(photo_look(rng, rgb), cv2.COLOR_RGB2BGR),
+        cv2.imwrite(str(paths.dense_dir / MEGADEPTH_IMAGES_DIR / view.name), cv2.cvtColor(photo_look(rng, rgb), cv2.COLOR_RGB2BGR),
                     [cv2.IMWRITE_JPEG_QUALITY, 95])
-        write_depth_h5(paths.dense_dir / "depths" / f"{Path(view.name).stem}.h5", depth * float(np.squeeze(sfm_from_world.scale)))
+        write_depth_h5(paths.dense_dir / MEGADEPTH_DEPTHS_DIR / f"{Path(view.name).stem}.h5", depth * float(np.squeeze(sfm_from_world.scale)))
 
 
 def write_ground_truth(paths: SamplePaths, config: SampleConfig, world: World, views: list[View],

@@ -6,9 +6,8 @@ import dataclasses
 
 import numpy as np
 
+from aerialmd.geometry.geodesy import WORLD_UP
 from aerialmd.sample_scene.world import World
-
-WORLD_UP = np.array([0.0, 0.0, 1.0])
 
 
 def look_at(center: np.ndarray, target: np.ndarray, roll_deg: float = 0.0) -> np.ndarray:

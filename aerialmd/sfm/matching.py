@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from aerialmd.sfm.features import FeatureConf, packaged_weights, resolve_device
 from aerialmd.formats.hloc_h5 import Features, names_to_pair, read_features, write_matches
+from aerialmd.sfm.features import FeatureConf, packaged_weights, resolve_device
 
 NN_BLOCK_ROWS = 2048  # rows of the similarity matrix computed at once (2048 x 8192 float32 = 64 MiB)
 FEATURE_CACHE_SIZE = 64  # images whose features are kept in memory while matching

@@ -37,12 +37,15 @@ from scipy.optimize import least_squares
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from aerialmd.geometry.camera import (
-    cam2world_from_cam_from_world, cam_from_world_from_cam2world, opencv_intrinsics, opencv_to_colmap_intrinsics,
-    pose_errors,
-)
 from aerialmd.formats.depth import read_depth_exr
 from aerialmd.formats.hloc_h5 import COLMAP_KEYPOINT_SHIFT, has_matches, read_features, read_matches
+from aerialmd.geometry.camera import (
+    cam2world_from_cam_from_world,
+    cam_from_world_from_cam2world,
+    opencv_intrinsics,
+    opencv_to_colmap_intrinsics,
+    pose_errors,
+)
 from aerialmd.sfm.pairs_from_poses import PairView, visible_fractions
 
 STATUS_REGISTERED = "registered"  # PnP pose agrees with the scene Sim(3)

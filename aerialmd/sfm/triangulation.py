@@ -10,6 +10,7 @@ COLMAP binary in aerial/ and text in aerial-txt/ (both written under temporary n
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,22 @@ import pycolmap
 from tqdm import tqdm
 
 from aerialmd.atomic import atomic_dir, atomic_file, remove_path
-from aerialmd.sfm.features import FeatureConf, ImageInput, extract_features
-from aerialmd.stages.preprocess_ge import SPARSE_DIR
 from aerialmd.formats.hloc_h5 import keypoints_to_colmap, read_features, read_matches, write_pairs
+from aerialmd.layout import (
+    AERIAL_MATCHES_FILE,
+    AERIAL_MODEL,
+    AERIAL_PAIRS_FILE,
+    DATABASE_FILE,
+    FEATURES_FILE,
+    FOOTAGE_DIR,
+    SPARSE_GE_DIR,
+    TEXT_MODEL_SUFFIX,
+    text_model,
+)
+from aerialmd.run.scenes import Timer
+from aerialmd.sfm.features import FeatureConf, ImageInput, extract_features
 from aerialmd.sfm.matching import MatcherConf, match_pairs
 from aerialmd.sfm.pairs_from_poses import centers_extent, observations, pairs_from_poses
-from aerialmd.run.scenes import Timer
 
 DEFAULT_MAX_SAMPSON_PX = 2.0  # known poses leave only keypoint noise; kept 91% of raw SIFT matches on GESblender
 MAX_ROTATION_CHANGE_DEG = 1e-6
@@ -238,9 +249,19 @@ def select_images(model: pycolmap.Reconstruction, names: list[str]) -> pycolmap.
     return subset
 
 
+@dataclasses.dataclass(frozen=True)
+class TriangulationConf:
+    """Settings of the aerial model (recorded with stage 4a's settings): which frame pairs are matched and how matches
+    are verified against the known poses."""
+
+    num_neighbors: int = 10  # frames paired with each frame (pairs_from_poses)
+    min_overlap: float = 0.2  # share of a frame's view another must see to be paired
+    max_angle_deg: float = 60.0  # largest angle between the viewing directions of a pair
+    max_sampson_px: float = DEFAULT_MAX_SAMPSON_PX  # matches farther from the known epipolar geometry are dropped
+
+
 def build_aerial_model(scene_dir: Path | str, work_dir: Path | str, feature_conf: FeatureConf, matcher_conf: MatcherConf,
-                       image_names: list[str] | None = None, num_neighbors: int = 10, min_overlap: float = 0.2,
-                       max_angle_deg: float = 60.0, max_sampson_px: float = DEFAULT_MAX_SAMPSON_PX,
+                       image_names: list[str] | None = None, conf: TriangulationConf = TriangulationConf(),
                        overwrite: bool = False, progress: bool = True) -> tuple[pycolmap.Reconstruction, dict]:
     """The whole step on one scene's stage-2 output (optionally only some frames): pairs from poses, features (GES
     logo masked), matching, database, verification by the known poses, fixed-pose triangulation and its check.
@@ -248,20 +269,20 @@ def build_aerial_model(scene_dir: Path | str, work_dir: Path | str, feature_conf
     Returns the model and statistics with seconds per step under "timings". Cached features and matches are reused
     unless `overwrite`; the model is always rebuilt, and a stale one is removed first so a failure leaves none."""
     scene_dir, work_dir = Path(scene_dir), Path(work_dir)
-    footage = scene_dir / "footage"
+    footage = scene_dir / FOOTAGE_DIR
     work_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("aerial", "aerial-txt"):
+    for stale in (AERIAL_MODEL, AERIAL_MODEL + TEXT_MODEL_SUFFIX):
         remove_path(work_dir / stale)
-    features, matches = work_dir / "features.h5", work_dir / "matches.h5"
+    features, matches = work_dir / FEATURES_FILE, work_dir / AERIAL_MATCHES_FILE
     timer = Timer()
-    model = pycolmap.Reconstruction(str(scene_dir / SPARSE_DIR))
+    model = pycolmap.Reconstruction(str(scene_dir / SPARSE_GE_DIR))
     if image_names is not None:
         model = select_images(model, image_names)
     with timer.step("pairs"):
-        pairs = pairs_from_poses(model, num_neighbors, min_overlap, max_angle_deg)
+        pairs = pairs_from_poses(model, conf.num_neighbors, conf.min_overlap, conf.max_angle_deg)
     if not pairs:
         raise RuntimeError(f"{scene_dir}: no overlapping frame pairs among {model.num_images()} frames")
-    with atomic_file(work_dir / "pairs-aerial.txt") as tmp:
+    with atomic_file(work_dir / AERIAL_PAIRS_FILE) as tmp:
         write_pairs(tmp, pairs)
     names = sorted(image.name for image in model.images.values())
     images = [ImageInput(name, footage / name, mask_attribution=True) for name in names]
@@ -269,15 +290,15 @@ def build_aerial_model(scene_dir: Path | str, work_dir: Path | str, feature_conf
         extract_features(images, features, feature_conf, overwrite=overwrite, progress=progress)
     with timer.step("matching"):
         match_pairs(pairs, features, matches, matcher_conf, overwrite=overwrite, progress=progress)
-    with atomic_file(work_dir / "database.db") as tmp:
+    with atomic_file(work_dir / DATABASE_FILE) as tmp:
         with timer.step("database"):
             create_database(tmp, model, features, matches, pairs)
         with timer.step("verification"):
-            inliers = verify_with_known_poses(tmp, model, features, matches, pairs, max_sampson_px, progress)
-    with atomic_dir(work_dir / "aerial") as tmp:  # renamed last: aerial/ marks a finished, checked model
+            inliers = verify_with_known_poses(tmp, model, features, matches, pairs, conf.max_sampson_px, progress)
+    with atomic_dir(work_dir / AERIAL_MODEL) as tmp:  # renamed last: aerial/ marks a finished, checked model
         with timer.step("triangulation"):
-            rec = triangulate_with_fixed_poses(model, work_dir / "database.db", footage, tmp)
-        with atomic_dir(work_dir / "aerial-txt") as tmp_txt:
+            rec = triangulate_with_fixed_poses(model, work_dir / DATABASE_FILE, footage, tmp)
+        with atomic_dir(text_model(work_dir / AERIAL_MODEL)) as tmp_txt:
             rec.write_text(str(tmp_txt))
     stats = model_statistics(rec)
     stats.update(num_pairs=len(pairs), num_verified_matches=int(sum(inliers.values())), timings=timer.seconds)

@@ -33,12 +33,13 @@ import simplejpeg
 from tqdm import tqdm
 
 from aerialmd.atomic import atomic_file, remove_path, remove_stale_temporaries
-from aerialmd.formats.dense_model import DENSE_REPORT, DenseModel, DenseView, find_dense_dir, read_dense_model
+from aerialmd.formats.dense_model import DenseModel, DenseView, find_dense_dir, read_dense_model
 from aerialmd.formats.depth import read_depth_h5, write_depth_exr
-from aerialmd.run.markers import check_folder_settings, input_fingerprints, record_folder_settings
-from aerialmd.stages.preprocess_megadepth import is_done, output_paths, read_photo, write_camera_npz, write_jpeg
 from aerialmd.formats.pair_file import PairFile, load_pair_file, save_pair_file
+from aerialmd.layout import DENSE_REPORT
+from aerialmd.run.markers import check_folder_settings, input_fingerprints, record_folder_settings
 from aerialmd.run.scenes import Shard, run_per_scene, select_scenes
+from aerialmd.stages.preprocess_megadepth import is_done, output_paths, read_photo, write_camera_npz, write_jpeg
 
 __all__ = ["DEFAULT_MAX_DEPTH", "ExportStats", "ExportTask", "PairFile", "SceneFailed", "clean_depth",
            "export_aerialmegadepth", "export_image", "export_scene", "load_pair_file", "save_pair_file", "write_photo"]

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,8 +46,9 @@ import numpy as np
 from scipy import sparse
 from tqdm import tqdm
 
-from aerialmd.formats.dense_model import LOCALIZATION_DIR, DenseModel, DenseView, covisibility, find_dense_dir, read_dense_model
+from aerialmd.formats.dense_model import DenseModel, DenseView, covisibility, find_dense_dir, read_dense_model
 from aerialmd.formats.pair_file import PairFile, SceneBlock, load_pair_file, merge_pair_files, save_pair_file
+from aerialmd.layout import LOCALIZATION_DIR, is_aerial
 from aerialmd.run.scenes import Shard, run_per_scene, select_scenes
 
 STAGE = "make_pairs"
@@ -63,13 +63,6 @@ TARGET_CHUNK_ELEMENTS = 1_000_000  # source pixels x targets per numpy batch (~1
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Kinds
-
-
-def is_aerial(name: str, scene: str) -> bool:
-    """Whether an image of `scene` is a GES aerial frame: its name is `<scene>_<digits>.jpeg` or `.jpg` exactly.
-
-    Ground photos are MegaDepth names (`123_abc_o.jpg`, processed `123_abc_o.jpg.jpg`), which never match."""
-    return re.fullmatch(rf"{re.escape(scene)}_\d+\.jpe?g", name) is not None
 
 
 def pair_kind(name1: str, name2: str, scene: str) -> str:

@@ -22,17 +22,23 @@ import numpy as np
 import pycolmap
 
 from aerialmd.atomic import atomic_entries
+from aerialmd.formats.ges_json import (
+    DecodedCamera,
+    GESExport,
+    GESFormatError,
+    decode_cameras,
+    default_world_frame,
+    read_ges_json,
+)
+from aerialmd.formats.video import extract_frames, list_image_sequence
 from aerialmd.geometry.camera import cam2world_from_cam_from_world
 from aerialmd.geometry.geodesy import SpherePoint, WorldFrame
-from aerialmd.formats.ges_json import DecodedCamera, GESExport, GESFormatError, decode_cameras, default_world_frame, read_ges_json
-from aerialmd.run.markers import SETTINGS_KEY, input_fingerprints, is_finished
+from aerialmd.layout import CAMERAS_FILE, FOOTAGE_DIR, SCENES_DIR, SPARSE_GE_DIR, DataRoot
+from aerialmd.run.markers import SETTINGS_KEY, is_finished
 from aerialmd.run.scenes import Shard, load_scene_list, run_per_scene, select_scenes
-from aerialmd.formats.video import extract_frames, list_image_sequence
 
 STAGE = "preprocess_ge"
 
-CAMERAS_FILE = "ge_cameras.json"
-SPARSE_DIR = "sparse_ge"
 
 
 class SceneInputError(RuntimeError):
@@ -56,10 +62,8 @@ class GEResult:
 
 def find_inputs(data_root: Path, scene: str) -> GEInputs | None:
     """The scene's tracking JSON and its video or image sequence, or None when nothing was downloaded for it."""
-    downloaded = data_root / "downloaded_data"
-    video = downloaded / f"{scene}.mp4"
-    footage = downloaded / scene / "footage"
-    json_candidates = [downloaded / f"{scene}.json", downloaded / scene / f"{scene}.json"]
+    root = DataRoot(data_root)
+    video, footage, json_candidates = root.video(scene), root.image_sequence(scene), root.tracking_json_candidates(scene)
     json_path = next((p for p in json_candidates if p.is_file()), None)
     has_frames = video.exists() or footage.is_dir()
     if json_path is None and not has_frames:
@@ -69,24 +73,6 @@ def find_inputs(data_root: Path, scene: str) -> GEInputs | None:
     if not has_frames:
         raise SceneInputError(f"{video}: no video (nor image sequence {footage})")
     return GEInputs(scene, json_path, video if video.exists() else None, footage if not video.exists() else None)
-
-
-def is_preprocessed(scene_dir: Path) -> bool:
-    """Stage 2 finished for the scene: its marker, moved in last, is there."""
-    return (scene_dir / CAMERAS_FILE).is_file()
-
-
-def cameras_fingerprint(scene_dir: Path) -> dict[str, str]:
-    """What later stages record as made from stage 2 (aerialmd.run.markers.input_fingerprints of its marker)."""
-    return input_fingerprints(scene_dir / CAMERAS_FILE)
-
-
-def has_download(data_root: Path, scene: str) -> bool:
-    """Something was downloaded for the scene (complete or not)."""
-    try:
-        return find_inputs(data_root, scene) is not None
-    except SceneInputError:
-        return True
 
 
 def copy_image_sequence(footage: Path, out_dir: Path, prefix: str) -> list[Path]:
@@ -176,19 +162,19 @@ def check_aspect(export: GESExport, size: tuple[int, int], source: Path) -> None
 def preprocess_ge_scene(data_root: Path, scene: str, origin: SpherePoint | None = None, overwrite: bool = False,
                         workers: int | None = None, progress: bool = True) -> GEResult | None:
     """Extract frames and decode cameras of one scene; None when the scene has no download."""
-    out_dir = data_root / "data" / scene
+    out_dir = data_root / SCENES_DIR / scene
     inputs = find_inputs(data_root, scene)
     if inputs is None:
         return None
     settings = {"origin": None if origin is None else origin.to_dict()}
     if not overwrite and is_finished(out_dir / CAMERAS_FILE, settings):
-        return GEResult(scene, len(list_image_sequence(out_dir / "footage")), "already done (use --overwrite to redo)")
+        return GEResult(scene, len(list_image_sequence(out_dir / FOOTAGE_DIR)), "already done (use --overwrite to redo)")
     try:
         export = read_ges_json(inputs.json_path)
     except GESFormatError as exc:
         raise SceneInputError(str(exc)) from exc
     with atomic_entries(out_dir, CAMERAS_FILE) as tmp:  # later stages' outputs in out_dir stay
-        footage = tmp / "footage"
+        footage = tmp / FOOTAGE_DIR
         if inputs.video is not None:
             frames = extract_frames(inputs.video, footage, scene, workers=workers, progress=progress)
         else:
@@ -201,7 +187,7 @@ def preprocess_ge_scene(data_root: Path, scene: str, origin: SpherePoint | None 
         (tmp / f"{scene}.json").write_text(json.dumps(aligned_json(inputs.json_path, export), indent=1))
         document = {SETTINGS_KEY: settings, **cameras_document(scene, export, world, frames, cameras, alignment)}
         (tmp / CAMERAS_FILE).write_text(json.dumps(document, indent=1))
-        write_colmap_cameras(tmp / SPARSE_DIR, frames, cameras)
+        write_colmap_cameras(tmp / SPARSE_GE_DIR, frames, cameras)
     return GEResult(scene, len(frames), alignment)
 
 
@@ -226,7 +212,7 @@ def preprocess_ge(data_root: Path | str, scene_list: Path | str, scenes: list[st
     def process(scene: str) -> str | None:
         result = preprocess_ge_scene(data_root, scene, origin, overwrite, workers)
         if result is None and scenes:
-            raise SceneInputError(f"{data_root / 'downloaded_data' / scene}.mp4: no download for this scene")
+            raise SceneInputError(f"{DataRoot(data_root).video(scene)}: no download for this scene")
         return None if result is None else f"{result.num_frames} frames ({result.message})"
 
     report = run_per_scene(STAGE, selected, process)

@@ -31,18 +31,23 @@ import pycolmap
 from tqdm import tqdm
 
 from aerialmd.atomic import atomic_file, remove_path, remove_stale_temporaries
+from aerialmd.formats.depth import read_depth_h5, write_depth_exr
 from aerialmd.geometry.camera import (
     cam2world_from_cam_from_world,
     colmap_to_opencv_intrinsics,
     intrinsics_matrix,
     rescale_intrinsics,
 )
-from aerialmd.formats.depth import read_depth_h5, write_depth_exr
+from aerialmd.layout import (
+    MEGADEPTH_DEPTHS_DIR,
+    MEGADEPTH_IMAGES_DIR,
+    MEGADEPTH_SFM_DIR,
+    megadepth_dense_dir,
+    megadepth_sparse_dir,
+)
 from aerialmd.run.scenes import Shard, load_scene_list, run_per_scene, select_scenes
 
 STAGE = "preprocess_megadepth"
-SFM_DIR = "MegaDepth_v1_SfM"
-DENSE_ROOT = Path("phoenix", "S6", "zl548", "MegaDepth_v1")
 COVER_SIZE = (800, 600)  # (width, height) a landscape output must still cover; swapped for portraits
 JPEG_QUALITY = 95
 OUTPUT_SUFFIXES = (".jpg", ".exr", ".npz")
@@ -72,20 +77,20 @@ class ImageTask:
 def resolve_megadepth_root(megadepth_dir: Path | str) -> Path:
     """The MegaDepth root, given either the root itself or its `MegaDepth_v1_SfM` folder (as the original README does)."""
     path = Path(megadepth_dir)
-    root = path.parent if path.name == SFM_DIR else path
-    if not (root / SFM_DIR).is_dir():
-        raise FileNotFoundError(f"{path}: not a MegaDepth folder (no {SFM_DIR} in {root})")
+    root = path.parent if path.name == MEGADEPTH_SFM_DIR else path
+    if not (root / MEGADEPTH_SFM_DIR).is_dir():
+        raise FileNotFoundError(f"{path}: not a MegaDepth folder (no {MEGADEPTH_SFM_DIR} in {root})")
     return root
 
 
 def sparse_model_dir(root: Path, scene: str, subscene: str) -> Path:
     """Folder of the COLMAP text model of a subscene."""
-    return root / SFM_DIR / scene / "sparse" / "manhattan" / subscene
+    return megadepth_sparse_dir(root, scene, subscene)
 
 
 def dense_dir(root: Path, scene: str, subscene: str) -> Path:
     """Folder holding `imgs/` and `depths/` of a subscene."""
-    return root / DENSE_ROOT / scene / f"dense{subscene}"
+    return megadepth_dense_dir(root, scene, subscene)
 
 
 def output_paths(out_dir: Path, name: str) -> list[Path]:
@@ -170,8 +175,8 @@ def scene_info_cam2world(path: Path) -> np.ndarray:
 
 def process_image(task: ImageTask, dense: Path, out_dir: Path) -> None:
     """Undistorted intrinsics, downscale and write the three outputs of one image; none of them is left on failure."""
-    image_path = dense / "imgs" / task.name
-    depth_path = dense / "depths" / f"{Path(task.name).stem}.h5"
+    image_path = dense / MEGADEPTH_IMAGES_DIR / task.name
+    depth_path = dense / MEGADEPTH_DEPTHS_DIR / f"{Path(task.name).stem}.h5"
     image = read_photo(image_path)
     depth = read_depth_h5(depth_path)
     if image.shape[:2] != depth.shape:

@@ -32,27 +32,38 @@ import pycolmap
 from matplotlib.figure import Figure
 
 from aerialmd.atomic import atomic_dir, write_text_atomic
-from aerialmd.formats.dense_model import (
+from aerialmd.formats.dense_model import depth_file_name, find_sfm_dirs
+from aerialmd.formats.depth import read_depth_h5
+from aerialmd.layout import (
+    CAMERAS_FILE,
     DENSE_DIR,
     DENSE_REPORT,
     DEPTHS_DIR,
+    FOOTAGE_DIR,
     IMAGES_DIR,
+    INDEX_FILE,
     LOCALIZATION_DIR,
     LOCALIZED_MODEL,
     REGISTRATION_FILE,
-    depth_file_name,
-    find_sfm_dirs,
+    REPORT_FILE,
+    REPORTS_DIR,
+    SCENES_DIR,
+    SPARSE_GE_DIR,
+    TIMINGS_FILE,
+    DataRoot,
+    is_aerial,
 )
-from aerialmd.formats.depth import read_depth_h5
-from aerialmd.stages.preprocess_ge import CAMERAS_FILE, SPARSE_DIR, cameras_fingerprint, has_download, is_preprocessed
-from aerialmd.run.markers import MADE_FROM_KEY, SETTINGS_KEY, changed_inputs, input_fingerprints
-from aerialmd.stages.make_pairs import is_aerial
+from aerialmd.run.markers import (
+    MADE_FROM_KEY,
+    SETTINGS_KEY,
+    cameras_fingerprint,
+    changed_inputs,
+    input_fingerprints,
+    is_preprocessed,
+)
 from aerialmd.run.scenes import Shard, load_scene_list, run_per_scene, select_scenes
 
 STAGE = "report"
-REPORTS_DIR = "reports"
-REPORT_FILE = "report.json"
-INDEX_FILE = "index.html"
 PIPELINE_STAGES = ("preprocess_ge", "preprocess_megadepth", "localization", "dense")
 VERSIONED_PACKAGES = ("numpy", "torch", "pycolmap", "opencv-python-headless", "h5py", "scipy")
 GRID_IMAGES_PER_KIND = 3  # images of each kind (aerial, ground) in the depth grid
@@ -112,7 +123,7 @@ def model_report(sfm_dir: Path, scene: str) -> dict[str, Any]:
         "features": registration.get("features"), "matcher": registration.get("matcher"),
         "registration": registration_figures(registration),
         "dense": dense_figures(dense, scene) if dense is not None else None,
-        "timings": {"localization": read_json(sfm_dir / "timings.json"),
+        "timings": {"localization": read_json(sfm_dir / TIMINGS_FILE),
                     "dense": dense.get("timings") if dense is not None else None},
         "settings": {"localization": registration.get(SETTINGS_KEY),
                      "dense": dense.get(SETTINGS_KEY) if dense is not None else None},
@@ -165,7 +176,7 @@ def scene_report(scene_dir: Path, processed_dirs: list[Path]) -> dict[str, Any]:
         "scene": scene,
         "status": overall_status(stages, outdated_models(scene_dir)),
         "stages": stages,
-        "counts": {"aerial_frames": len(list((scene_dir / "footage").glob("*.jpeg"))),
+        "counts": {"aerial_frames": len(list((scene_dir / FOOTAGE_DIR).glob("*.jpeg"))),
                    "ground_photos_preprocessed": sum(len(list(d.glob("*.npz"))) for d in processed_dirs)},
         "models": {d.name: model_report(d, scene) for d in find_sfm_dirs(scene_dir)},
         "versions": package_versions(),
@@ -292,8 +303,8 @@ def write_figures(scene_dir: Path, report: dict, out_dir: Path) -> list[str]:
         if model["dense"] is not None:
             plot_depth_grid(sfm_dir / DENSE_DIR, scene, out_dir / f"depths-{sfm_name}.png")
             written.append(f"depths-{sfm_name}.png")
-    if not report["models"] and (scene_dir / SPARSE_DIR).is_dir():
-        plot_camera_map(pycolmap.Reconstruction(str(scene_dir / SPARSE_DIR)), scene, out_dir / "cameras-aerial.png")
+    if not report["models"] and (scene_dir / SPARSE_GE_DIR).is_dir():
+        plot_camera_map(pycolmap.Reconstruction(str(scene_dir / SPARSE_GE_DIR)), scene, out_dir / "cameras-aerial.png")
         written.append("cameras-aerial.png")
     return written
 
@@ -362,7 +373,7 @@ td.figures img {{ height: 160px; margin-right: 0.3em; }}
 def marked_if_stale(report: dict, data_root: Path) -> dict:
     """The report, its status replaced by a note when the scene's outputs have changed since it was written (a stage
     rerun on its own, a scene folder deleted)."""
-    if report.get(MADE_FROM_KEY) == output_fingerprints(data_root / "data" / report["scene"]):
+    if report.get(MADE_FROM_KEY) == output_fingerprints(data_root / SCENES_DIR / report["scene"]):
         return report
     return {**report, "status": f"stale: the outputs changed since this report (make_report.py --scenes "
                                 f"{report['scene']})"}
@@ -386,8 +397,8 @@ def write_reports(data_root: Path | str, megadepth_processed: Path | str, scene_
     scene_images = load_scene_list(scene_list)
 
     def process(scene: str) -> str | None:
-        scene_dir = data_root / "data" / scene
-        if not scene_dir.is_dir() and not has_download(data_root, scene):
+        scene_dir = data_root / SCENES_DIR / scene
+        if not scene_dir.is_dir() and not DataRoot(data_root).has_download(scene):
             return None
         processed = [megadepth_processed / scene / sub for sub in sorted(scene_images[scene])]
         out_dir = data_root / REPORTS_DIR / scene

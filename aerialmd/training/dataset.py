@@ -33,9 +33,9 @@ import PIL.Image
 import torch
 import torchvision.transforms as tvf
 
-from aerialmd.geometry.camera import rescale_intrinsics
 from aerialmd.formats.depth import read_depth_exr
 from aerialmd.formats.pair_file import Pair, read_pair_file
+from aerialmd.geometry.camera import rescale_intrinsics
 
 IMAGE_SUFFIX, DEPTH_SUFFIX, CAMERA_SUFFIX, MASK_SUFFIX = ".jpg", ".exr", ".npz", ".png"
 VAL_SCENES = ("0015", "0022")  # the seed's (and DUSt3R's MegaDepth) validation scenes
