@@ -352,9 +352,8 @@ def plane_sweep_depth(ref: MVSView, sources: list[MVSView], depth_min: float, de
     with cost > max_cost, margin < min_margin, or a reference window std below min_texture are invalid. Depths beyond
     depth_max are never hypothesised; depth_min bounds the fronto-parallel planes only: the extra families carry their
     own bounds (horizontal planes: the heights of the observed surfaces), and a depth_min from sparse points can lie
-    far behind them (a ground photo's sparse points are on the buildings it looks at, the street in front of it is
-    nearer: on the default sample 80 % of the street pixels were nearer than depth_min). Memory: `chunk` planes at a
-    time plus the cost volume.
+    far behind them (a ground photo's sparse points are on the buildings it looks at; most of the street in front of
+    it is nearer). Memory: `chunk` planes at a time plus the cost volume.
     """
     device = resolve_device(device)
     families = [fronto_parallel_planes(depth_min, depth_max, num_depths), *extra_families]
@@ -410,8 +409,8 @@ def coarse_to_fine_depth(ref: MVSView, sources: list[MVSView], depth_min: float,
     """plane_sweep_depth at half resolution (a quarter of the pixels: the cost volume and its smoothing are nearly all
     of the work), then every full-resolution pixel refined around the upsampled coarse depth over +-1 fronto-parallel
     plane step in 2 * refine_steps + 1 hypotheses, with a window of the coarse window's footprint (2 * window - 1:
-    the coarse window at full resolution gave noisy refinements that the consistency filter rejected, -7 % aerial
-    coverage on the sample); validity and confidence are the coarse pixel's. Same arguments (`sweep_options`: chunk,
+    the coarse window at full resolution gives noisy refinements that the consistency filter rejects); validity and
+    confidence are the coarse pixel's. Same arguments (`sweep_options`: chunk,
     max_cost, min_margin, min_texture, extra_families) and outputs as plane_sweep_depth."""
     device = resolve_device(device)
     with torch.no_grad():
@@ -471,9 +470,8 @@ def geometric_consistency_filter(depths: dict[str, torch.Tensor | np.ndarray], v
     """Keep a depth only where at least `min_agree` neighbouring views' depth maps agree with it (see `agreement`);
     neighbours without a depth map are ignored. The reprojection tolerance `max_reproj` is a fraction of the reference
     image's long side (1/320: 1 px at 320 px, 2 px at 640 px), i.e. about a fixed angle: the depth noise in pixels grows
-    with the resolution (at 640 px the sweep runs at half resolution), and a fixed 1 px left the default sample's aerial
-    frames at 64.5 % coverage at 640 px where 2 px gives 70.2 % (97.7 % within 2 %). Returns float32 H x W tensors,
-    0 = removed or invalid."""
+    with the resolution (at 640 px the sweep runs at half resolution), and a fixed pixel tolerance drops good depths at
+    higher resolutions (bench/bench_dense.py; docs/mvs.md). Returns float32 H x W tensors, 0 = removed or invalid."""
     device = resolve_device(device)
     maps = {name: _float(depth, device) for name, depth in depths.items()}
     out = {}

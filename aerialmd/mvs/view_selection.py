@@ -135,20 +135,14 @@ def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
     the other view) and its foreground street (`foreground_street`, inside the other view), each weighted by how well
     the pair can match it: `triangulation_angle_weight` times `resolution_weight` of the `footprint_ratios` there.
     A partner a step beside the reference has tiny angles on the far points (weights near 0 there) and good ones on
-    the street in front; it is not left out for its median angle (under 1 degree it was: on the popular-spots sample
-    with pavement grain, photos 0.7-3 m apart lost their only street partners; ground coverage 0.648 -> 0.675
-    without that cut; unchanged on the other samples). On the street the footprint is the one along its steepest
-    direction (its normal is known): a photo 20 m down the street sees the street 6 m in front of the reference 11x
-    coarser, not the 3.3x its distance says, and its windows did not match there (seed 1 of the default sample:
-    ground coverage 0.683 -> 0.708; seeds 0 and 2 unchanged).
+    the street in front; it is not left out for its median angle. On the street the footprint is the one along its
+    steepest direction (its normal is known): a photo down the street sees the street in front of the reference far
+    coarser than its distance says.
 
     Covering the pixels rather than summing the shared points' weights: a street photo's points are on the facades it
     looks at, and the views sharing most of them (aerial frames, photos from across the square) see the street in
-    front of it 10x coarser or not at all. On a sample whose photos are taken from four popular spots
-    (`bench/bench_dense.py --ground_spots 4`), ranking by the points alone left the street to partners that could not
-    match it: ground coverage 0.442, now 0.638 (94.0 % within 2 %); on the default sample 0.465 -> 0.482 (94.5 ->
-    93.3 % within 2 %); aerial frames unchanged. Computed once per scene; the MVS sources and the consistency-filter
-    neighbours are prefixes of it."""
+    front of it much coarser or not at all. Computed once per scene; the MVS sources and the consistency-filter
+    neighbours are prefixes of it. Measured by bench/bench_dense.py (figures and history: docs/mvs.md)."""
     points = {image_id: point_ids(image) for image_id, image in model.images.items()}
     ranking = {}
     for image_id, image in model.images.items():

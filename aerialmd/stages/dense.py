@@ -58,7 +58,7 @@ class DenseConf:
 
     backend: str = "auto"  # auto | colmap | torch
     max_image_size: int = 640  # long side of the undistorted images and depth maps
-    num_sources: int = 8  # 5 left parts of photos without two partners (ground without wall grain: 0.674 -> 0.702)
+    num_sources: int = 8  # fewer leave parts of photos without two partners in frame (bench/bench_dense.py)
     num_depths: int = 128
     window: int = 7
     max_cost: float = 0.8  # 1 - NCC (after smoothing) above which a pixel gets no depth; ~1 = no photometric evidence
