@@ -15,6 +15,9 @@ write, the aerial-vs-ground naming rule, and the `sfm_*` folder of a registratio
                 dense_work/                             stage 4b: resumable work (raw depth maps)
                 localized_dense_metric/                 stage 4b: images/, depths/<stem>.h5, sparse-txt/, dense.json
         megadepth_processed/<scene>/<subscene>/<photo>.{jpg,exr,npz}   stage 3 (run_pipeline.py's place for it)
+        pairs/<scene>.npz                               run_pipeline.py: each scene's pair file (make_pairs)
+        aerial_megadepth.npz                            run_pipeline.py: the pair file of all scenes
+        aerial_megadepth_processed/<scene>/<image>.{jpg,exr,npz}   run_pipeline.py: the export (training data)
         reports/<scene>/report.json, index.html         reports
 
 MegaDepth, as downloaded (stage 3's input; the sample scene writes the same):
@@ -38,6 +41,9 @@ DOWNLOADS_DIR = "downloaded_data"
 SCENES_DIR = "data"
 MEGADEPTH_PROCESSED_DIR = "megadepth_processed"
 REPORTS_DIR = "reports"
+PAIRS_DIR = "pairs"
+PAIRS_FILE = "aerial_megadepth.npz"
+EXPORT_DIR = "aerial_megadepth_processed"
 INDEX_FILE = "index.html"
 SCENE_LIST_FILE = "megadepth_image_list.npz"  # a data root's own scene list (the sample has one)
 
@@ -233,6 +239,24 @@ class DataRoot:
     @property
     def scene_list(self) -> Path:
         return self.path / SCENE_LIST_FILE
+
+    @property
+    def pairs_dir(self) -> Path:
+        return self.path / PAIRS_DIR
+
+    def scene_pairs(self, scene: str) -> Path:
+        """One scene's pair file, as run_pipeline.py writes it (make_pairs of that scene alone)."""
+        return self.pairs_dir / f"{scene}.npz"
+
+    @property
+    def pairs_file(self) -> Path:
+        """The pair file of every scene (the scenes' files merged)."""
+        return self.path / PAIRS_FILE
+
+    @property
+    def export(self) -> Path:
+        """The exported training data: `<export>/<scene>/<image>.{jpg,exr,npz}`."""
+        return self.path / EXPORT_DIR
 
     @property
     def reports(self) -> Path:

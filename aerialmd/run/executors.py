@@ -28,8 +28,10 @@ from aerialmd.run.pipeline import (
     Stage,
     StageResult,
     build_stages,
+    final_stages,
     format_summary,
     run_stages,
+    training_data_summary,
 )
 from aerialmd.run.scenes import Shard, Stopwatch, load_scene_list, select_scenes
 from aerialmd.stages.dense import DenseConf
@@ -46,8 +48,8 @@ def run_local(paths: PipelinePaths, scenes: list[str] | None, workers: int | Non
     """The stages in this process, each over every selected scene in turn; prints the summary, returns the exit code.
 
     `first`: stages that prepare the inputs (e.g. creating the sample scene), run before the others."""
-    results = run_stages([*first, *build_stages(paths, scenes, workers, overwrite, shard, conf)])
-    print("\n" + format_summary(results))
+    results = run_stages([*first, *build_stages(paths, scenes, workers, overwrite, shard, conf), *final_stages(paths)])
+    print("\n" + format_summary(results) + "\n" + training_data_summary(paths))
     return max((r.exit_code for r in results), default=0)
 
 
@@ -93,7 +95,7 @@ def scenes_with_input(paths: PipelinePaths, scenes: list[str] | None, shard: Sha
 
 def scene_stage(stage: Stage, scene: str) -> Stage:
     """The stage restricted to one scene: exceptions become a failed exit code (with the message printed), and its
-    products are counted in the scene's folder only (the patterns' first component is the scene id)."""
+    products are counted for this scene only (a pattern's leading `*` stands for the scene id: `*/...`, `*.npz`)."""
     def run() -> int:
         try:
             return stage.run()
@@ -101,7 +103,7 @@ def scene_stage(stage: Stage, scene: str) -> Stage:
             print(f"[{stage.name}] scene {scene}: FAILED {type(exc).__name__}: {exc}", flush=True)
             return 1
 
-    pattern = glob.escape(scene) + stage.pattern[1:] if stage.pattern.startswith("*/") else stage.pattern
+    pattern = glob.escape(scene) + stage.pattern[1:] if stage.pattern.startswith("*") else stage.pattern
     return dataclasses.replace(stage, run=run, pattern=pattern)
 
 
@@ -233,7 +235,9 @@ def run_ray(paths: PipelinePaths, scenes: list[str] | None, workers: int | None,
     finally:
         ray.shutdown()
     print(f"index of all scenes: {write_index(paths.data_root)}")  # tasks finishing together may each miss another
-    return 0 if all(o.ok for o in outcomes) else 1
+    final = run_stages(final_stages(paths)) if any(o.ok for o in outcomes) else []
+    print("\n" + format_summary(final) + "\n" + training_data_summary(paths))
+    return 0 if all(o.ok for o in outcomes) and not any(r.exit_code for r in final) else 1
 
 
 def report_outcomes(outcomes: Iterable[SceneOutcome], total: int) -> list[SceneOutcome]:

@@ -7,24 +7,30 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from aerialmd.formats.pair_file import load_pair_file
 from aerialmd.layout import (
     DENSE_DIR,
     DEPTHS_DIR,
     FOOTAGE_DIR,
     LOCALIZATION_DIR,
     MEGADEPTH_PROCESSED_DIR,
+    PAIRS_FILE,
     REGISTRATION_FILE,
     REPORT_FILE,
     REPORTS_DIR,
     SCENES_DIR,
+    DataRoot,
 )
-from aerialmd.run.scenes import Shard, Stopwatch
+from aerialmd.run.scenes import Shard, Stopwatch, load_scene_list, select_scenes
 from aerialmd.sample_scene import SampleConfig, generate_sample, sample_paths
 from aerialmd.stages.dense import DenseConf, densify
+from aerialmd.stages.export import DEFAULT_MAX_DEPTH, export_aerialmegadepth
 from aerialmd.stages.localization import LocalizationConf, localize
+from aerialmd.stages.make_pairs import PairsConf, kind_counts, make_pairs, merge_pair_file_paths, pair_kind
 from aerialmd.stages.preprocess_ge import preprocess_ge
 from aerialmd.stages.preprocess_megadepth import preprocess_megadepth
 from aerialmd.stages.report import write_reports
+from aerialmd.training.check import check_training_data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,12 +80,70 @@ class PipelineConf:
 
     localization: LocalizationConf = LocalizationConf()
     dense: DenseConf = DenseConf()
+    pairs: PairsConf = PairsConf()
+    max_depth: float = DEFAULT_MAX_DEPTH  # the export's far cut (metres)
+
+
+def scenes_with_depth(paths: PipelinePaths, scenes: list[str] | None, shard: Shard | None, sfm_name: str) -> list[str]:
+    """The selected scenes whose registration `sfm_name` has a finished dense model (the stages before pass over
+    scenes without a download)."""
+    root = DataRoot(paths.data_root)
+    selected = select_scenes(load_scene_list(paths.scene_list), scenes, shard)
+    return [scene for scene in selected if root.scene(scene).sfm(sfm_name).dense.report.is_file()]
+
+
+def make_scene_pairs(paths: PipelinePaths, scenes: list[str] | None, shard: Shard | None, conf: PipelineConf) -> int:
+    """make_pairs of each scene with depth into its own pair file (pairs/<scene>.npz): scenes are independent, and a
+    per-scene task (Ray) writes only its scene's file."""
+    root, sfm_name = DataRoot(paths.data_root), conf.localization.output_name()
+    codes = [make_pairs(root.scenes, root.scene_pairs(scene), [scene], conf.pairs, sfm_name=sfm_name)
+             for scene in scenes_with_depth(paths, scenes, shard, sfm_name)]
+    return max(codes, default=0)
+
+
+def export_scenes(paths: PipelinePaths, scenes: list[str] | None, shard: Shard | None, conf: PipelineConf,
+                  workers: int, overwrite: bool) -> int:
+    """The export of each scene's pair file (preprocess_aerialmegadepth.py) into the data root's export folder."""
+    root, sfm_name = DataRoot(paths.data_root), conf.localization.output_name()
+    codes = [export_aerialmegadepth(root.scenes, root.scene_pairs(scene), root.export, [scene], conf.max_depth,
+                                    workers, overwrite, sfm_name=sfm_name)
+             for scene in scenes_with_depth(paths, scenes, shard, sfm_name) if root.scene_pairs(scene).is_file()]
+    return max(codes, default=0)
+
+
+def finish_training_data(paths: PipelinePaths) -> int:
+    """The run-level last step: every scene's pair file (of the scene list) merged into the data root's pair file,
+    and a few pairs of each kind loaded through the dataloader (aerialmd.training.check). With shards, the merged
+    file holds the scenes finished when this one ends (`make_pairs.py --merge pairs/*.npz` remakes it)."""
+    root = DataRoot(paths.data_root)
+    files = [root.scene_pairs(scene) for scene in load_scene_list(paths.scene_list)
+             if root.scene_pairs(scene).is_file()]
+    if not files:
+        print(f"[training_data] FAILED: no scene pair file in {root.pairs_dir}", flush=True)
+        return 1
+    merge_pair_file_paths(files, root.pairs_file)
+    loaded = check_training_data(root.export, root.pairs_file)
+    print(f"[training_data] loader check passed: {', '.join(f'{k} {n}' for k, n in loaded.items())} pairs loaded",
+          flush=True)
+    return 0
+
+
+def training_data_summary(paths: PipelinePaths) -> str:
+    """Where the training data is and how many pairs of each kind it has (for the end of a run)."""
+    root = DataRoot(paths.data_root)
+    if not root.pairs_file.is_file():
+        return "training data: none (no pair file was made)"
+    pair_file = load_pair_file(root.pairs_file)
+    counts = kind_counts(pair_kind(pair_file.images[i], pair_file.images[j], pair_file.scenes[s])
+                         for s, i, j in zip(pair_file.scene_id, pair_file.im1_id, pair_file.im2_id))
+    return (f"training data: pair file {root.pairs_file} ({', '.join(f'{k} {n}' for k, n in counts.items())} pairs), "
+            f"images, depths and cameras in {root.export}")
 
 
 def build_stages(paths: PipelinePaths, scenes: list[str] | None, workers: int | None, overwrite: bool,
                  shard: Shard | None = None, conf: PipelineConf = PipelineConf()) -> list[Stage]:
-    """The stages run_pipeline.py runs, in the order users run them by hand: preprocess_ge, preprocess_megadepth,
-    localization, dense, report."""
+    """The per-scene stages run_pipeline.py runs, in the order users run them by hand: preprocess_ge,
+    preprocess_megadepth, localization, dense, make_pairs, export, report (final_stages follow)."""
     workers = workers or os.cpu_count() or 1
     return [
         Stage("preprocess_ge",
@@ -98,10 +162,20 @@ def build_stages(paths: PipelinePaths, scenes: list[str] | None, workers: int | 
               lambda: densify(paths.data_root / SCENES_DIR, paths.megadepth_processed, paths.scene_list, scenes,
                               conf.dense, overwrite, shard),
               paths.data_root / SCENES_DIR, f"*/{LOCALIZATION_DIR}/*/{DENSE_DIR}/{DEPTHS_DIR}/*.h5"),
+        Stage("make_pairs", lambda: make_scene_pairs(paths, scenes, shard, conf), DataRoot(paths.data_root).pairs_dir,
+              "*.npz"),
+        Stage("export", lambda: export_scenes(paths, scenes, shard, conf, workers, overwrite),
+              DataRoot(paths.data_root).export, "*/*.exr"),
         Stage("report",
               lambda: write_reports(paths.data_root, paths.megadepth_processed, paths.scene_list, scenes, shard),
               paths.data_root / REPORTS_DIR, f"*/{REPORT_FILE}", always=True),
     ]
+
+
+def final_stages(paths: PipelinePaths) -> list[Stage]:
+    """The run-level stages after every scene's: the merged pair file and the loader check."""
+    root = DataRoot(paths.data_root)
+    return [Stage("training_data", lambda: finish_training_data(paths), root.path, PAIRS_FILE)]
 
 
 def run_stages(stages: list[Stage], stop_on_failure: bool = True) -> list[StageResult]:
