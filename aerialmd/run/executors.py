@@ -47,10 +47,22 @@ def run_local(paths: PipelinePaths, scenes: list[str] | None, workers: int | Non
               shard: Shard | None = None, conf: PipelineConf = PipelineConf(), first: Sequence[Stage] = ()) -> int:
     """The stages in this process, each over every selected scene in turn; prints the summary, returns the exit code.
 
-    `first`: stages that prepare the inputs (e.g. creating the sample scene), run before the others."""
-    results = run_stages([*first, *build_stages(paths, scenes, workers, overwrite, shard, conf), *final_stages(paths)])
+    `first`: stages that prepare the inputs (e.g. creating the sample scene), run before the others. A data root with
+    no scene to do is an error (exit code 2), not a run that makes nothing."""
+    results = run_stages(list(first))
+    if not any(r.exit_code for r in results):
+        if not scenes_with_input(paths, scenes, shard):
+            return nothing_to_do(paths)
+        results += run_stages([*build_stages(paths, scenes, workers, overwrite, shard, conf), *final_stages(paths)])
     print("\n" + format_summary(results) + "\n" + training_data_summary(paths))
     return max((r.exit_code for r in results), default=0)
+
+
+def nothing_to_do(paths: PipelinePaths) -> int:
+    """The error of a run whose data root has no scene of the scene list to work on: exit code 2."""
+    print(f"error: no scene of {paths.scene_list} has a Google Earth Studio download in "
+          f"{DataRoot(paths.data_root).downloads}", file=sys.stderr)
+    return 2
 
 
 # ---------------------------------------------------------------------------------------------------------------- ray
@@ -84,7 +96,7 @@ class SceneOutcome:
 
 
 def scenes_with_input(paths: PipelinePaths, scenes: list[str] | None, shard: Shard | None = None) -> list[str]:
-    """The scenes a distributed run covers: requested ones as given (a missing input then fails that scene with the
+    """The scenes a run covers: requested ones as given (a missing input then fails that scene with the
     stage's own message); otherwise those of the scene list (this shard's part) with a Google Earth Studio download,
     found as preprocess_ge finds them. Scenes with an incomplete download stay in, so their task reports why."""
     selected = select_scenes(load_scene_list(paths.scene_list), scenes, shard)
@@ -222,8 +234,7 @@ def run_ray(paths: PipelinePaths, scenes: list[str] | None, workers: int | None,
             return max(r.exit_code for r in results)
     selected = scenes_with_input(paths, scenes, shard)
     if not selected:
-        print(f"no scene with a Google Earth Studio download in {DataRoot(paths.data_root).downloads}")
-        return 0
+        return nothing_to_do(paths)
     task = task_conf(conf, gpus_per_scene)
     workers = workers or max(1, math.ceil(cpus_per_scene))
     ray = import_ray()
