@@ -20,9 +20,7 @@ from aerialmd.sfm.pairs_from_poses import PairView, angle_matrix_deg, model_view
 from aerialmd.sample_scene.viewpoints import look_at
 from aerialmd.run.scenes import save_scene_list
 from aerialmd.sfm.triangulation import PosesMovedError, assert_poses_unchanged, build_aerial_model, select_images
-from tests.conftest import shared_file
-from tests.test_ges import GESBLENDER_ORIGIN
-from tests.test_preprocess_ge import make_data_root
+from tests.helpers import GESBLENDER_ORIGIN, make_data_root, shared_file
 
 SIFT = FeatureConf("sift")
 NN = MatcherConf("nn-ratio")

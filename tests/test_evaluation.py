@@ -10,7 +10,7 @@ from aerialmd.sample_scene.evaluation import common_look_at_point, cross_view_vi
 from aerialmd.stages.preprocess_megadepth import scene_info_cam2world
 from aerialmd.sample_scene import SampleConfig
 from aerialmd.sample_scene.viewpoints import look_at
-from tests.conftest import shared_file
+from tests.helpers import shared_file
 
 SIZE, FOCAL, WALL = 101, 100.0, 10.0  # 101 x 101 pixels, centre 50: column u looks at x = (u - 50) / 10 on the wall
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pycolmap
+import pytest
 from scipy.spatial.transform import Rotation
 
 from aerialmd.geometry.camera import cam2world_from_cam_from_world, cam_from_world_from_cam2world, pose_errors
@@ -16,8 +17,10 @@ from aerialmd.sfm.registration import (
     Correspondences, GroundPhoto, PhotoResult, RegistrationConf, place_registered_photos, predict_cam2world,
     projections, refine_scene_sim3,
 )
+from tests.helpers import copy_localized
 
 
+@pytest.mark.slow
 def test_ground_photos_registered_accurately_at_metric_scale(localized):
     out, truth, _, _ = localized
     report = json.loads((out / "registration.json").read_text())
@@ -29,6 +32,7 @@ def test_ground_photos_registered_accurately_at_metric_scale(localized):
     assert abs(accuracy["scale"] - 1.0) <= 0.005
 
 
+@pytest.mark.slow
 def test_verified_photos_keep_their_predicted_pose(localized):
     """A photo whose PnP pose agrees with the scene Sim(3) keeps its MegaDepth pose through the (refined) Sim(3). PnP on
     aerial points triangulated from far above is the noisier estimate: on this sample it left photos up to 0.92 m
@@ -41,6 +45,7 @@ def test_verified_photos_keep_their_predicted_pose(localized):
     assert accuracy["max_position_fraction"] <= 0.001 and accuracy["max_rotation_deg"] <= 0.2
 
 
+@pytest.mark.slow
 def test_aerial_poses_unchanged_and_outputs_complete(localized):
     out, truth, paths, _ = localized
     model = pycolmap.Reconstruction(str(out / "localized"))
@@ -58,9 +63,11 @@ def test_aerial_poses_unchanged_and_outputs_complete(localized):
     assert {"extraction", "matching", "registration"} <= set(timings)
 
 
-def test_aliked_lightglue_end_to_end_at_least_as_accurate_as_sift(localized):
-    """ALIKED + LightGlue (small images and keypoint budget, CPU) through the whole stage; compared with SIFT's run."""
-    sift_out, truth, paths, processed = localized
+@pytest.mark.slow
+def test_aliked_lightglue_end_to_end_at_least_as_accurate_as_sift(localized, tmp_path):
+    """ALIKED + LightGlue (small images and keypoint budget, CPU) through the whole stage, on a copy of the pipeline
+    run's data; compared with SIFT's run."""
+    sift_out, truth, paths, processed = copy_localized(localized, tmp_path / "sample")
     assert localize(paths.root / "data", paths.root / "_processed_for_aliked", paths.scene_list, features="aliked",
                     max_keypoints=1024, resize_max=480) == 1  # no preprocessed photos there: the scene fails cleanly
     assert not (sift_out.parent / "sfm_aliked+lightglue").exists()

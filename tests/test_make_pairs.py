@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from aerialmd.formats.dense_model import read_dense_model
-from aerialmd.sample_scene.fixtures import write_sample_dense_model
 from aerialmd.formats.depth import read_depth_exr
 from aerialmd.sample_scene.evaluation import PROCESSED_SUFFIX, load_ground_truth
 from aerialmd.stages.make_pairs import (
@@ -42,11 +41,10 @@ def make_pairs_main(argv: list[str]) -> int:
 
 
 @pytest.fixture(scope="module")
-def dense_scene(tiny_sample):
+def dense_scene(tiny_sample, sample_dense_model):
     """(data root, scene id, dense model, ground truth by dense-model name with its depth)."""
     paths, _ = tiny_sample
-    root = paths.root.parent / "aerial_data"
-    dense = write_sample_dense_model(paths, root / paths.scene_id)
+    root, _, dense = sample_dense_model
     truth = {}
     for image in load_ground_truth(paths.ground_truth_dir)["images"]:
         name = image["name"] if image["kind"] == "aerial" else image["name"] + PROCESSED_SUFFIX
