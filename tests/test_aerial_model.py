@@ -10,15 +10,22 @@ import numpy as np
 import pycolmap
 import pytest
 
-from aerialmd.geometry.camera import cam_from_world_from_cam2world, opencv_to_colmap_intrinsics
 from aerialmd.formats.depth import read_depth_exr
-from aerialmd.sfm.features import FeatureConf
-from aerialmd.stages.preprocess_ge import preprocess_ge
 from aerialmd.formats.hloc_h5 import keypoints_to_colmap, read_features, read_pairs
-from aerialmd.sfm.matching import MatcherConf
-from aerialmd.sfm.pairs_from_poses import PairView, angle_matrix_deg, model_views, observations, pairs_by_overlap, pairs_from_poses
-from aerialmd.sample_scene.viewpoints import look_at
+from aerialmd.geometry.camera import cam_from_world_from_cam2world, opencv_to_colmap_intrinsics
+from aerialmd.layout import SPARSE_GE_DIR
 from aerialmd.run.scenes import save_scene_list
+from aerialmd.sample_scene.viewpoints import look_at
+from aerialmd.sfm.features import FeatureConf
+from aerialmd.sfm.matching import MatcherConf
+from aerialmd.sfm.pairs_from_poses import (
+    PairView,
+    angle_matrix_deg,
+    model_views,
+    observations,
+    pairs_by_overlap,
+    pairs_from_poses,
+)
 from aerialmd.sfm.triangulation import (
     PosesMovedError,
     TriangulationConf,
@@ -26,10 +33,8 @@ from aerialmd.sfm.triangulation import (
     build_aerial_model,
     select_images,
 )
-from aerialmd.layout import SPARSE_GE_DIR
-from tests.conftest import shared_file
-from tests.test_ges import GESBLENDER_ORIGIN
-from tests.test_preprocess_ge import make_data_root
+from aerialmd.stages.preprocess_ge import preprocess_ge
+from tests.helpers import GESBLENDER_ORIGIN, make_data_root, shared_file
 
 SIFT = FeatureConf("sift")
 NN = MatcherConf("nn-ratio")

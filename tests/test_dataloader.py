@@ -17,6 +17,9 @@ import PIL.Image
 import pytest
 import torch
 
+from aerialmd.formats.depth import read_depth_exr
+from aerialmd.formats.video import extract_frames
+from aerialmd.sample_scene.evaluation import load_ground_truth
 from aerialmd.training.dataset import (
     MegaDepthAerial,
     Pair,
@@ -26,10 +29,7 @@ from aerialmd.training.dataset import (
     read_pair_file,
     select_split,
 )
-from aerialmd.formats.depth import read_depth_exr
-from aerialmd.sample_scene.evaluation import load_ground_truth
-from aerialmd.formats.video import extract_frames
-from tests.conftest import REPO_ROOT, shared_file
+from tests.helpers import REPO_ROOT, depth_errors, shared_file
 
 KINDS = ("aerial-aerial", "aerial-ground", "ground-ground")
 PAIRS_PER_KIND = 2
@@ -64,27 +64,6 @@ class Export:
 
 
 # --------------------------------------------------------------------------------------------- geometry checks
-def depth_errors(points: np.ndarray, K: np.ndarray, cam2world: np.ndarray, depth: np.ndarray) -> np.ndarray:
-    """Relative depth error of world points (N, 3) seen by a camera: |z - d| / d, d the stored depth where the point
-    projects, interpolated bilinearly in inverse depth (exact on planes; nearest-pixel rounding alone costs over 1% on
-    grazing ground), for the points in front of it whose four neighbouring pixels all have valid depth."""
-    K, cam2world = np.asarray(K, np.float64), np.asarray(cam2world, np.float64)
-    cam = (np.asarray(points, np.float64) - cam2world[:3, 3]) @ cam2world[:3, :3]
-    cam = cam[cam[:, 2] > 0]
-    x = K[0, 0] * cam[:, 0] / cam[:, 2] + K[0, 2]
-    y = K[1, 1] * cam[:, 1] / cam[:, 2] + K[1, 2]
-    inside = (x >= 0) & (x <= depth.shape[1] - 1) & (y >= 0) & (y <= depth.shape[0] - 1)
-    x, y, z = x[inside], y[inside], cam[inside, 2]
-    u0 = np.minimum(np.floor(x).astype(np.int64), depth.shape[1] - 2)
-    v0 = np.minimum(np.floor(y).astype(np.int64), depth.shape[0] - 2)
-    fx, fy = x - u0, y - v0
-    corners = [depth[v0 + dv, u0 + du].astype(np.float64) for dv in (0, 1) for du in (0, 1)]
-    weights = [(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx]
-    valid = np.all([c > 0 for c in corners], axis=0)
-    stored = 1 / sum(w / np.where(valid, c, 1) for w, c in zip(weights, corners))[valid]
-    return np.abs(z[valid] - stored) / stored
-
-
 def pair_consistency(view_a: dict, view_b: dict) -> tuple[float, int]:
     """Median relative depth error of view a's pts3d seen from view b, and the number of overlapping pixels."""
     errors = depth_errors(view_a["pts3d"][view_a["valid_mask"]], view_b["camera_intrinsics"], view_b["camera_pose"],

@@ -7,24 +7,26 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aerialmd.training.dataset import MegaDepthAerial
+from aerialmd.formats.pair_file import load_pair_file
 from aerialmd.stages.export import export_aerialmegadepth
 from aerialmd.stages.make_pairs import PairsConf, make_pairs, pair_kind
-from aerialmd.formats.pair_file import load_pair_file
-from tests.test_dataloader import depth_errors
-from tests.test_export import load_view, reprojection_errors
+from aerialmd.training.dataset import MegaDepthAerial
+from tests.helpers import depth_errors, load_view, reprojection_errors
 
 KINDS = ("aerial-aerial", "aerial-ground", "ground-ground")
 PER_KIND = 3
 
 
+pytestmark = pytest.mark.slow  # every test here reads the dense stage's output on the pipeline run's registration
+
+
 @pytest.fixture(scope="module")
 def exported(dense_output, localized, tmp_path_factory):
-    """make_pairs and the exporter run on the pipeline's data root; (export folder, pair file, scene id)."""
+    """make_pairs and the exporter run on the dense output's data root; (export folder, pair file, scene id)."""
     paths = localized[2]
     work = tmp_path_factory.mktemp("end_to_end")
     pairs = work / "pairs.npz"
-    data_root = paths.root / "data"
+    data_root = dense_output.data_root
     assert make_pairs(data_root, pairs, [paths.scene_id], PairsConf(workers=1)) == 0
     assert export_aerialmegadepth(data_root, pairs, work / "export", [paths.scene_id], workers=2) == 0
     return work / "export", pairs, paths.scene_id

@@ -11,14 +11,23 @@ import numpy as np
 import pytest
 
 import make_esp
-from aerialmd.formats.esp import (EspError, EspProjectSpec, OrbitSpec, decode_altitude, encode_altitude, esp_text,
-                          normalize_scene_id, read_esp, read_geolocations, write_esp)
-from aerialmd.geometry.geodesy import SpherePoint
+from aerialmd.formats.esp import (
+    EspError,
+    EspProjectSpec,
+    OrbitSpec,
+    decode_altitude,
+    encode_altitude,
+    esp_text,
+    normalize_scene_id,
+    read_esp,
+    read_geolocations,
+    write_esp,
+)
 from aerialmd.formats.ges_json import ecef_from_camera_rotation, read_ges_json
-from tests.conftest import shared_file
+from aerialmd.geometry.geodesy import SpherePoint
+from tests.helpers import GESBLENDER_ORIGIN, shared_file
 
 SPHERE_RADIUS_M = 6_371_010.0  # ../shared/README.md
-GESBLENDER_ORIGIN = SpherePoint(27.76847182, -82.63311669, 2.446)  # ../shared/README.md
 
 
 # -- independent spherical geometry (deliberately not the package's) -------------------------------------------------

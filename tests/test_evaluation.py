@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from aerialmd.formats.depth import write_depth_exr
-from aerialmd.sample_scene.evaluation import common_look_at_point, cross_view_visibility, neighbour_distance_ratios
-from aerialmd.stages.preprocess_megadepth import scene_info_cam2world
 from aerialmd.sample_scene import SampleConfig
+from aerialmd.sample_scene.evaluation import common_look_at_point, cross_view_visibility, neighbour_distance_ratios
 from aerialmd.sample_scene.viewpoints import look_at
-from tests.conftest import shared_file
+from aerialmd.stages.preprocess_megadepth import scene_info_cam2world
+from tests.helpers import shared_file
 
 SIZE, FOCAL, WALL = 101, 100.0, 10.0  # 101 x 101 pixels, centre 50: column u looks at x = (u - 50) / 10 on the wall
 

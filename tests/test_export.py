@@ -1,4 +1,4 @@
-"""Stage 5 export (aerialmd/stages/export.py) and the dense model layout (aerialmd/formats/dense_model.py), on the tiny sample's exact
+"""Stage 5 export (aerialmd/export.py) and the dense model layout (aerialmd/dense_model.py), on the tiny sample's exact
 ground truth written as a `localized_dense_metric` model."""
 
 from __future__ import annotations
@@ -13,18 +13,16 @@ import numpy as np
 import pycolmap
 import pytest
 
-from aerialmd.geometry.camera import cam_from_world_from_cam2world
 from aerialmd.formats.dense_model import depth_file_name, find_dense_dir, read_dense_model
 from aerialmd.formats.depth import read_depth_exr, write_depth_h5
-from aerialmd.sample_scene.fixtures import SAMPLE_SFM_NAME, write_sample_dense_model
-from aerialmd.sample_scene.evaluation import load_ground_truth
-from aerialmd.stages.export import DEFAULT_MAX_DEPTH, write_photo
-from aerialmd.layout import FOLDER_SETTINGS
-from aerialmd.stages.make_pairs import DEFAULT_REL_TOL, PairsConf, make_pairs, pair_kind
 from aerialmd.formats.pair_file import Pair, PairFile, load_pair_file, read_pair_file, save_pair_file
-from aerialmd.layout import DENSE_DIR, DENSE_REPORT, LOCALIZATION_DIR, PROCESSED_SUFFIX
-
-from conftest import shared_file
+from aerialmd.geometry.camera import cam_from_world_from_cam2world
+from aerialmd.layout import DENSE_DIR, DENSE_REPORT, FOLDER_SETTINGS, LOCALIZATION_DIR, PROCESSED_SUFFIX
+from aerialmd.sample_scene.evaluation import load_ground_truth
+from aerialmd.sample_scene.fixtures import SAMPLE_SFM_NAME
+from aerialmd.stages.export import DEFAULT_MAX_DEPTH, write_photo
+from aerialmd.stages.make_pairs import DEFAULT_REL_TOL, PairsConf, make_pairs, pair_kind
+from tests.helpers import load_view, reprojection_errors, shared_file
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "datasets_preprocess"
 PUBLISHED_VAL = "real/aerial_megadepth_pairs/aerial_megadepth_val.npz"
@@ -44,11 +42,10 @@ def export_main(argv: list[str]) -> int:
 
 
 @pytest.fixture(scope="module")
-def dense_scene(tiny_sample):
+def dense_scene(tiny_sample, sample_dense_model):
     """(data root, scene id, dense model folder, ground truth by dense-model name) of the sample's exact dense model."""
     paths, _ = tiny_sample
-    root = paths.root.parent / "aerial_data"
-    dense = write_sample_dense_model(paths, root / paths.scene_id)
+    root, _, dense = sample_dense_model
     truth = load_ground_truth(paths.ground_truth_dir)
     by_name = {}
     for image in truth["images"]:
@@ -75,39 +72,6 @@ def exported(dense_scene, pairs_path, tmp_path_factory) -> Path:
     assert export_main(["--megadepth_aerial_dir", str(root), "--precomputed_pairs", str(pairs_path),
                         "--output_dir", str(out), "--workers", "2"]) == 0
     return out
-
-
-def load_view(out_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(depth, intrinsics, cam2world) of an exported image."""
-    camera = np.load(out_dir / f"{name}.npz")
-    return read_depth_exr(out_dir / f"{name}.exr"), camera["intrinsics"], camera["cam2world"]
-
-
-def reprojection_errors(view1: tuple, view2: tuple) -> np.ndarray:
-    """Relative depth errors |z2(X) - depth2| / depth2 of view 1's valid pixels lifted to 3D and seen inside view 2,
-    written independently of the package's projection code. depth2 is interpolated bilinearly in inverse depth (exact
-    on a plane) where its four neighbouring pixels are valid; other points are left out."""
-    depth1, K1, c2w1 = view1
-    depth2, K2, c2w2 = view2
-    v, u = np.nonzero(depth1 > 0)
-    rays = np.linalg.inv(K1) @ np.stack([u, v, np.ones_like(u)]).astype(float)
-    world = c2w1[:3, :3] @ (rays * depth1[v, u]) + c2w1[:3, 3:]
-    w2c = np.linalg.inv(c2w2)
-    cam = w2c[:3, :3] @ world + w2c[:3, 3:]
-    cam = cam[:, cam[2] > 0]
-    pix = K2 @ cam
-    x, y = pix[0] / pix[2], pix[1] / pix[2]
-    h, w = depth2.shape
-    inside = (x >= 0) & (x < w - 1) & (y >= 0) & (y < h - 1)
-    x, y, z2 = x[inside], y[inside], cam[2, inside]
-    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
-    fx, fy = x - x0, y - y0
-    corners = np.stack([depth2[y0, x0], depth2[y0, x0 + 1], depth2[y0 + 1, x0], depth2[y0 + 1, x0 + 1]])
-    valid = (corners > 0).all(axis=0)
-    inverse = 1.0 / np.where(corners > 0, corners, 1.0)
-    weights = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
-    d2 = 1.0 / (weights * inverse).sum(axis=0)
-    return np.abs(z2[valid] - d2[valid]) / d2[valid]
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from aerialmd.formats.hloc_h5 import names_to_pair, read_features, read_matches
+from aerialmd.formats.video import extract_frames
+from aerialmd.mvs.plane_sweep import single_threaded
 from aerialmd.sfm import features as features_module
 from aerialmd.sfm.features import FeatureConf, ImageInput, extract_features, outside_attribution, unscale_keypoints
-from aerialmd.formats.hloc_h5 import names_to_pair, read_features, read_matches
 from aerialmd.sfm.matching import CONFIGS, MatcherConf, match_pairs, nn_ratio_match, pairs_to_match, resolve_configs
-from aerialmd.mvs.plane_sweep import single_threaded
-from aerialmd.formats.video import extract_frames
 
 # Each method must match three pairs of the tiny sample, chosen from its ground truth: the two nearest aerial frames,
 # the two nearest ground photos looking the same way, and the aerial frame and ground photo with the most parallel

@@ -8,12 +8,17 @@ import cv2
 import numpy as np
 import pytest
 
+from aerialmd.formats.ges_json import (
+    GES_ATTRIBUTION_BOX,
+    GESFormatError,
+    decode_cameras,
+    default_world_frame,
+    parse_ges_json,
+    read_ges_json,
+)
 from aerialmd.geometry.camera import cam2world_from_cam_from_world
 from aerialmd.geometry.geodesy import GES_SPHERE_RADIUS_M, SpherePoint, ecef_to_sphere, sphere_to_ecef
-from aerialmd.formats.ges_json import GES_ATTRIBUTION_BOX, GESFormatError, decode_cameras, default_world_frame, parse_ges_json, read_ges_json
-from tests.conftest import shared_file
-
-GESBLENDER_ORIGIN = SpherePoint(27.76847182, -82.63311669, 2.446)  # from ../shared/README.md
+from tests.helpers import GESBLENDER_ORIGIN, shared_file
 
 
 def test_sphere_model_matches_real_positions():

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from aerialmd.formats.dense_model import read_dense_model
-from aerialmd.sample_scene.fixtures import write_sample_dense_model
 from aerialmd.formats.depth import read_depth_exr
+from aerialmd.formats.pair_file import load_pair_file
+from aerialmd.layout import PROCESSED_SUFFIX, is_aerial
 from aerialmd.sample_scene.evaluation import load_ground_truth
 from aerialmd.stages.make_pairs import (
     KINDS,
@@ -25,8 +26,6 @@ from aerialmd.stages.make_pairs import (
     select_pairs,
     water_fill,
 )
-from aerialmd.formats.pair_file import load_pair_file
-from aerialmd.layout import PROCESSED_SUFFIX, is_aerial
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "datasets_preprocess"
 MAX_SIDE = 120  # the sample's images have a long side of 480: stride 4
@@ -42,11 +41,10 @@ def make_pairs_main(argv: list[str]) -> int:
 
 
 @pytest.fixture(scope="module")
-def dense_scene(tiny_sample):
+def dense_scene(tiny_sample, sample_dense_model):
     """(data root, scene id, dense model, ground truth by dense-model name with its depth)."""
     paths, _ = tiny_sample
-    root = paths.root.parent / "aerial_data"
-    dense = write_sample_dense_model(paths, root / paths.scene_id)
+    root, _, dense = sample_dense_model
     truth = {}
     for image in load_ground_truth(paths.ground_truth_dir)["images"]:
         name = image["name"] if image["kind"] == "aerial" else image["name"] + PROCESSED_SUFFIX

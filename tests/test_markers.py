@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from aerialmd.stages.preprocess_ge import preprocess_ge
 from aerialmd.geometry.geodesy import SpherePoint
-from aerialmd.stages.localization import LocalizationConf, localize
-from aerialmd.run.markers import MADE_FROM_KEY, SETTINGS_KEY, input_fingerprints, is_finished
-from aerialmd.stages.preprocess_megadepth import write_camera_npz
 from aerialmd.layout import CAMERAS_FILE, SPARSE_GE_DIR
-from tests.test_preprocess_ge import make_data_root
+from aerialmd.run.markers import MADE_FROM_KEY, SETTINGS_KEY, input_fingerprints, is_finished
+from aerialmd.stages.localization import LocalizationConf, localize
+from aerialmd.stages.preprocess_ge import preprocess_ge
+from aerialmd.stages.preprocess_megadepth import write_camera_npz
+from tests.helpers import copy_localized, make_data_root
 
 
 def test_is_finished(tmp_path):
@@ -59,8 +59,9 @@ def test_preprocess_ge_refuses_another_origin(tiny_sample, tmp_path, capsys):
     assert cameras.read_bytes() == before
 
 
-def test_localization_refuses_other_settings(localized, capsys):
-    sfm_dir, _, paths, processed = localized
+@pytest.mark.slow
+def test_localization_refuses_other_settings(localized, tmp_path, capsys):
+    sfm_dir, _, paths, processed = copy_localized(localized, tmp_path / "sample")
     registration = sfm_dir / "registration.json"
     before = registration.read_bytes()
     assert json.loads(before)[SETTINGS_KEY]["features"]["max_keypoints"] > 1000
@@ -72,51 +73,49 @@ def test_localization_refuses_other_settings(localized, capsys):
     assert registration.read_bytes() == before
 
 
-def test_redone_stage_2_keeps_stage_4_whose_refusal_depends_on_the_new_cameras(localized, capsys):
-    sfm_dir, _, paths, processed = localized
+@pytest.mark.slow
+def test_redone_stage_2_keeps_stage_4_whose_refusal_depends_on_the_new_cameras(localized, tmp_path, capsys):
+    sfm_dir, _, paths, processed = copy_localized(localized, tmp_path / "sample")
     cameras = paths.root / "data" / paths.scene_id / CAMERAS_FILE
     registration = sfm_dir / "registration.json"
     cameras_before, registration_before = cameras.read_bytes(), registration.read_bytes()
     origin = SpherePoint(48.8584, 2.2945, 40.0)
-    try:
-        assert preprocess_ge(paths.root, paths.scene_list, origin=origin, overwrite=True, workers=2) == 0
-        assert cameras.read_bytes() != cameras_before and registration.read_bytes() == registration_before
-        capsys.readouterr()
-        assert localize(paths.root / "data", processed, paths.scene_list) == 1
-        assert f"made from an earlier {CAMERAS_FILE}" in capsys.readouterr().out
-    finally:  # the stage-2 output the other tests use
-        assert preprocess_ge(paths.root, paths.scene_list, overwrite=True, workers=2) == 0
+    assert preprocess_ge(paths.root, paths.scene_list, origin=origin, overwrite=True, workers=2) == 0
+    assert cameras.read_bytes() != cameras_before and registration.read_bytes() == registration_before
+    capsys.readouterr()
+    assert localize(paths.root / "data", processed, paths.scene_list) == 1
+    assert f"made from an earlier {CAMERAS_FILE}" in capsys.readouterr().out
+    assert preprocess_ge(paths.root, paths.scene_list, overwrite=True, workers=2) == 0  # back to the original origin
     assert cameras.read_bytes() == cameras_before  # deterministic: the redone stage 2 is the same
     assert localize(paths.root / "data", processed, paths.scene_list) == 0
     assert "already done" in capsys.readouterr().out
     assert registration.read_bytes() == registration_before
 
 
-def test_localization_notices_megadepth_photos_changed_since(localized, capsys):
+@pytest.mark.slow
+def test_localization_notices_megadepth_photos_changed_since(localized, tmp_path, capsys):
     """Stage 4a made from other stage-3 outputs than there are now (a photo preprocessed since, or redone with another
     pose) is refused, not reported as done."""
-    sfm_dir, _, paths, processed = localized
+    sfm_dir, _, paths, processed = copy_localized(localized, tmp_path / "sample")
     camera_file = sorted((processed / paths.scene_id / "0").glob("*.npz"))[0]
     before = camera_file.read_bytes()
     aside = camera_file.with_name(camera_file.name + ".aside")
     changed = "made from an earlier preprocess_megadepth output of subscene 0"
-    try:
-        with np.load(camera_file) as data:
-            intrinsics, cam2world = np.array(data["intrinsics"]), np.array(data["cam2world"])
-        write_camera_npz(camera_file, intrinsics, cam2world)  # stage 3 redone as it was
-        capsys.readouterr()
-        assert localize(paths.root / "data", processed, paths.scene_list) == 0
-        assert "already done" in capsys.readouterr().out
-        cam2world[:3, 3] += 1.0  # stage 3 redone from another SfM model
-        write_camera_npz(camera_file, intrinsics, cam2world)
-        assert localize(paths.root / "data", processed, paths.scene_list) == 1
-        assert changed in capsys.readouterr().out
-        camera_file.rename(aside)  # the photo's outputs are not (or not yet) there
-        assert localize(paths.root / "data", processed, paths.scene_list) == 1
-        assert changed in capsys.readouterr().out
-    finally:
-        aside.unlink(missing_ok=True)
-        camera_file.write_bytes(before)
+    with np.load(camera_file) as data:
+        intrinsics, cam2world = np.array(data["intrinsics"]), np.array(data["cam2world"])
+    write_camera_npz(camera_file, intrinsics, cam2world)  # stage 3 redone as it was
+    capsys.readouterr()
+    assert localize(paths.root / "data", processed, paths.scene_list) == 0
+    assert "already done" in capsys.readouterr().out
+    cam2world[:3, 3] += 1.0  # stage 3 redone from another SfM model
+    write_camera_npz(camera_file, intrinsics, cam2world)
+    assert localize(paths.root / "data", processed, paths.scene_list) == 1
+    assert changed in capsys.readouterr().out
+    camera_file.rename(aside)  # the photo's outputs are not (or not yet) there
+    assert localize(paths.root / "data", processed, paths.scene_list) == 1
+    assert changed in capsys.readouterr().out
+    aside.unlink()
+    camera_file.write_bytes(before)  # the original output back
     assert localize(paths.root / "data", processed, paths.scene_list) == 0
     assert "already done" in capsys.readouterr().out
 

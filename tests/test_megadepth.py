@@ -12,8 +12,10 @@ import numpy as np
 import pycolmap
 import pytest
 
-from aerialmd.geometry.camera import colmap_to_opencv_intrinsics, matrix_to_rigid, rescale_intrinsics
 from aerialmd.formats.depth import read_depth_exr, read_depth_h5, write_depth_h5
+from aerialmd.geometry.camera import colmap_to_opencv_intrinsics, matrix_to_rigid, rescale_intrinsics
+from aerialmd.layout import MEGADEPTH_SFM_DIR
+from aerialmd.run.scenes import save_scene_list
 from aerialmd.stages.preprocess_megadepth import (
     dense_dir,
     downscale,
@@ -24,8 +26,6 @@ from aerialmd.stages.preprocess_megadepth import (
     sparse_model_dir,
     undistorted_intrinsics,
 )
-from aerialmd.run.scenes import save_scene_list
-from aerialmd.layout import MEGADEPTH_SFM_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -20,6 +20,7 @@ from aerialmd.mvs.plane_sweep import (
     torch_threads,
 )
 
+
 def translated(x: float) -> np.ndarray:
     """cam2world of a camera translated by x along the x axis."""
     pose = np.eye(4)

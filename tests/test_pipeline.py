@@ -19,14 +19,15 @@ import h5py
 import numpy as np
 import pytest
 
-from aerialmd.geometry.camera import pose_errors
 from aerialmd.formats.depth import read_depth_exr
+from aerialmd.formats.pair_file import load_pair_file
+from aerialmd.geometry.camera import pose_errors
+from aerialmd.layout import DENSE_DIR, DENSE_REPORT
+from aerialmd.run.scenes import load_scene_list, save_scene_list
+from aerialmd.stages.make_pairs import pair_kind
 from aerialmd.stages.preprocess_megadepth import preprocess_megadepth
 from aerialmd.stages.report import write_index, write_reports
-from aerialmd.run.scenes import load_scene_list, save_scene_list
-from aerialmd.layout import DENSE_DIR, DENSE_REPORT
-from tests.conftest import REPO_ROOT
-from tests.test_sample_scene import ground_truth
+from tests.helpers import PIPELINE_ENV, PIPELINE_MVS_SIZE, REPO_ROOT, ground_truth, pipeline_command
 
 
 def test_preprocessed_megadepth_matches_ground_truth(tiny_sample, tmp_path):
@@ -67,33 +68,35 @@ def test_preprocessed_megadepth_matches_ground_truth(tiny_sample, tmp_path):
             assert np.median(np.abs(depth[v, u] - src) / src) < 1e-3
 
 
-# The pipeline tests' subprocesses use one OpenMP thread: the MVS result depends on the thread count (near-ties flip),
-# and the kill-and-resume comparison needs every run to compute alike; one thread is also fastest on a loaded machine.
-PIPELINE_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-MVS_SIZE = "160"
+def assert_training_data(root: Path, stdout: str) -> None:
+    """The product of the main job: the pair file with pairs of every kind, the export of every image it names, the
+    loader check passed, and the summary naming both."""
+    pair_file = load_pair_file(root / "aerial_megadepth.npz")
+    scene = pair_file.scenes[0]
+    names = {pair_file.images[i] for i in (*pair_file.im1_id, *pair_file.im2_id)}
+    kinds = {pair_kind(pair_file.images[i], pair_file.images[j], scene)
+             for i, j in zip(pair_file.im1_id, pair_file.im2_id)}
+    assert kinds == {"aerial-aerial", "aerial-ground", "ground-ground"}
+    for name in names:
+        assert all((root / "aerial_megadepth_processed" / scene / f"{name}{suffix}").is_file()
+                   for suffix in (".jpg", ".exr", ".npz")), name
+    assert "[training_data] loader check passed" in stdout
+    assert f"training data: pair file {root / 'aerial_megadepth.npz'}" in stdout
+    assert str(root / "aerial_megadepth_processed") in stdout.splitlines()[-1]
 
 
-def pipeline_command(root: Path) -> list[str]:
-    return [sys.executable, str(REPO_ROOT / "run_pipeline.py"), "--sample_root", str(root), "--sample_size", "tiny",
-            "--mvs_max_image_size", MVS_SIZE]
+# pipeline_run (conftest.py) is the uninterrupted run of run_pipeline.py on the tiny sample that these tests share.
 
 
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """run_pipeline.py on the tiny sample, uninterrupted: (sample root, the finished process)."""
-    root = tmp_path_factory.mktemp("pipeline") / "sample"
-    run = subprocess.run(pipeline_command(root), capture_output=True, text=True, cwd=root.parent, env=PIPELINE_ENV)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return root, run
-
-
-def test_run_pipeline_on_tiny_sample(pipeline_run):
-    """The main job: sample made, every stage run, summary printed; a second run reuses everything."""
+@pytest.mark.slow
+def test_run_pipeline_on_tiny_sample(pipeline_run, tmp_path):
+    """The main job: sample made, every stage run, summary printed; a second run (on a copy) reuses everything."""
     root, first = pipeline_run
     summary = first.stdout.split("stage")[-1]
     assert all(name in summary for name in ("sample_scene", "preprocess_ge", "preprocess_megadepth", "localization",
-                                            "dense", "report"))
+                                            "dense", "make_pairs", "export", "report", "training_data"))
     assert "FAILED" not in summary
+    assert_training_data(root, first.stdout)
     config = json.loads((root / "sample_scene.json").read_text())
     frames = sorted((root / "data" / config["scene_id"] / "footage").glob("*.jpeg"))
     assert len(frames) == sum(o["frames"] for o in config["orbits"])
@@ -102,7 +105,9 @@ def test_run_pipeline_on_tiny_sample(pipeline_run):
     dense = root / "data" / config["scene_id"] / "sfm_output_localization" / "sfm_sift+nn-ratio" / "localized_dense_metric"
     assert len(list((dense / "depths").glob("*.h5"))) == len(list((dense / "images").iterdir())) >= len(frames)
     assert f"index of all scenes: {root / 'index.html'}" in first.stdout
-    second = subprocess.run(pipeline_command(root), capture_output=True, text=True, cwd=root.parent, env=PIPELINE_ENV)
+    copy = tmp_path / "sample"
+    shutil.copytree(root, copy)
+    second = subprocess.run(pipeline_command(copy), capture_output=True, text=True, cwd=tmp_path, env=PIPELINE_ENV)
     assert second.returncode == 0 and "already done" in second.stdout
 
 
@@ -159,6 +164,7 @@ def run_until_killed(command: list[str], cwd: Path, condition: Callable[[], bool
             process.wait()
 
 
+@pytest.mark.slow
 def test_killed_pipeline_resumes_to_identical_outputs(pipeline_run, tmp_path):
     """SIGKILL during sample generation, during registration and twice during MVS; every rerun goes on from what was
     finished, and the end result equals the uninterrupted run's, file by file."""
@@ -199,6 +205,7 @@ def figure_is_drawn(path: Path) -> bool:
     return image is not None and min(image.shape[:2]) >= 200 and (image.min(axis=2) < 200).mean() > 0.01
 
 
+@pytest.mark.slow
 def test_scene_report_and_figures(pipeline_run):
     """report.json tells the truth about the run (counts checked against the sample's ground truth and the outputs)
     and every figure is a drawn picture."""
@@ -213,7 +220,7 @@ def test_scene_report_and_figures(pipeline_run):
     assert len(photos) == config["num_ground"] and all(p["num_inliers"] > 0 for p in photos.values())
     dense = root / "data" / config["scene_id"] / "sfm_output_localization" / "sfm_sift+nn-ratio" / "localized_dense_metric"
     assert model["dense"]["summary"]["images"] == len(list((dense / "depths").glob("*.h5")))
-    assert model["settings"]["dense"]["max_image_size"] == int(MVS_SIZE)
+    assert model["settings"]["dense"]["max_image_size"] == PIPELINE_MVS_SIZE
     assert model["settings"]["localization"]["features"]["name"] == "sift"
     assert {"extraction", "matching"} <= set(model["timings"]["localization"]) and "mvs" in model["timings"]["dense"]
     assert {"python", "torch", "pycolmap"} <= set(report["versions"])
@@ -235,6 +242,7 @@ def index_statuses(root: Path) -> dict[str, str]:
     return dict(re.findall(r'<tr id="scene-(\w+)"><td>.*?</td><td class="\w+">(.*?)</td>', page))
 
 
+@pytest.mark.slow
 def test_index_marks_stale_reports_and_outdated_outputs(pipeline_run, tmp_path):
     reference, _ = pipeline_run
     scene = json.loads((reference / "sample_scene.json").read_text())["scene_id"]
@@ -260,6 +268,7 @@ def test_index_marks_stale_reports_and_outdated_outputs(pipeline_run, tmp_path):
     assert index_statuses(root)[scene].startswith("stale")
 
 
+@pytest.mark.slow
 def test_index_opens_in_chromium_and_shows_every_scene(pipeline_run, tmp_path):
     """A data root with the finished sample scene and a second scene whose download was never processed: the index,
     rendered by headless Chromium, lists both with their status, and its screenshot shows the figures."""

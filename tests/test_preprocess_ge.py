@@ -10,29 +10,13 @@ import numpy as np
 import pycolmap
 import pytest
 
-from aerialmd.geometry.camera import cam2world_from_cam_from_world, pose_errors
-from aerialmd.stages.preprocess_ge import preprocess_ge, read_ge_cameras
 from aerialmd.formats.ges_json import decode_cameras, default_world_frame, read_ges_json
-from aerialmd.run.scenes import save_scene_list
 from aerialmd.formats.video import list_image_sequence
+from aerialmd.geometry.camera import cam2world_from_cam_from_world, pose_errors
 from aerialmd.layout import CAMERAS_FILE, SPARSE_GE_DIR
-from tests.conftest import REPO_ROOT, shared_file
-from tests.test_ges import GESBLENDER_ORIGIN
-from tests.test_sample_scene import ground_truth
-
-
-def make_data_root(tmp_path, sample_paths, scenes: dict[str, str]) -> tuple:
-    """A data root whose downloaded_data holds the sample's render under several scene ids; returns (root, scene list)."""
-    downloaded = tmp_path / "downloaded_data"
-    downloaded.mkdir(parents=True)
-    for scene, _ in scenes.items():
-        shutil.copyfile(sample_paths.video, downloaded / f"{scene}.mp4")
-        data = json.loads(sample_paths.ges_json.read_text())
-        data["name"] = scene
-        (downloaded / f"{scene}.json").write_text(json.dumps(data))
-    scene_list = tmp_path / "scenes.npz"
-    save_scene_list(scene_list, {scene: {"0": []} for scene in scenes})
-    return tmp_path, scene_list
+from aerialmd.run.scenes import save_scene_list
+from aerialmd.stages.preprocess_ge import preprocess_ge, read_ge_cameras
+from tests.helpers import GESBLENDER_ORIGIN, REPO_ROOT, ground_truth, make_data_root, shared_file
 
 
 def test_sample_scene_frames_and_cameras_match_ground_truth(tiny_sample, tmp_path):

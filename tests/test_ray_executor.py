@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from aerialmd.stages.dense import DenseConf
 from aerialmd.run.executors import compact_log, scenes_with_input, task_dense_conf
 from aerialmd.run.pipeline import PipelinePaths
 from aerialmd.run.scenes import Shard, load_scene_list, save_scene_list
-from tests.conftest import REPO_ROOT
+from aerialmd.stages.dense import DenseConf
+from tests.helpers import REPO_ROOT
 
 MVS_SIZE = "120"  # tiny depth maps: the dense stage takes about half a minute on one CPU
 # One CPU per scene (Ray then sets OMP_NUM_THREADS=1): on a loaded 2-core machine two spinning OpenMP threads per task
@@ -28,10 +29,13 @@ def run_pipeline(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return run
 
 
-def test_ray_executor_on_tiny_sample(tmp_path):
-    """Sample made in the driver, then one Ray task runs every stage of its scene; a rerun finds everything done and a
-    scene with a broken download fails alone, with a non-zero exit status."""
+@pytest.mark.slow
+def test_ray_executor_on_tiny_sample(tiny_sample, tmp_path):
+    """Sample stage in the driver (on a copy of the session's tiny sample: reused, not rendered again), then one Ray
+    task runs every other stage of its scene; a rerun finds everything done and a scene with a broken download fails
+    alone, with a non-zero exit status."""
     root = tmp_path / "sample"
+    shutil.copytree(tiny_sample[0].root, root)
     first = run_pipeline("--sample_root", str(root), "--sample_size", "tiny", *RAY_OPTIONS, cwd=tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     config = json.loads((root / "sample_scene.json").read_text())

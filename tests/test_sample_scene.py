@@ -11,23 +11,20 @@ import numpy as np
 import pycolmap
 import pytest
 
-from aerialmd.geometry.camera import cam2world_from_cam_from_world, pose_errors
 from aerialmd.formats.dense_model import project
 from aerialmd.formats.depth import read_depth_exr, read_depth_h5
-from aerialmd.sample_scene.evaluation import load_ground_truth, truth_points, truth_view
 from aerialmd.formats.ges_json import decode_cameras, default_world_frame, read_ges_json
-from aerialmd.stages.preprocess_megadepth import undistorted_intrinsics
+from aerialmd.formats.video import probe_video
+from aerialmd.geometry.camera import cam2world_from_cam_from_world, pose_errors
+from aerialmd.run.scenes import load_scene_list
 from aerialmd.sample_scene import SampleConfig, generate_sample
+from aerialmd.sample_scene.evaluation import truth_points, truth_view
 from aerialmd.sample_scene.render import render
 from aerialmd.sample_scene.textures import PAVEMENT, WALL, grain_detail, ground_texture
 from aerialmd.sample_scene.viewpoints import Orbit, look_at
 from aerialmd.sample_scene.world import Box, World, box_textures
-from aerialmd.run.scenes import load_scene_list
-from aerialmd.formats.video import probe_video
-
-
-def ground_truth(paths) -> dict:
-    return load_ground_truth(paths.ground_truth_dir)
+from aerialmd.stages.preprocess_megadepth import undistorted_intrinsics
+from tests.helpers import ground_truth
 
 
 def test_ges_json_decodes_to_ground_truth_poses(tiny_sample):
@@ -74,15 +71,22 @@ def test_megadepth_model_is_the_ground_truth_in_a_similarity_frame(tiny_sample):
     assert model.compute_mean_reprojection_error() < 0.01
 
 
+@pytest.fixture(scope="module")
+def frames_dir(tiny_sample, tmp_path_factory):
+    """The sample video's frames, extracted once for this module (beside the sample, which stays as generated)."""
+    from aerialmd.formats.video import extract_frames
+
+    paths, _ = tiny_sample
+    folder = tmp_path_factory.mktemp("frames")
+    extract_frames(paths.video, folder, paths.scene_id, progress=False)
+    return folder
+
+
 @pytest.mark.parametrize("kinds", [("aerial", "aerial"), ("ground", "ground"), ("ground", "aerial")])
-def test_depths_poses_and_pixels_agree_across_views(tiny_sample, kinds):
+def test_depths_poses_and_pixels_agree_across_views(tiny_sample, frames_dir, kinds):
     """Warping one view's pixels with its depth and both poses lands on the same depth and colour in the other."""
     paths, _ = tiny_sample
     images = ground_truth(paths)["images"]
-    frames_dir = paths.root / "_frames"
-    if not frames_dir.exists():
-        from aerialmd.formats.video import extract_frames
-        extract_frames(paths.video, frames_dir, paths.scene_id, progress=False)
 
     def rgb(image):
         folder = frames_dir if image["kind"] == "aerial" else paths.dense_dir / "imgs"

@@ -8,8 +8,7 @@ import sys
 import pytest
 
 from aerialmd.run.scenes import Shard, parse_shard, select_scenes, shard_from_environment
-from tests.conftest import REPO_ROOT
-from tests.test_preprocess_ge import make_data_root
+from tests.helpers import REPO_ROOT, make_data_root
 
 SCENES = [f"{i:04d}" for i in (5, 1, 22, 15, 3, 8, 13)]
 

@@ -10,8 +10,14 @@ import cv2
 import numpy as np
 import pytest
 
-from aerialmd.formats.video import (VideoError, _check_count, extract_frames, list_image_sequence, probe_video,
-                            write_video)
+from aerialmd.formats.video import (
+    VideoError,
+    _check_count,
+    extract_frames,
+    list_image_sequence,
+    probe_video,
+    write_video,
+)
 
 WIDTH, HEIGHT, N_FRAMES, FPS = 160, 96, 12, 30
 MIN_PSNR = 28.0  # measured 31-36 dB at quality 95; raw limited-range planes (no range fix) give about 26 dB
