@@ -18,16 +18,10 @@ from scipy.spatial.transform import Rotation
 from aerialmd.formats.dense_model import DenseView, SparsePoint, build_sparse_model, depth_file_name, project, unproject
 from aerialmd.formats.depth import read_depth_h5
 from aerialmd.layout import DENSE_DIR, DENSE_WORK_DIR
+from aerialmd.mvs.backends import raw_torch_depth, read_colmap_array, resolve_backend
+from aerialmd.mvs.view_selection import foreground_street, ranked_sources
 from aerialmd.sample_scene.viewpoints import look_at
-from aerialmd.stages.dense import (
-    DenseConf,
-    dense_scene,
-    foreground_street,
-    ranked_sources,
-    raw_torch_depth,
-    read_colmap_array,
-    resolve_backend,
-)
+from aerialmd.stages.dense import DenseConf, dense_scene
 from tests.helpers import DENSE_CONF, PIPELINE_ENV, copy_registration
 
 TARGET = dict(coverage=0.70, within_2pct=0.90, off_10pct=0.03)  # the issue's, per image kind
@@ -253,7 +247,7 @@ def test_a_partner_seeing_the_street_in_front_of_a_photo_ranks_before_more_of_th
 def test_coverage_order_gives_every_sample_two_partners_before_a_third():
     """Partners 1, 2 and 4 match samples 0 and 1, partner 3 sample 2 only: two of the first kind cover samples 0-1
     twice, so partner 3 comes before a third of them; beyond the greedy picks the rest follow by their whole weight."""
-    from aerialmd.stages.dense import coverage_order
+    from aerialmd.mvs.view_selection import coverage_order
 
     first_kind = np.array([1.0, 1.0, 0.0])
     matchable = {1: first_kind, 2: first_kind, 3: np.array([0.0, 0.0, 1.0]), 4: first_kind}
@@ -308,7 +302,8 @@ def test_footprint_ratio_on_the_street_is_what_the_pixels_cover(other_position):
     above, from aside), both looking straight at it: the ratio of the metres a pixel covers there, measured by
     projecting small steps along the street into both views, is footprint_ratios with the street's normal along the
     steepest direction (the step towards the camera for the reference) and the distance ratio across it."""
-    from aerialmd.stages.dense import WORLD_UP, footprint_ratios
+    from aerialmd.geometry.geodesy import WORLD_UP
+    from aerialmd.mvs.view_selection import footprint_ratios
 
     street_point = np.array([0.0, 6.0, 0.0])
     K = np.array([[500.0, 0.0, 319.5], [0.0, 500.0, 239.5], [0.0, 0.0, 1.0]])
