@@ -25,7 +25,7 @@ from aerialmd.formats.depth import read_depth_exr
 from aerialmd.stages.preprocess_megadepth import preprocess_megadepth
 from aerialmd.stages.report import write_index, write_reports
 from aerialmd.run.scenes import load_scene_list, save_scene_list
-from tests.helpers import PIPELINE_ENV, PIPELINE_MVS_SIZE, REPO_ROOT, ground_truth, pipeline_command
+from tests.helpers import PIPELINE_DENSE, PIPELINE_ENV, REPO_ROOT, ground_truth, pipeline_command
 
 
 def test_preprocessed_megadepth_matches_ground_truth(tiny_sample, tmp_path):
@@ -200,7 +200,7 @@ def test_scene_report_and_figures(pipeline_run):
     assert len(photos) == config["num_ground"] and all(p["num_inliers"] > 0 for p in photos.values())
     dense = root / "data" / config["scene_id"] / "sfm_output_localization" / "sfm_sift+nn-ratio" / "localized_dense_metric"
     assert model["dense"]["summary"]["images"] == len(list((dense / "depths").glob("*.h5")))
-    assert model["settings"]["dense"]["max_image_size"] == PIPELINE_MVS_SIZE
+    assert model["settings"]["dense"] == PIPELINE_DENSE.settings()  # the MVS flags reached the dense stage
     assert model["settings"]["localization"]["features"]["name"] == "sift"
     assert {"extraction", "matching"} <= set(model["timings"]["localization"]) and "mvs" in model["timings"]["dense"]
     assert {"python", "torch", "pycolmap"} <= set(report["versions"])
