@@ -30,9 +30,9 @@ from aerialmd.run.markers import FOLDER_SETTINGS
 from aerialmd.stages.make_pairs import DEFAULT_REL_TOL, PairsConf, make_pairs, pair_kind
 from aerialmd.formats.pair_file import Pair, PairFile, load_pair_file, read_pair_file, save_pair_file
 
-from tests.helpers import load_view, reprojection_errors, shared_file
+from tests.helpers import REPO_ROOT, load_view, reprojection_errors, shared_file
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "datasets_preprocess"
+SCRIPTS = REPO_ROOT / "datasets_preprocess"
 PUBLISHED_VAL = "real/aerial_megadepth_pairs/aerial_megadepth_val.npz"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +25,9 @@ from aerialmd.stages.make_pairs import (
     water_fill,
 )
 from aerialmd.formats.pair_file import load_pair_file
+from tests.helpers import REPO_ROOT
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "datasets_preprocess"
+SCRIPTS = REPO_ROOT / "datasets_preprocess"
 MAX_SIDE = 120  # the sample's images have a long side of 480: stride 4
 REL_TOL = 0.02
 
