@@ -71,7 +71,8 @@ def test_preprocessed_megadepth_matches_ground_truth(tiny_sample, tmp_path):
 
 @pytest.mark.slow
 def test_run_pipeline_on_tiny_sample(pipeline_run, tmp_path):
-    """The main job: sample made, every stage run, summary printed; a second run (on a copy) reuses everything."""
+    """The main job: every stage run (the sample stage finds the session's tiny sample, copied there; the kill-and-resume
+    test makes one), summary printed; a second run (on a copy) reuses everything."""
     root, first = pipeline_run
     summary = first.stdout.split("stage")[-1]
     assert all(name in summary for name in ("sample_scene", "preprocess_ge", "preprocess_megadepth", "localization",
