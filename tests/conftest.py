@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -74,15 +75,25 @@ def sample_dense_model(tiny_sample, tmp_path_factory):
 
 # ---------------------------------------------------------------------------------------------- background runs
 
+NICE = 10  # the background runs other than the dense one, once it runs
+
 
 class Job:
-    """A subprocess (one thread: PIPELINE_ENV) whose output goes to files (nobody reads a pipe while it runs)."""
+    """A subprocess (one thread: PIPELINE_ENV) whose output goes to files (nobody reads a pipe while it runs); `nice`
+    lowers its priority."""
 
-    def __init__(self, command: list[str], folder: Path, name: str):
-        self.command = command
+    def __init__(self, command: list[str], folder: Path, name: str, nice: int = 0):
+        self.command = ["nice", "-n", str(nice), *command] if nice and shutil.which("nice") else command
         self.stdout, self.stderr = folder / f"{name}.stdout", folder / f"{name}.stderr"
         with self.stdout.open("w") as out, self.stderr.open("w") as err:
-            self.process = subprocess.Popen(command, cwd=folder, env=PIPELINE_ENV, stdout=out, stderr=err)
+            self.process = subprocess.Popen(self.command, cwd=folder, env=PIPELINE_ENV, stdout=out, stderr=err)
+
+    def lower_priority(self, nice: int) -> None:
+        """Its niceness raised to `nice` (a running process's main thread, which does its work)."""
+        try:
+            os.setpriority(os.PRIO_PROCESS, self.process.pid, nice)
+        except ProcessLookupError:  # it has ended
+            pass
 
     def result(self) -> subprocess.CompletedProcess:
         returncode = self.process.wait()
@@ -102,7 +113,9 @@ class BackgroundRuns:
     """run_pipeline.py on a copy of the tiny sample (helpers.pipeline_command), and, once its registration (stage 4a)
     is there, side by side with the rest of it, the follow-up runs that the selected tests need, on copies:
     - "dense": stage 4b with DENSE_CONF on its registration, in a data root of its own;
-    - "aliked": stage 4a with ALIKED + LightGlue (ALIKED_OPTIONS) on its stage-2 and stage-3 outputs."""
+    - "aliked": stage 4a with ALIKED + LightGlue (ALIKED_OPTIONS) on its stage-2 and stage-3 outputs.
+    The dense run is the longest (about 4 minutes of one core): the others then run at a lower priority (NICE), so
+    that it has a core of its own beside the test process; they take what the two leave."""
 
     def __init__(self, sample_root: Path, folder: Path, follow_ups: set[str]):
         self.folder = folder
@@ -149,6 +162,7 @@ class BackgroundRuns:
             time.sleep(0.5)  # stage 4a writes its folder atomically: with registration.json it is complete
         if not (sfm_dir / "registration.json").is_file():
             return
+        self.pipeline.lower_priority(NICE)  # its dense stage and report are left
         commands = {}
         if "dense" in names:
             copy_registration(sfm_dir, self.dense_sfm_dir)
@@ -168,7 +182,7 @@ class BackgroundRuns:
         with self.lock:
             for name, command in commands.items():
                 if not self.stopped:
-                    self.follow_ups[name] = Job(command, self.folder, name)
+                    self.follow_ups[name] = Job(command, self.folder, name, nice=0 if name == "dense" else NICE)
 
     def follow_up(self, name: str) -> subprocess.CompletedProcess:
         """A follow-up run, finished (a failure when it did not start: the pipeline run failed before stage 4b)."""
