@@ -27,12 +27,26 @@ DENSE_CONF = DenseConf(backend="torch", max_image_size=320, num_sources=5, devic
 
 GESBLENDER_ORIGIN = SpherePoint(27.76847182, -82.63311669, 2.446)  # from ../shared/README.md
 
-# The pipeline tests' runs of run_pipeline.py (the shared pipeline_run fixture, the kill-and-resume test): one OpenMP
-# thread (on 2 cores it runs beside the test process; and the kill-and-resume comparison needs every run to compute
-# alike), small depth maps (those tests check the mechanics; the dense_output fixture measures the accuracy).
+# The tests' subprocesses run with one OpenMP thread, as the test process does (conftest.py): on 2 cores they run
+# beside it, and on a loaded machine two spinning OpenMP threads per process made the dense stage up to 15x slower.
+# The results do not depend on it (tests/test_mvs.py::test_depths_do_not_depend_on_the_thread_count).
 PIPELINE_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-PIPELINE_MVS_SIZE = 120
+
+# The dense stage in the tests of the pipeline's mechanics (the pipeline_run fixture, the kill-and-resume and Ray
+# tests): small depth maps, one family of planes, 3 sources, no hole filling (about 4x faster than the defaults at
+# 120 px); the dense_output fixture (DENSE_CONF) measures the accuracy.
+PIPELINE_DENSE = DenseConf(backend="torch", max_image_size=120, num_sources=3, horizontal_planes=False, fill_rounds=0,
+                           device="cpu")
+# run_pipeline.py's flags for it: those that set the work (the Ray test keeps the backend and device choice) ...
+MVS_WORK_FLAGS = ["--mvs_max_image_size", str(PIPELINE_DENSE.max_image_size), "--no-mvs_horizontal_planes",
+                  "--mvs_num_sources", str(PIPELINE_DENSE.num_sources),
+                  "--mvs_fill_rounds", str(PIPELINE_DENSE.fill_rounds)]
+# ... and all of them
+PIPELINE_MVS_FLAGS = [*MVS_WORK_FLAGS, "--mvs_backend", PIPELINE_DENSE.backend, "--mvs_device", PIPELINE_DENSE.device]
+
 SFM_NAME = "sfm_sift+nn-ratio"  # stage 4a's output folder with its default features and matcher
+# ALIKED + LightGlue registration as the localization test runs it: small images and keypoint budget, on the CPU.
+ALIKED_OPTIONS = dict(features="aliked", max_keypoints=1024, resize_max=480)  # LocalizationConf fields; small: CPU
 
 
 def shared_file(relative: str) -> Path:
@@ -68,7 +82,7 @@ def make_data_root(tmp_path, sample_paths, scenes: dict[str, str]) -> tuple:
 def pipeline_command(root: Path) -> list[str]:
     """run_pipeline.py on the tiny sample under `root`, as the pipeline tests run it (with PIPELINE_ENV)."""
     return [sys.executable, str(REPO_ROOT / "run_pipeline.py"), "--sample_root", str(root), "--sample_size", "tiny",
-            "--mvs_max_image_size", str(PIPELINE_MVS_SIZE)]
+            *PIPELINE_MVS_FLAGS]
 
 
 def copy_localized(localized: tuple, target: Path) -> tuple:

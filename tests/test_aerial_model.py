@@ -120,6 +120,7 @@ def orbit_model(orbit_sample, tmp_path_factory):
     return rec, stats, work
 
 
+@pytest.mark.slow
 def test_sample_points_agree_with_ground_truth_depth(orbit_sample, orbit_model):
     paths, scene_dir = orbit_sample
     rec, stats, work = orbit_model
@@ -138,6 +139,7 @@ def test_sample_points_agree_with_ground_truth_depth(orbit_sample, orbit_model):
     assert_no_leftovers(work)
 
 
+@pytest.mark.slow
 def test_database_holds_shifted_keypoints_and_verified_pairs(orbit_model):
     rec, stats, work = orbit_model
     pairs = read_pairs(work / "pairs-aerial.txt")
@@ -152,6 +154,7 @@ def test_database_holds_shifted_keypoints_and_verified_pairs(orbit_model):
         assert np.allclose(db.read_keypoints(1)[:, :2], keypoints_to_colmap(keypoints))
 
 
+@pytest.mark.slow
 def test_depth_from_model_points_matches_ground_truth(orbit_sample, orbit_model):
     paths, _ = orbit_sample
     rec, _, _ = orbit_model
@@ -174,6 +177,7 @@ def _zoom(rec: pycolmap.Reconstruction, name: str) -> None:
     camera.params = np.asarray(camera.params) * np.array([1 + 1e-7, 1, 1, 1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("perturb", [
     lambda rec, name: _shift(rec, name, translation=(0.0, 0.01, 0.0)),
     lambda rec, name: _shift(rec, name, angle_deg=1e-4),
@@ -189,6 +193,7 @@ def test_moved_cameras_raise(orbit_model, perturb):
     assert_poses_unchanged(rec, pycolmap.Reconstruction(rec))  # an untouched copy passes
 
 
+@pytest.mark.slow
 def test_pose_check_failure_leaves_no_model(orbit_sample, orbit_model, tmp_path, monkeypatch):
     """If COLMAP moved a pose, the step fails naming the image and writes no aerial model."""
     _, scene_dir = orbit_sample
@@ -247,6 +252,7 @@ def test_pairs_by_overlap_on_a_nadir_strip():
 
 # --- real data ---------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_gesblender_aerial_model(tmp_path):
     """The real GESblender render (every 3rd frame, SIFT at 640 px): a sharp model, cameras untouched."""
     source = shared_file("real/ges_gesblender_local")

@@ -3,6 +3,7 @@ accuracy against the ground truth, agreement with the scaled MegaDepth depth, se
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -17,12 +18,12 @@ from scipy.spatial.transform import Rotation
 
 from aerialmd.formats.dense_model import DenseView, SparsePoint, build_sparse_model, depth_file_name, project, unproject
 from aerialmd.formats.depth import read_depth_h5
-from aerialmd.layout import DENSE_DIR, DENSE_WORK_DIR
+from aerialmd.layout import DENSE_DIR, DENSE_REPORT, DENSE_WORK_DIR
 from aerialmd.mvs.backends import raw_torch_depth, read_colmap_array, resolve_backend
 from aerialmd.mvs.view_selection import foreground_street, ranked_sources
 from aerialmd.sample_scene.viewpoints import look_at
 from aerialmd.stages.dense import DenseConf, dense_scene
-from tests.helpers import DENSE_CONF, PIPELINE_ENV, copy_registration
+from tests.helpers import DENSE_CONF, PIPELINE_DENSE, PIPELINE_ENV, copy_registration
 
 TARGET = dict(coverage=0.70, within_2pct=0.90, off_10pct=0.03)  # the issue's, per image kind
 # Ground photos here (five, each at a place of its own, no pavement grain) fall short of the coverage target (about
@@ -190,12 +191,12 @@ def test_colmap_array_reader(tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_identical_depths(localized, tmp_path):
-    """SIGKILL in the middle of the MVS loop, then a rerun: same depth maps as an uninterrupted run."""
+    """SIGKILL in the middle of the MVS loop, then a rerun: same depth maps as an uninterrupted run (the pipeline
+    run's dense stage, with the same settings on the same registration)."""
     sfm_dir, _, paths, processed = localized
     scene_dir, dirs = paths.root / "data" / paths.scene_id, [processed / paths.scene_id / "0"]
-    conf = DenseConf(backend="torch", max_image_size=120, num_depths=32, device="cpu")
-    whole = copy_registration(sfm_dir, tmp_path / "whole" / "sfm_test")
-    assert dense_scene(whole, scene_dir, dirs, conf) is not None
+    conf, whole = PIPELINE_DENSE, sfm_dir
+    assert json.loads((whole / DENSE_DIR / DENSE_REPORT).read_text())["settings"] == conf.settings()
     killed = copy_registration(sfm_dir, tmp_path / "killed" / "sfm_test")
     script = (f"from pathlib import Path; "
               f"from aerialmd.stages.dense import DenseConf, dense_scene; "

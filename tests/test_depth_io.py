@@ -10,9 +10,9 @@ import OpenEXR
 import pytest
 
 from aerialmd.formats.depth import read_depth_exr, read_depth_h5, write_depth_exr, write_depth_h5
+from tests.helpers import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-MEGADEPTH_0446 = SHARED / "data" / "real" / "megadepth_0446"
+MEGADEPTH_0446 = SHARED_DATA / "real" / "megadepth_0446"
 
 
 def sample_depth(height: int = 37, width: int = 53) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-import download_data  # importable from the repository root (put on sys.path by conftest.py)
+import download_data  # importable from the repository root (pytest.ini's pythonpath)
 from aerialmd.stages.download import (
     DownloadError,
     Options,
@@ -31,8 +31,8 @@ from aerialmd.stages.download import (
     read_links_file,
     unpack_archive,
 )
+from tests.helpers import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
 _rng = random.Random(0)
 GOOD_FILES = {
     "scene/0001/images/a.jpg": _rng.randbytes(300_000),
@@ -414,7 +414,7 @@ def test_cli_hf_unreachable_endpoint(tmp_path, closed_port):
     )
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "download_data.py"), "--output_path", str(out), "--allow_patterns", "*.zip"],
+        [sys.executable, str(REPO_ROOT / "download_data.py"), "--output_path", str(out), "--allow_patterns", "*.zip"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -90,6 +90,7 @@ def test_neighbour_distance_ratios_of_cameras_on_a_circle_around_a_point():
     assert neighbour_distance_ratios(moved)[1] < 0.6 * 2 * np.sin(np.pi / count)
 
 
+@pytest.mark.slow
 def test_default_sample_photos_as_densely_as_real_megadepth_scenes():
     """The default sample's popular-spots layout puts each photo's nearest neighbour at about the share of its
     distance to the landmark that real MegaDepth scenes do with all their photos (../shared: 0015, 0022, median

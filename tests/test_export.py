@@ -22,9 +22,9 @@ from aerialmd.sample_scene.evaluation import load_ground_truth
 from aerialmd.sample_scene.fixtures import SAMPLE_SFM_NAME
 from aerialmd.stages.export import DEFAULT_MAX_DEPTH, write_photo
 from aerialmd.stages.make_pairs import DEFAULT_REL_TOL, PairsConf, make_pairs, pair_kind
-from tests.helpers import load_view, reprojection_errors, shared_file
+from tests.helpers import REPO_ROOT, load_view, reprojection_errors, shared_file
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "datasets_preprocess"
+SCRIPTS = REPO_ROOT / "datasets_preprocess"
 PUBLISHED_VAL = "real/aerial_megadepth_pairs/aerial_megadepth_val.npz"
 
 

@@ -23,7 +23,7 @@ from aerialmd.sfm.registration import (
     refine_scene_sim3,
 )
 from aerialmd.stages.localization import LocalizationConf, localize
-from tests.helpers import copy_localized
+from tests.helpers import ALIKED_OPTIONS, copy_localized
 
 
 @pytest.mark.slow
@@ -72,21 +72,18 @@ def test_aerial_poses_unchanged_and_outputs_complete(localized):
     assert {"extraction", "matching", "registration"} <= set(timings)
 
 
-ALIKED = LocalizationConf(features="aliked", max_keypoints=1024, resize_max=480)  # small: CPU
-
-
 @pytest.mark.slow
-def test_aliked_lightglue_end_to_end_at_least_as_accurate_as_sift(localized, tmp_path):
-    """ALIKED + LightGlue (small images and keypoint budget, CPU) through the whole stage, on a copy of the pipeline
-    run's data; compared with SIFT's run."""
-    sift_out, truth, paths, processed = copy_localized(localized, tmp_path / "sample")
-    # no preprocessed photos there: the scene fails cleanly
-    assert localize(paths.root / "data", paths.root / "_processed_for_aliked", paths.scene_list, conf=ALIKED) == 1
+def test_aliked_lightglue_end_to_end_at_least_as_accurate_as_sift(localized, aliked_localized, tmp_path):
+    """ALIKED + LightGlue (small images and keypoint budget, CPU: ALIKED_OPTIONS) through the whole stage (a background
+    run beside the pipeline run's SIFT output, on a copy of its data); compared with SIFT's run."""
+    sift_out, truth, paths, _ = copy_localized(localized, tmp_path / "sample")
+    assert localize(paths.root / "data", paths.root / "_processed_for_aliked", paths.scene_list,
+                    conf=LocalizationConf(**ALIKED_OPTIONS)) == 1  # no preprocessed photos there: the scene fails cleanly
     assert not (sift_out.parent / "sfm_aliked+lightglue").exists()
-    assert localize(paths.root / "data", processed, paths.scene_list, conf=ALIKED) == 0
-    aliked_out = sift_out.parent / "sfm_aliked+lightglue"
+    run, aliked_out = aliked_localized
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     aliked = registration_accuracy(pycolmap.Reconstruction(str(aliked_out / "localized")), truth)
-    sift = registration_accuracy(pycolmap.Reconstruction(str(sift_out / "localized")), truth)
+    sift = registration_accuracy(pycolmap.Reconstruction(str(localized[0] / "localized")), truth)
     assert aliked["registered"] >= sift["registered"]
     assert aliked["median_rotation_deg"] <= max(sift["median_rotation_deg"], 0.5)
     assert aliked["median_position_fraction"] <= max(sift["median_position_fraction"], 0.0025)

@@ -1,4 +1,4 @@
-"""make_pairs (aerialmd/stages/make_pairs.py): dense overlap scores against a per-pixel brute force written here from the sample's
+"""make_pairs (aerialmd/overlap.py): dense overlap scores against a per-pixel brute force written here from the sample's
 ground truth, co-visibility candidates, balanced selection, and the pair files it writes."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +25,9 @@ from aerialmd.stages.make_pairs import (
     select_pairs,
     water_fill,
 )
+from tests.helpers import REPO_ROOT
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "datasets_preprocess"
+SCRIPTS = REPO_ROOT / "datasets_preprocess"
 MAX_SIDE = 120  # the sample's images have a long side of 480: stride 4
 REL_TOL = 0.02
 

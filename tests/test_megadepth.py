@@ -12,7 +12,7 @@ import numpy as np
 import pycolmap
 import pytest
 
-from aerialmd.formats.depth import read_depth_exr, read_depth_h5, write_depth_h5
+from aerialmd.formats.depth import read_depth_h5, write_depth_h5
 from aerialmd.geometry.camera import colmap_to_opencv_intrinsics, matrix_to_rigid, rescale_intrinsics
 from aerialmd.layout import MEGADEPTH_SFM_DIR
 from aerialmd.run.scenes import save_scene_list
@@ -26,10 +26,9 @@ from aerialmd.stages.preprocess_megadepth import (
     sparse_model_dir,
     undistorted_intrinsics,
 )
+from tests.helpers import REPO_ROOT, SHARED_DATA, load_view
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-MEGADEPTH_0446 = SHARED / "data" / "real" / "megadepth_0446"
+MEGADEPTH_0446 = SHARED_DATA / "real" / "megadepth_0446"
 SCENE, SUBSCENE = "0446", "0"
 NAME_A, NAME_B = "5122787062_7ef463a806_o.jpg", "8583256543_96562c14f2_o.jpg"  # 1194x1600 portrait, 1242x827 landscape
 
@@ -155,12 +154,6 @@ def processed(megadepth_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
     )
     assert (stats.written, stats.skipped, stats.failed) == (2, 0, [])
     return output_dir / SCENE / SUBSCENE
-
-
-def load_view(out_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(depth, intrinsics, cam2world) of one exported image."""
-    camera = np.load(out_dir / f"{name}.npz")
-    return read_depth_exr(out_dir / f"{name}.exr"), camera["intrinsics"], camera["cam2world"]
 
 
 def depth_agreement(view_a: tuple, view_b: tuple) -> tuple[float, int]:
@@ -293,11 +286,11 @@ def test_run_exit_codes_and_scene_failures(megadepth_root: Path, tmp_path: Path,
 
 
 def test_script_main(megadepth_root: Path, tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "datasets_preprocess"))
+    sys.path.insert(0, str(REPO_ROOT / "datasets_preprocess"))
     try:
         import preprocess_megadepth as script
     finally:
-        sys.path.remove(str(REPO / "datasets_preprocess"))
+        sys.path.remove(str(REPO_ROOT / "datasets_preprocess"))
     scene_list = tmp_path / "list.npz"
     save_scene_list(scene_list, {SCENE: {SUBSCENE: [NAME_B]}})
     argv = ["--megadepth_dir", str(megadepth_root / MEGADEPTH_SFM_DIR), "--megadepth_image_list", str(scene_list)]

@@ -27,7 +27,7 @@ from aerialmd.run.scenes import load_scene_list, save_scene_list
 from aerialmd.stages.make_pairs import pair_kind
 from aerialmd.stages.preprocess_megadepth import preprocess_megadepth
 from aerialmd.stages.report import write_index, write_reports
-from tests.helpers import PIPELINE_ENV, PIPELINE_MVS_SIZE, REPO_ROOT, ground_truth, pipeline_command
+from tests.helpers import PIPELINE_DENSE, PIPELINE_ENV, REPO_ROOT, ground_truth, pipeline_command
 
 
 def test_preprocessed_megadepth_matches_ground_truth(tiny_sample, tmp_path):
@@ -68,6 +68,9 @@ def test_preprocessed_megadepth_matches_ground_truth(tiny_sample, tmp_path):
             assert np.median(np.abs(depth[v, u] - src) / src) < 1e-3
 
 
+# pipeline_run (conftest.py) is the uninterrupted run of run_pipeline.py on the tiny sample that these tests share.
+
+
 def assert_training_data(root: Path, stdout: str) -> None:
     """The product of the main job: the pair file with pairs of every kind, the export of every image it names, the
     loader check passed, and the summary naming both."""
@@ -85,12 +88,10 @@ def assert_training_data(root: Path, stdout: str) -> None:
     assert str(root / "aerial_megadepth_processed") in stdout.splitlines()[-1]
 
 
-# pipeline_run (conftest.py) is the uninterrupted run of run_pipeline.py on the tiny sample that these tests share.
-
-
 @pytest.mark.slow
 def test_run_pipeline_on_tiny_sample(pipeline_run, tmp_path):
-    """The main job: sample made, every stage run, summary printed; a second run (on a copy) reuses everything."""
+    """The main job: every stage run (the sample stage finds the session's tiny sample, copied there; the kill-and-resume
+    test makes one), summary printed; a second run (on a copy) reuses everything."""
     root, first = pipeline_run
     summary = first.stdout.split("stage")[-1]
     assert all(name in summary for name in ("sample_scene", "preprocess_ge", "preprocess_megadepth", "localization",
@@ -220,7 +221,7 @@ def test_scene_report_and_figures(pipeline_run):
     assert len(photos) == config["num_ground"] and all(p["num_inliers"] > 0 for p in photos.values())
     dense = root / "data" / config["scene_id"] / "sfm_output_localization" / "sfm_sift+nn-ratio" / "localized_dense_metric"
     assert model["dense"]["summary"]["images"] == len(list((dense / "depths").glob("*.h5")))
-    assert model["settings"]["dense"]["max_image_size"] == PIPELINE_MVS_SIZE
+    assert model["settings"]["dense"] == PIPELINE_DENSE.settings()  # the MVS flags reached the dense stage
     assert model["settings"]["localization"]["features"]["name"] == "sift"
     assert {"extraction", "matching"} <= set(model["timings"]["localization"]) and "mvs" in model["timings"]["dense"]
     assert {"python", "torch", "pycolmap"} <= set(report["versions"])

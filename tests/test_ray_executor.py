@@ -14,12 +14,12 @@ from aerialmd.run.executors import compact_log, scenes_with_input, task_dense_co
 from aerialmd.run.pipeline import PipelinePaths
 from aerialmd.run.scenes import Shard, load_scene_list, save_scene_list
 from aerialmd.stages.dense import DenseConf
-from tests.helpers import REPO_ROOT
+from tests.helpers import MVS_WORK_FLAGS, REPO_ROOT
 
-MVS_SIZE = "120"  # tiny depth maps: the dense stage takes about half a minute on one CPU
 # One CPU per scene (Ray then sets OMP_NUM_THREADS=1): on a loaded 2-core machine two spinning OpenMP threads per task
-# made the dense stage ~15x slower.
-RAY_OPTIONS = ["--executor", "ray", "--ray_cpus_per_scene", "1", "--mvs_max_image_size", MVS_SIZE]
+# made the dense stage ~15x slower. The dense stage as in the other pipeline tests (tiny depth maps: about 15 s on one
+# CPU).
+RAY_OPTIONS = ["--executor", "ray", "--ray_cpus_per_scene", "1", *MVS_WORK_FLAGS]
 
 
 def run_pipeline(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -136,6 +136,7 @@ def _digest(root) -> dict[str, str]:
     return digests
 
 
+@pytest.mark.slow
 def test_same_seed_gives_same_files(tmp_path):
     config = SampleConfig.tiny(num_buildings=2, orbits=(Orbit(60.0, 150.0, 3),), aerial_size=(160, 90), num_ground=2,
                                ground_long_side=160, workers=1)
@@ -149,6 +150,7 @@ def test_same_seed_gives_same_files(tmp_path):
         generate_sample(first.root, SampleConfig.tiny(**{**config.__dict__, "seed": 1}))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spots", [1, 3])
 def test_photos_from_popular_spots_stand_near_them_and_see_the_town(spots):
     """With ground_spots, every photo stands within a few spreads of one of `spots` places (people photograph a
