@@ -18,7 +18,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from aerialmd.layout import MEGADEPTH_PROCESSED_DIR, REPO_SCENE_LIST, SCENES_DIR
+from aerialmd.layout import MEGADEPTH_PROCESSED_DIR, REPO_SCENE_LIST, SCENES_DIR, DataRoot
 from aerialmd.mvs.backends import BACKENDS
 from aerialmd.run.scenes import parse_shard, shard_from_environment
 from aerialmd.sfm.registration import POSE_PNP, POSE_PREDICTED
@@ -80,7 +80,7 @@ def scene_list(args: argparse.Namespace, data_root: Path | None = None) -> Path:
     """--scene_list, else the data root's own list when it has one (the sample does), else the repository's."""
     if args.scene_list is not None:
         return args.scene_list
-    own = (data_root / REPO_SCENE_LIST.name) if data_root is not None else None
+    own = DataRoot(data_root).scene_list if data_root is not None else None
     return own if own is not None and own.is_file() else REPO_SCENE_LIST
 
 

@@ -1,11 +1,11 @@
 """Make the AerialMegaDepth pair file: co-visible image pairs scored by dense depth overlap, balanced by kind.
 
-Usage: python datasets_preprocess/make_pairs.py --data_root <root>  (or --megadepth_aerial_dir <root>/data) --output_path aerial_megadepth.npz \
-           [--scenes 0001 0002] [--split_val 0015,0022] [--shard K/N]
+Usage: python datasets_preprocess/make_pairs.py --data_root <root> --output_path aerial_megadepth.npz \
+           [--scenes 0001 0002] [--split_val 0015,0022] [--shard K/N]     (--megadepth_aerial_dir <root>/data works too)
        python datasets_preprocess/make_pairs.py --merge part_0.npz part_1.npz ... --output_path aerial_megadepth.npz
 
-Scores every pair of images sharing sparse points by reprojecting each one's depth into the other (aerialmd/stages/make_pairs.py),
-keeps pairs with min_score <= score <= max_score, balances aerial-aerial, aerial-ground and ground-ground pairs (and
+Scores every pair of images sharing sparse points by reprojecting each one's depth into the other
+(aerialmd/stages/make_pairs.py), keeps pairs with min_score <= score <= max_score, balances aerial-aerial, aerial-ground and ground-ground pairs (and
 score bins) up to --pairs_per_scene per scene, and writes the npz that preprocess_aerialmegadepth.py reads. With
 --split_val the listed scenes go to `<stem>_val.npz`, the others to `<stem>_train.npz`. Exit status: 0 when every scene
 succeeded, 1 when a scene failed (the file holds the others), 2 on a setup error.

@@ -15,12 +15,11 @@ import logging
 import math
 import os
 import sys
-from pathlib import Path
 from typing import Any, Iterable, Sequence, TextIO
 
 from tqdm import tqdm
 
-from aerialmd.layout import DataRoot
+from aerialmd.layout import PACKAGE_DIR, DataRoot
 from aerialmd.mvs.plane_sweep import torch_threads
 from aerialmd.run.pipeline import (
     PipelineConf,
@@ -40,7 +39,6 @@ from aerialmd.stages.report import write_index
 EXECUTORS = ("local", "ray")
 LOCAL_OBJECT_STORE_BYTES = 200 * 1024 ** 2  # tasks exchange only paths and short logs: a small store is plenty
 LOG_LINES = 200  # lines of a scene's output kept in its outcome (the end: where failures are reported)
-PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def run_local(paths: PipelinePaths, scenes: list[str] | None, workers: int | None, overwrite: bool,

@@ -7,9 +7,10 @@ atomic output folder, so a marker exists only for a finished output. The export,
 its settings in `<export>/<scene>/settings.json` (check_folder_settings, record_folder_settings).
 
 Markers also record, under `made_from`, a fingerprint of the upstream marker their output was made from (stage 4a:
-ge_cameras.json, and stage 3's photos per subscene, aerialmd.stages.preprocess_megadepth.outputs_fingerprint; the export: dense.json),
-so that an output made from an upstream stage that has been redone since is refused (without --overwrite) instead
-of silently reused or, for the export, mixed with files made from the new one. Stage 4b needs no fingerprint: its outputs live inside stage 4a's folder and are replaced with it. An upstream
+ge_cameras.json, and stage 3's photos per subscene, aerialmd.stages.preprocess_megadepth.outputs_fingerprint; the
+export: dense.json), so that an output made from an upstream stage that has been redone since is refused (without
+--overwrite) instead of silently reused or, for the export, mixed with files made from the new one. Stage 4b needs no
+fingerprint: its outputs live inside stage 4a's folder and are replaced with it. An upstream
 marker that cannot be read now (the published data has no dense.json; an output deleted after use) is not compared,
 nor is an output made before fingerprints were recorded.
 """

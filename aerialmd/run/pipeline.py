@@ -13,12 +13,9 @@ from aerialmd.layout import (
     DEPTHS_DIR,
     FOOTAGE_DIR,
     LOCALIZATION_DIR,
-    MEGADEPTH_PROCESSED_DIR,
     PAIRS_FILE,
     REGISTRATION_FILE,
     REPORT_FILE,
-    REPORTS_DIR,
-    SCENES_DIR,
     DataRoot,
 )
 from aerialmd.run.scenes import Shard, Stopwatch, load_scene_list, select_scenes
@@ -70,8 +67,8 @@ def sample_pipeline(root: Path, config: SampleConfig) -> tuple[PipelinePaths, St
         generate_sample(root, config)
         return 0
 
-    paths = PipelinePaths(sample.root, sample.megadepth_root, sample.scene_list, sample.root / MEGADEPTH_PROCESSED_DIR)
-    return paths, Stage("sample_scene", create, sample.root / "ground_truth", "*/depth/*.exr")
+    paths = PipelinePaths(sample.root, sample.megadepth_root, sample.scene_list, sample.data_root.megadepth_processed)
+    return paths, Stage("sample_scene", create, sample.ground_truth_dir.parent, "*/depth/*.exr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,30 +142,29 @@ def build_stages(paths: PipelinePaths, scenes: list[str] | None, workers: int | 
     """The per-scene stages run_pipeline.py runs, in the order users run them by hand: preprocess_ge,
     preprocess_megadepth, localization, dense, make_pairs, export, report (final_stages follow)."""
     workers = workers or os.cpu_count() or 1
+    root = DataRoot(paths.data_root)
     return [
         Stage("preprocess_ge",
               lambda: preprocess_ge(paths.data_root, paths.scene_list, scenes, overwrite=overwrite, workers=workers,
                                     shard=shard),
-              paths.data_root / SCENES_DIR, f"*/{FOOTAGE_DIR}/*.jpeg"),
+              root.scenes, f"*/{FOOTAGE_DIR}/*.jpeg"),
         Stage("preprocess_megadepth",
               lambda: preprocess_megadepth(paths.megadepth_dir, paths.scene_list, paths.megadepth_processed, scenes,
                                            workers, overwrite, shard),
               paths.megadepth_processed, "*/*/*.npz"),
         Stage("localization",
-              lambda: localize(paths.data_root / SCENES_DIR, paths.megadepth_processed, paths.scene_list, scenes,
+              lambda: localize(root.scenes, paths.megadepth_processed, paths.scene_list, scenes,
                                conf.localization, overwrite, shard),
-              paths.data_root / SCENES_DIR, f"*/{LOCALIZATION_DIR}/*/{REGISTRATION_FILE}"),
+              root.scenes, f"*/{LOCALIZATION_DIR}/*/{REGISTRATION_FILE}"),
         Stage("dense",
-              lambda: densify(paths.data_root / SCENES_DIR, paths.megadepth_processed, paths.scene_list, scenes,
-                              conf.dense, overwrite, shard),
-              paths.data_root / SCENES_DIR, f"*/{LOCALIZATION_DIR}/*/{DENSE_DIR}/{DEPTHS_DIR}/*.h5"),
-        Stage("make_pairs", lambda: make_scene_pairs(paths, scenes, shard, conf), DataRoot(paths.data_root).pairs_dir,
-              "*.npz"),
-        Stage("export", lambda: export_scenes(paths, scenes, shard, conf, workers, overwrite),
-              DataRoot(paths.data_root).export, "*/*.exr"),
+              lambda: densify(root.scenes, paths.megadepth_processed, paths.scene_list, scenes, conf.dense, overwrite,
+                              shard),
+              root.scenes, f"*/{LOCALIZATION_DIR}/*/{DENSE_DIR}/{DEPTHS_DIR}/*.h5"),
+        Stage("make_pairs", lambda: make_scene_pairs(paths, scenes, shard, conf), root.pairs_dir, "*.npz"),
+        Stage("export", lambda: export_scenes(paths, scenes, shard, conf, workers, overwrite), root.export, "*/*.exr"),
         Stage("report",
               lambda: write_reports(paths.data_root, paths.megadepth_processed, paths.scene_list, scenes, shard),
-              paths.data_root / REPORTS_DIR, f"*/{REPORT_FILE}", always=True),
+              root.reports, f"*/{REPORT_FILE}", always=True),
     ]
 
 

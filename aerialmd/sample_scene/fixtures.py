@@ -24,7 +24,8 @@ def write_sample_dense_model(sample: SamplePaths, scene_dir: Path | str, sfm_nam
     extracted from its video, ground photos from its MegaDepth dense folder (named `<name>.jpg` as processed photos
     are), ground-truth metric depths, cameras and poses, and sparse points from those depths (points_from_depths).
 
-    Test data for the export and pair stages (exact, unlike an MVS result). An existing dense model there is reused (it is written atomically, so it is complete)."""
+    Test data for the export and pair stages (exact, unlike an MVS result). An existing dense model there is reused
+    (it is written atomically, so it is complete)."""
     dense_dir = Path(scene_dir) / LOCALIZATION_DIR / sfm_name / DENSE_DIR
     if dense_dir.is_dir():
         return dense_dir

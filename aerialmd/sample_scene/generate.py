@@ -31,10 +31,9 @@ from aerialmd.formats.video import write_video
 from aerialmd.geometry.camera import cam_from_world_from_cam2world, intrinsics_matrix
 from aerialmd.geometry.geodesy import SpherePoint, WorldFrame
 from aerialmd.layout import (
-    DOWNLOADS_DIR,
     MEGADEPTH_DEPTHS_DIR,
     MEGADEPTH_IMAGES_DIR,
-    SCENE_LIST_FILE,
+    DataRoot,
     megadepth_dense_dir,
     megadepth_sparse_dir,
 )
@@ -103,16 +102,21 @@ class SamplePaths:
     scene_id: str
 
     @property
+    def data_root(self) -> DataRoot:
+        """The sample as a data root (its GES export, scene list and every stage's output)."""
+        return DataRoot(self.root)
+
+    @property
     def downloaded_dir(self) -> Path:
-        return self.root / DOWNLOADS_DIR
+        return self.data_root.downloads
 
     @property
     def video(self) -> Path:
-        return self.downloaded_dir / f"{self.scene_id}.mp4"
+        return self.data_root.video(self.scene_id)
 
     @property
     def ges_json(self) -> Path:
-        return self.downloaded_dir / f"{self.scene_id}.json"
+        return self.data_root.tracking_json(self.scene_id)
 
     @property
     def megadepth_root(self) -> Path:
@@ -128,7 +132,7 @@ class SamplePaths:
 
     @property
     def scene_list(self) -> Path:
-        return self.root / SCENE_LIST_FILE
+        return self.data_root.scene_list
 
     @property
     def ground_truth_dir(self) -> Path:

@@ -11,8 +11,8 @@ Per scene, into `<root_dir>/<scene>/sfm_output_localization/sfm_<features>+<matc
 settings, and re-running with other settings is refused unless `--overwrite`. Raw per-image depth maps are cached in
 `dense_work/raw/`, so a killed run resumes at the first image it had not finished.
 
-Backends: `colmap` (pycolmap's CUDA PatchMatch stereo, geometric depth maps) and `torch` (aerialmd.mvs.plane_sweep plane sweep plus
-a multi-view geometric consistency filter; CPU or CUDA). `auto` picks colmap when pycolmap has CUDA, torch otherwise.
+Backends (aerialmd.mvs.backends): `colmap` (pycolmap's CUDA PatchMatch stereo, geometric depth maps) and `torch`
+(the plane sweep of aerialmd.mvs.plane_sweep plus a multi-view geometric consistency filter; CPU or CUDA). `auto` picks colmap when pycolmap has CUDA, torch otherwise.
 Either backend's depth maps then get their enclosed planar holes closed (aerialmd.mvs.depth_fill, `fill_*` settings).
 """
 
@@ -167,7 +167,8 @@ def dense_scene(sfm_dir: Path, scene_dir: Path, processed_dirs: list[Path], conf
     localized = pycolmap.Reconstruction(str(sfm_dir / LOCALIZED_MODEL))
     with timer.step("undistortion"):
         link_images(localized, image_sources(scene_dir, processed_dirs), workspace / LINKED_INPUTS_DIR)
-        model = undistort(sfm_dir / LOCALIZED_MODEL, workspace / LINKED_INPUTS_DIR, workspace / UNDISTORTED_DIR, conf.max_image_size)
+        model = undistort(sfm_dir / LOCALIZED_MODEL, workspace / LINKED_INPUTS_DIR, workspace / UNDISTORTED_DIR,
+                          conf.max_image_size)
     failures: dict[str, str] = {}
     with timer.step("mvs"):
         compute = colmap_depths if backend == "colmap" else torch_depths
