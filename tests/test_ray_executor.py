@@ -96,3 +96,12 @@ def test_task_dense_conf():
     assert task_dense_conf(DenseConf(device="cuda"), 0).device == "cuda"
     with pytest.raises(ValueError, match="ray_gpus_per_scene"):
         task_dense_conf(DenseConf(backend="colmap"), 0)
+
+
+def test_workers_get_the_whole_package():
+    """connect() ships PACKAGE_DIR to the Ray workers (runtime_env py_modules): it must be the aerialmd package itself,
+    not the folder of the executors module, or nodes without the code cannot import the stages."""
+    from aerialmd.run import executors
+
+    assert (executors.PACKAGE_DIR / "__init__.py").is_file() and executors.PACKAGE_DIR.name == "aerialmd"
+    assert (executors.PACKAGE_DIR / "stages" / "dense.py").is_file()
