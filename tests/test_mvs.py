@@ -17,6 +17,7 @@ from aerialmd.mvs.plane_sweep import (
     geometric_consistency_filter,
     horizontal_planes,
     plane_sweep_depth,
+    smooth_cost_volume,
     torch_threads,
 )
 
@@ -157,6 +158,34 @@ def test_smoothing_fills_an_untextured_band():
     raw_score, smooth_score = within(*raw, 0.02), within(*smooth, 0.02)
     print(f"\nwithin 2 % with an untextured band: winner-take-all {raw_score:.3f}, smoothed {smooth_score:.3f}")
     assert smooth_score >= 0.97 and smooth_score > raw_score
+
+
+def sgm_path(volume: np.ndarray, dy: int, dx: int, p1: float, p2: float) -> np.ndarray:
+    """Hirschmueller's path cost along direction (dy, dx) of a D x H x W volume, pixel by pixel (the definition)."""
+    depth, height, width = volume.shape
+    path = np.zeros_like(volume)
+    ys = range(height) if dy >= 0 else range(height - 1, -1, -1)
+    xs = range(width) if dx >= 0 else range(width - 1, -1, -1)
+    for y in ys:
+        for x in xs:
+            py, px = y - dy, x - dx
+            if not (0 <= py < height and 0 <= px < width):
+                path[:, y, x] = volume[:, y, x]
+                continue
+            previous = path[:, py, px]
+            lowest = previous.min()
+            for d in range(depth):
+                steps = [previous[d]] + [previous[n] + p1 for n in (d - 1, d + 1) if 0 <= n < depth]
+                path[d, y, x] = volume[d, y, x] + min(min(steps), lowest + p2) - lowest
+    return path
+
+
+def test_smoothing_is_the_mean_of_the_four_sgm_paths():
+    volume = np.random.default_rng(3).random((6, 5, 7)).astype(np.float32)
+    conf = SmoothingConf()
+    expected = sum(sgm_path(volume, dy, dx, conf.p1, conf.p2) for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0))) / 4
+    smoothed = smooth_cost_volume(torch.from_numpy(volume), conf).numpy()
+    np.testing.assert_allclose(smoothed, expected, atol=1e-5)
 
 
 def test_wrong_pose_breaks_accuracy():

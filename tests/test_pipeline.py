@@ -193,6 +193,23 @@ def test_killed_pipeline_resumes_to_identical_outputs(pipeline_run, tmp_path):
     assert not list(tmp_path.rglob(".*.tmp-*")), "temporaries of the killed runs left behind"
 
 
+@pytest.mark.slow
+def test_summary_names_the_failed_stage_not_an_earlier_pair_file(pipeline_run, tmp_path):
+    """A rerun whose export fails (its depth input changed since it was made) must not end by pointing at the
+    training data an earlier run left: the last line names the failed stage."""
+    reference, _ = pipeline_run
+    root = tmp_path / "sample"
+    shutil.copytree(reference, root)
+    dense_json = next(root.glob("data/*/sfm_output_localization/*/localized_dense_metric/dense.json"))
+    report = json.loads(dense_json.read_text())
+    report["timings"]["mvs"] += 1.0
+    dense_json.write_text(json.dumps(report))
+    run = subprocess.run(pipeline_command(root), capture_output=True, text=True, cwd=tmp_path, env=PIPELINE_ENV)
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    assert (root / "aerial_megadepth.npz").is_file()
+    assert run.stdout.strip().splitlines()[-1] == "training data: not made by this run (failed: export)"
+
+
 def test_run_pipeline_rejects_a_foreign_folder(tmp_path):
     (tmp_path / "sample" / "something").mkdir(parents=True)
     run = subprocess.run([sys.executable, str(REPO_ROOT / "run_pipeline.py"), "--sample_root", str(tmp_path / "sample"),

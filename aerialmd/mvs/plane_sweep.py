@@ -132,11 +132,31 @@ def sample_at(image: torch.Tensor, uv: torch.Tensor, mode: str = "bilinear") -> 
     return out.reshape(uv.shape[:-1])
 
 
+def shifted_sum(x: torch.Tensor, window: int, dim: int) -> torch.Tensor:
+    """Sum over `window` neighbours centred on each element along `dim` (negative), zeros beyond the ends: the sum of
+    `window` shifted slices of the zero-padded tensor (torch's CPU avg_pool2d without padded counts is much slower;
+    docs/mvs.md)."""
+    radius, size = window // 2, x.shape[dim]
+    padding = [0, 0] * (-dim - 1) + [radius, radius]
+    padded = F.pad(x, padding)
+    total = padded.narrow(dim, 0, size).clone()
+    for shift in range(1, window):
+        total += padded.narrow(dim, shift, size)
+    return total
+
+
+def box_counts(size: int, window: int, device: torch.device) -> torch.Tensor:
+    """How many of a centred window's elements lie inside a line of `size` elements, at each position."""
+    index = torch.arange(size, device=device)
+    return ((index + window // 2).clamp(max=size - 1) - (index - window // 2).clamp(min=0) + 1).float()
+
+
 def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
     """Mean over a window x window box (shrunk at the borders) of an N x H x W tensor; separable (rows, then columns:
     the shrunk box is still a rectangle), so its cost grows with window, not window squared."""
-    rows = F.avg_pool2d(x[:, None], (1, window), stride=1, padding=(0, window // 2), count_include_pad=False)
-    return F.avg_pool2d(rows, (window, 1), stride=1, padding=(window // 2, 0), count_include_pad=False)[:, 0]
+    height, width = x.shape[-2:]
+    total = shifted_sum(shifted_sum(x, window, -1), window, -2)
+    return total / (box_counts(height, window, x.device)[:, None] * box_counts(width, window, x.device)[None])
 
 
 def ncc_cost(ref_mean: torch.Tensor, ref_std: torch.Tensor, ref_image: torch.Tensor, warped: torch.Tensor,
@@ -148,7 +168,7 @@ def ncc_cost(ref_mean: torch.Tensor, ref_std: torch.Tensor, ref_image: torch.Ten
     mean = box_mean(warped, window)
     std = (box_mean(warped * warped, window) - mean * mean).clamp_(min=0).sqrt_()
     ncc = (box_mean(warped * ref_image, window) - mean * ref_mean) / (ref_std * std + NCC_STD_FLOOR**2)
-    return torch.where(valid, 1.0 - ncc.clamp(-1.0, 1.0), torch.full_like(ncc, INVALID_COST))
+    return ncc.clamp_(-1.0, 1.0).neg_().add_(1.0).masked_fill_(~valid, INVALID_COST)
 
 
 def window_stats(image: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,10 +240,18 @@ class PhotometricCost:
 
     def __call__(self, depth: torch.Tensor) -> torch.Tensor:
         """N x H x W costs for N per-pixel depth hypotheses (N x HW, 0 = none: INVALID_COST)."""
-        warps = [warp_source(image, A, b, depth, self.shape, self.window // 2) for image, A, b in self.projections]
-        costs = torch.stack([ncc_cost(self.ref_mean, self.ref_std, self.ref_image, warped, valid, self.window)
-                             for warped, valid in warps])
-        return costs.topk(self.k, dim=0, largest=False).values.mean(dim=0)
+        lowest = [torch.full((len(depth), *self.shape), INVALID_COST, device=depth.device) for _ in range(self.k)]
+        for image, A, b in self.projections:
+            warped, valid = warp_source(image, A, b, depth, self.shape, self.window // 2)
+            keep_lowest(lowest, ncc_cost(self.ref_mean, self.ref_std, self.ref_image, warped, valid, self.window))
+        return torch.stack(lowest).mean(dim=0)
+
+
+def keep_lowest(lowest: list[torch.Tensor], cost: torch.Tensor) -> None:
+    """Insert `cost` into the element-wise sorted list `lowest` (ascending; the largest falls off), in place: the
+    running k lowest costs over the sources without stacking all of them (k is small: 2)."""
+    for rank, kept in enumerate(lowest):
+        lowest[rank], cost = torch.minimum(kept, cost), torch.maximum(kept, cost)
 
 
 def cost_volume(cost: PhotometricCost, setup: SweepSetup, chunk: int, device: torch.device) -> torch.Tensor:
@@ -263,34 +291,39 @@ def single_threaded(device: torch.device) -> contextlib.AbstractContextManager:
     return torch_threads(1) if device.type == "cpu" else contextlib.nullcontext()
 
 
-def aggregate_along_width(volume: torch.Tensor, p1: float, p2: float) -> torch.Tensor:
-    """SGM path costs along +x for a batch of volumes, B x D x H x W (planes of one family adjacent along D)."""
-    out = torch.empty_like(volume)
-    previous = out[..., 0] = volume[..., 0]
-    padded = torch.full((volume.shape[0], volume.shape[1] + 2, volume.shape[2]), float("inf"), device=volume.device)
-    for x in range(1, volume.shape[3]):
+def aggregate_along_first(sequence: torch.Tensor, p1: float, p2: float) -> torch.Tensor:
+    """SGM path costs along dim 0 of an L x B x D x N volume (planes of one family adjacent along D). The scanned axis
+    leads so that each step reads and writes contiguous memory."""
+    out = torch.empty_like(sequence)
+    previous = out[0] = sequence[0]
+    padded = torch.full((sequence.shape[1], sequence.shape[2] + 2, sequence.shape[3]), float("inf"),
+                        device=sequence.device)
+    for step in range(1, len(sequence)):
         lowest = previous.amin(dim=1, keepdim=True)
         padded[:, 1:-1] = previous
         best = torch.minimum(padded[:, :-2], padded[:, 2:]).add_(p1)
         torch.minimum(best, previous, out=best)
         torch.minimum(best, lowest + p2, out=best)
-        previous = out[..., x] = best.sub_(lowest).add_(volume[..., x])
+        previous = out[step] = best.sub_(lowest).add_(sequence[step])
     return out
 
 
-def both_ways_along_width(volume: torch.Tensor, p1: float, p2: float) -> torch.Tensor:
-    """Sum of the +x and -x SGM path costs of a D x H x W volume (both directions in one batch)."""
-    paths = aggregate_along_width(torch.stack([volume, volume.flip(2)]), p1, p2)
-    return paths[0] + paths[1].flip(2)
+def both_ways_along(volume: torch.Tensor, axis: int, p1: float, p2: float) -> torch.Tensor:
+    """Sum of the forward and backward SGM path costs along image axis `axis` (1: y, 2: x) of a D x H x W volume."""
+    other = 3 - axis
+    sequence = volume.permute(axis, 0, other)  # L x D x N
+    paths = aggregate_along_first(torch.stack([sequence, sequence.flip(0)], dim=1).contiguous(), p1, p2)
+    total = paths[:, 0] + paths[:, 1].flip(0)
+    return total.permute(1, 0, 2) if axis == 1 else total.permute(1, 2, 0)
 
 
 def smooth_cost_volume(volume: torch.Tensor, conf: SmoothingConf) -> torch.Tensor:
     """Mean of the SGM path costs along +-x and +-y (same scale as the input volume). The planes of all families are
     stacked along D, so a step between two families' end planes is charged p1 like any neighbour."""
     with single_threaded(volume.device):
-        horizontal = both_ways_along_width(volume, conf.p1, conf.p2)
-        vertical = both_ways_along_width(volume.transpose(1, 2).contiguous(), conf.p1, conf.p2).transpose(1, 2)
-    return (horizontal + vertical) / 4.0
+        horizontal = both_ways_along(volume, 2, conf.p1, conf.p2)
+        vertical = both_ways_along(volume, 1, conf.p1, conf.p2)
+    return ((horizontal + vertical) / 4.0).contiguous()
 
 
 def parabola_offset(flat: torch.Tensor, best: torch.Tensor, interior: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,7 @@ def run_local(paths: PipelinePaths, scenes: list[str] | None, workers: int | Non
         if not scenes_with_input(paths, scenes, shard):
             return nothing_to_do(paths)
         results += run_stages([*build_stages(paths, scenes, workers, overwrite, shard, conf), *final_stages(paths)])
-    print("\n" + format_summary(results) + "\n" + training_data_summary(paths))
+    print("\n" + format_summary(results) + "\n" + training_data_summary(paths, results))
     return max((r.exit_code for r in results), default=0)
 
 
@@ -245,7 +245,7 @@ def run_ray(paths: PipelinePaths, scenes: list[str] | None, workers: int | None,
         ray.shutdown()
     print(f"index of all scenes: {write_index(paths.data_root)}")  # tasks finishing together may each miss another
     final = run_stages(final_stages(paths)) if any(o.ok for o in outcomes) else []
-    print("\n" + format_summary(final) + "\n" + training_data_summary(paths))
+    print("\n" + format_summary(final) + "\n" + training_data_summary(paths, final))
     return 0 if all(o.ok for o in outcomes) and not any(r.exit_code for r in final) else 1
 
 

@@ -29,6 +29,8 @@ from aerialmd.stages.preprocess_megadepth import preprocess_megadepth
 from aerialmd.stages.report import write_reports
 from aerialmd.training.check import check_training_data
 
+TRAINING_DATA_STAGE = "training_data"  # the run-level last stage (final_stages): merged pair file and loader check
+
 
 @dataclasses.dataclass(frozen=True)
 class PipelinePaths:
@@ -125,11 +127,13 @@ def finish_training_data(paths: PipelinePaths) -> int:
     return 0
 
 
-def training_data_summary(paths: PipelinePaths) -> str:
-    """Where the training data is and how many pairs of each kind it has (for the end of a run)."""
+def training_data_summary(paths: PipelinePaths, results: list[StageResult]) -> str:
+    """Where the training data is and how many pairs of each kind it has (for the end of a run); when this run did
+    not make it, which stages failed (a pair file left by an earlier run is not this run's product)."""
     root = DataRoot(paths.data_root)
-    if not root.pairs_file.is_file():
-        return "training data: none (no pair file was made)"
+    if not any(r.name == TRAINING_DATA_STAGE and r.exit_code == 0 for r in results):
+        failed = ", ".join(r.name for r in results if r.exit_code) or "every scene"
+        return f"training data: not made by this run (failed: {failed})"
     pair_file = load_pair_file(root.pairs_file)
     counts = kind_counts(pair_kind(pair_file.images[i], pair_file.images[j], pair_file.scenes[s])
                          for s, i, j in zip(pair_file.scene_id, pair_file.im1_id, pair_file.im2_id))
@@ -171,7 +175,7 @@ def build_stages(paths: PipelinePaths, scenes: list[str] | None, workers: int | 
 def final_stages(paths: PipelinePaths) -> list[Stage]:
     """The run-level stages after every scene's: the merged pair file and the loader check."""
     root = DataRoot(paths.data_root)
-    return [Stage("training_data", lambda: finish_training_data(paths), root.path, PAIRS_FILE)]
+    return [Stage(TRAINING_DATA_STAGE, lambda: finish_training_data(paths), root.path, PAIRS_FILE)]
 
 
 def run_stages(stages: list[Stage], stop_on_failure: bool = True) -> list[StageResult]:
