@@ -3,8 +3,8 @@ kind next to the issue's targets, agreement with the scaled MegaDepth depth, sec
 
 Targets (issue): per kind at least 70 % of the true-valid pixels with a depth, of those at least 90 % within 2 % and
 under 3 % off by more than 10 %; MegaDepth-vs-MVS median relative difference under 3 %.
-Runs registration first when needed (sample under --root, default ./sample_data, shared with run_pipeline.py).
-Usage: python bench/bench_dense.py [--root sample_data] [--max_image_size 640] [--horizontal_planes on|off]
+Runs registration first when needed (sample under --root, default ./sample_data_full, shared with run_pipeline.py --sample_size full).
+Usage: python bench/bench_dense.py [--root sample_data_full] [--max_image_size 640] [--horizontal_planes on|off]
                                    [--seed 0] [--num_ground 16] [--ground_spots 4] [--street_detail_texel_m 0.02]
                                    [--wall_detail_texel_m 0.01]
 (--max_image_size defaults to the stage's, DenseConf.max_image_size; the tests run the tiny sample at 320.)
@@ -43,7 +43,7 @@ REAL_SCENES = ("0015_0.1_0.3.npz", "0022_0.1_0.3.npz")  # all posed photos of Me
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path("sample_data"))
+    parser.add_argument("--root", type=Path, default=Path("sample_data_full"))
     parser.add_argument("--max_image_size", type=int, default=DenseConf.max_image_size)
     parser.add_argument("--horizontal_planes", choices=["on", "off"], default="on")
     parser.add_argument("--seed", type=int, default=SampleConfig.seed,

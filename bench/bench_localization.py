@@ -1,6 +1,6 @@
 """Benchmark: the registration stage (do_colmap_localization) on the default sample scene, 2 cores.
 
-    python bench/bench_localization.py [--sample_root sample_data] [--features sift [aliked ...]]
+    python bench/bench_localization.py [--sample_root sample_data_full] [--features sift [aliked ...]]
                                        [--registered_pose pnp predicted]
 
 Creates the default sample and runs stages 2-3 if needed, then runs stage 4a from scratch for each feature type and
@@ -82,7 +82,7 @@ def report(results: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sample_root", type=Path, default=Path("sample_data"))
+    parser.add_argument("--sample_root", type=Path, default=Path("sample_data_full"))
     parser.add_argument("--features", nargs="+", default=["sift"], help="feature types to run (sift, aliked)")
     parser.add_argument("--registered_pose", nargs="+", default=[POSE_PNP, POSE_PREDICTED],
                         choices=(POSE_PNP, POSE_PREDICTED), help="pose choices to run (the last one stays on disk)")

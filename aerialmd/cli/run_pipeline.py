@@ -1,6 +1,8 @@
 """Run every stage of the pipeline, in order, for one data root.
 
-With no arguments: creates the built-in sample scene under ./sample_data (if not there yet) and runs all stages on it.
+With no arguments: creates the built-in sample scene (the tiny one: a few minutes on a laptop CPU) under
+./sample_data (if not there yet) and runs all stages on it; --sample_size full: the larger sample the benchmarks
+measure, under ./sample_data_full.
 With --data_root and --megadepth_dir (and --scene_list): runs the stages on your own data (the flags mean what they
 mean in the stage scripts; registration and MVS take the same options as do_colmap_localization.py).
 With --executor ray: one Ray task per scene (all its stages) on a Ray cluster (--ray_address) or a local Ray instance.
@@ -29,14 +31,20 @@ from aerialmd.run.scenes import SETUP_ERRORS, exit_code_of
 from aerialmd.sample_scene import SampleConfig
 from aerialmd.stages.dense import DenseConf
 
-SAMPLE_SIZES = {"default": SampleConfig(), "tiny": SampleConfig.tiny()}
+SAMPLE_SIZES = {"tiny": SampleConfig.tiny(), "full": SampleConfig()}
+SAMPLE_ROOTS = {"tiny": Path("sample_data"), "full": Path("sample_data_full")}  # one folder per size: both can coexist
 SAMPLE_MVS_SIZE = 320  # the sample's depth maps: keeps the whole run within a few minutes on a laptop CPU
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sample_root", type=Path, default=Path("sample_data"), help="where the sample scene lives")
-    parser.add_argument("--sample_size", choices=sorted(SAMPLE_SIZES), default="default")
+    parser.add_argument("--sample_root", type=Path, default=None,
+                        help="where the sample scene lives (default: ./sample_data, with --sample_size full "
+                             "./sample_data_full)")
+    parser.add_argument("--sample_size", choices=sorted(SAMPLE_SIZES), default="tiny",
+                        help="tiny: 18 aerial frames and 5 photos, the whole run in a few minutes on a laptop CPU; "
+                             "full: 48 frames and 16 photos from popular spots, with street and wall grain "
+                             "(docs/sample_scene.md)")
     parser.add_argument("--data_root", type=Path,
                         help="your data root (holds downloaded_data/; data/ is written there); skips the sample")
     parser.add_argument("--megadepth_dir", type=Path,
@@ -80,7 +88,8 @@ def resolve_paths(args: argparse.Namespace) -> tuple[PipelinePaths, list[Stage]]
             raise ValueError("--data_root needs --megadepth_dir")
         return PipelinePaths(args.data_root, args.megadepth_dir, scene_list(args, args.data_root),
                              megadepth_processed(args)), []
-    paths, stage = sample_pipeline(args.sample_root, SAMPLE_SIZES[args.sample_size])
+    root = args.sample_root or SAMPLE_ROOTS[args.sample_size]
+    paths, stage = sample_pipeline(root, SAMPLE_SIZES[args.sample_size])
     return paths, [stage]
 
 
