@@ -47,3 +47,22 @@ def test_a_hole_across_a_depth_edge_is_not_bridged_by_a_wrong_plane():
     assert (out[70:90, 120:126] > 0).all()
     filled = (depth == 0) & (out > 0)
     assert (np.abs(out[filled] - truth[filled]) <= 0.02 * truth[filled]).all()  # never a plane mixing both
+
+
+def test_window_sums_match_explicit_sums_at_the_borders_too():
+    """box_sum and quadrant_support (summed-area tables) against sums over explicitly sliced windows."""
+    import torch
+
+    from aerialmd.mvs.depth_fill import box_sum, quadrant_support
+
+    rng = np.random.default_rng(1)
+    depth = np.where(rng.random((23, 31)) < 0.6, rng.random((23, 31)) + 1, 0).astype(np.float32)
+    window, half = 7, 3
+    padded = np.pad((depth > 0).astype(np.float64), half)
+    boxes = box_sum(torch.from_numpy((depth > 0).astype(np.float64)), window).numpy()
+    support = quadrant_support(torch.from_numpy(depth), window).numpy()
+    for y, x in [(0, 0), (0, 30), (22, 0), (11, 15), (2, 28), (22, 30)]:
+        block = padded[y:y + window, x:x + window]
+        assert boxes[y, x] == block.sum()
+        quadrants = [block[:half, :half], block[:half, half + 1:], block[half + 1:, :half], block[half + 1:, half + 1:]]
+        assert support[y, x] == min(q.sum() for q in quadrants) / (half * half)

@@ -21,7 +21,7 @@ from aerialmd.geometry.camera import cam2world_from_cam_from_world, opencv_intri
 from aerialmd.geometry.geodesy import WORLD_UP
 from aerialmd.layout import RAW_DEPTHS_DIR
 from aerialmd.mvs.depth_fill import fill_enclosed_holes, window_pixels
-from aerialmd.mvs.plane_sweep import MVSView, geometric_consistency_filter, horizontal_planes
+from aerialmd.mvs.plane_sweep import MVSView, geometric_consistency_filter, horizontal_planes, resolve_device
 from aerialmd.mvs.view_selection import MAX_STEREO_ANGLE_DEG, depth_range, fronto_sweep, height_range, ranked_sources
 
 if TYPE_CHECKING:  # the stage's settings; the stage imports this module
@@ -104,9 +104,11 @@ def torch_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseCon
 
 
 def close_holes(depth: np.ndarray, conf: DenseConf) -> np.ndarray:
-    """The depth map with its enclosed planar holes closed (aerialmd.mvs.depth_fill) as configured."""
+    """The depth map with its enclosed planar holes closed (aerialmd.mvs.depth_fill) as configured, on the stage's
+    device."""
     window = window_pixels(max(depth.shape), conf.fill_window)
-    return fill_enclosed_holes(depth, conf.fill_rounds, window, conf.fill_max_residual, conf.fill_quadrant_support)
+    return fill_enclosed_holes(depth, conf.fill_rounds, window, conf.fill_max_residual, conf.fill_quadrant_support,
+                               resolve_device(conf.device))
 
 
 def read_colmap_array(path: Path) -> np.ndarray:
