@@ -23,7 +23,7 @@ import pycolmap
 
 from aerialmd.layout import DENSE_DIR, LOCALIZED_MODEL
 from aerialmd.run.pipeline import build_stages, run_stages, sample_pipeline
-from aerialmd.sample_scene import SampleConfig
+from aerialmd.sample_scene import SAMPLE_ROOTS, SampleConfig
 from aerialmd.sample_scene.evaluation import (
     cross_view_visibility,
     dense_accuracy,
@@ -43,7 +43,7 @@ REAL_SCENES = ("0015_0.1_0.3.npz", "0022_0.1_0.3.npz")  # all posed photos of Me
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path("sample_data_full"))
+    parser.add_argument("--root", type=Path, default=SAMPLE_ROOTS["full"])
     parser.add_argument("--max_image_size", type=int, default=DenseConf.max_image_size)
     parser.add_argument("--horizontal_planes", choices=["on", "off"], default="on")
     parser.add_argument("--seed", type=int, default=SampleConfig.seed,

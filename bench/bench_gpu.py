@@ -23,12 +23,11 @@ import torch
 from aerialmd.layout import DataRoot
 from aerialmd.mvs.plane_sweep import resolve_device
 from aerialmd.run.pipeline import build_stages, run_stages, sample_pipeline
-from aerialmd.sample_scene import SampleConfig, sample_paths
+from aerialmd.sample_scene import SAMPLE_SIZES, SampleConfig, sample_paths
 from aerialmd.sample_scene.evaluation import dense_accuracy, load_ground_truth, registration_accuracy
 from aerialmd.stages.dense import DenseConf, dense_scene
 from aerialmd.stages.localization import LocalizationConf, localize
 
-SAMPLES = {"full": SampleConfig(), "tiny": SampleConfig.tiny()}
 SCRIPT_BUDGET_S = 480  # the whole script on one data-centre GPU, full sample
 DENSE_BUDGET_S_PER_IMAGE = 0.5  # torch backend on CUDA, 640 px images
 
@@ -50,10 +49,10 @@ class Row:
 def registration_row(paths, config: SampleConfig, conf: LocalizationConf, truth: dict) -> tuple[Row, Path | None]:
     """Stage 4a from scratch with `conf`; its row and its output folder (None when it failed)."""
     start = time.perf_counter()
-    code = localize(DataRoot(paths.data_root).scenes, paths.megadepth_processed, paths.scene_list, conf=conf,
-                    overwrite=True)
+    root = DataRoot(paths.data_root)
+    code = localize(root.scenes, paths.megadepth_processed, paths.scene_list, conf=conf, overwrite=True)
     seconds = time.perf_counter() - start
-    sfm_dir = DataRoot(paths.data_root).scene(config.scene_id).sfm(conf.output_name())
+    sfm_dir = root.scene(config.scene_id).sfm(conf.output_name())
     step = f"registration {conf.output_name()}"
     images = len(truth["images"])
     if code != 0:
@@ -67,11 +66,11 @@ def registration_row(paths, config: SampleConfig, conf: LocalizationConf, truth:
 
 def dense_row(sfm_dir: Path, paths, config: SampleConfig, conf: DenseConf, truth_dir: Path) -> Row:
     """Stage 4b from scratch with `conf` on a registration's output; its row (accuracy per image kind)."""
-    scene_dir = DataRoot(paths.data_root).scene(config.scene_id).path
+    scene = DataRoot(paths.data_root).scene(config.scene_id)
     start = time.perf_counter()
-    dense_scene(sfm_dir, scene_dir, [paths.megadepth_processed / config.scene_id / "0"], conf, overwrite=True)
+    dense_scene(sfm_dir, scene.path, [paths.megadepth_processed / config.scene_id / "0"], conf, overwrite=True)
     seconds = time.perf_counter() - start
-    dense = DataRoot(paths.data_root).scene(config.scene_id).sfm(sfm_dir.name).dense
+    dense = scene.sfm(sfm_dir.name).dense
     report = json.loads(dense.report.read_text())
     figures = dense_accuracy(dense.path, truth_dir)
     accuracy = "; ".join(f"{kind} coverage {f['coverage']:.3f} within 2 % {f['within_2pct']:.3f} off > 10 % "
@@ -83,7 +82,7 @@ def dense_row(sfm_dir: Path, paths, config: SampleConfig, conf: DenseConf, truth
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto (CUDA when there), cuda, cpu")
-    parser.add_argument("--sample_size", choices=sorted(SAMPLES), default="full")
+    parser.add_argument("--sample_size", choices=sorted(SAMPLE_SIZES), default="full")
     parser.add_argument("--root", type=Path, default=None, help="the sample's folder (default: bench/_work/gpu_<size>)")
     parser.add_argument("--max_image_size", type=int, default=DenseConf.max_image_size, help="depth maps' long side")
     parser.add_argument("--features", nargs="+", default=["sift", "aliked"], choices=["sift", "aliked"])
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     device = str(resolve_device(args.device))
-    config = SAMPLES[args.sample_size]
+    config = SAMPLE_SIZES[args.sample_size]
     root = args.root or Path(__file__).resolve().parent / "_work" / f"gpu_{args.sample_size}"
     script_start = time.perf_counter()
     print(f"device {device} ({torch.cuda.get_device_name() if device.startswith('cuda') else 'CPU'}), torch "

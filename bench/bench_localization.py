@@ -21,7 +21,7 @@ import pycolmap
 
 from aerialmd.formats.hloc_h5 import read_pairs
 from aerialmd.layout import LOCALIZATION_DIR
-from aerialmd.sample_scene import SampleConfig, generate_sample
+from aerialmd.sample_scene import SAMPLE_ROOTS, SampleConfig, generate_sample
 from aerialmd.sample_scene.evaluation import load_ground_truth, registration_accuracy
 from aerialmd.sfm.matching import resolve_configs
 from aerialmd.sfm.registration import POSE_PNP, POSE_PREDICTED, RegistrationConf
@@ -82,7 +82,7 @@ def report(results: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sample_root", type=Path, default=Path("sample_data_full"))
+    parser.add_argument("--sample_root", type=Path, default=SAMPLE_ROOTS["full"])
     parser.add_argument("--features", nargs="+", default=["sift"], help="feature types to run (sift, aliked)")
     parser.add_argument("--registered_pose", nargs="+", default=[POSE_PNP, POSE_PREDICTED],
                         choices=(POSE_PNP, POSE_PREDICTED), help="pose choices to run (the last one stays on disk)")

@@ -28,11 +28,9 @@ from aerialmd.cli.flags import (
 from aerialmd.run.executors import EXECUTORS, run_local, run_ray
 from aerialmd.run.pipeline import PipelineConf, PipelinePaths, Stage, sample_pipeline
 from aerialmd.run.scenes import SETUP_ERRORS, exit_code_of
-from aerialmd.sample_scene import SampleConfig
+from aerialmd.sample_scene import SAMPLE_ROOTS, SAMPLE_SIZES
 from aerialmd.stages.dense import DenseConf
 
-SAMPLE_SIZES = {"tiny": SampleConfig.tiny(), "full": SampleConfig()}
-SAMPLE_ROOTS = {"tiny": Path("sample_data"), "full": Path("sample_data_full")}  # one folder per size: both can coexist
 SAMPLE_MVS_SIZE = 320  # the sample's depth maps: keeps the whole run within a few minutes on a laptop CPU
 
 

@@ -28,7 +28,9 @@ def window_pixels(long_side: int, fraction: float) -> int:
 
 def summed_area(values: torch.Tensor, radius: int) -> torch.Tensor:
     """Summed-area table of an H x W map zero-padded by radius + 1 before and radius after each axis (row and column
-    0 are zeros): window sums up to `radius` pixels from any pixel are four look-ups (window_sum)."""
+    0 are zeros): window sums up to `radius` pixels from any pixel are four look-ups (window_sum). In float64 the
+    table is exact enough for the moments here; the plane sweep's float32 box means use shifted slices instead
+    (aerialmd.mvs.plane_sweep.shifted_sum), where a float32 table would lose the NCC's small variances."""
     return F.pad(values, (radius + 1, radius, radius + 1, radius)).cumsum(0).cumsum(1)
 
 
@@ -95,13 +97,12 @@ def fill_round(depth: torch.Tensor, window: int, max_residual: float, min_quadra
     return torch.where(fill, (1.0 / torch.where(fill, inverse, torch.ones_like(inverse))).to(depth.dtype), depth)
 
 
-def fill_enclosed_holes(depth: np.ndarray | torch.Tensor, rounds: int, window: int, max_residual: float,
+def fill_enclosed_holes(depth: np.ndarray, rounds: int, window: int, max_residual: float,
                         min_quadrant_support: float, device: str | torch.device = "cpu") -> np.ndarray:
     """The depth map (float32, 0 = invalid) after up to `rounds` fill rounds, computed on `device`; confirmed depths
     are never changed. max_residual: RMS of the plane fit allowed, relative to the pixel's inverse depth;
     min_quadrant_support: the fraction of each quadrant of the window that must hold depths."""
-    out = torch.as_tensor(np.asarray(depth, np.float32) if not isinstance(depth, torch.Tensor) else depth,
-                          dtype=torch.float32).to(device)
+    out = torch.from_numpy(np.asarray(depth, np.float32)).to(device)
     for _ in range(rounds):
         filled = fill_round(out, window, max_residual, min_quadrant_support)
         if torch.count_nonzero(filled > 0) == torch.count_nonzero(out > 0):

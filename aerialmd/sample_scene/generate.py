@@ -94,6 +94,12 @@ class SampleConfig:
         return sum(o.frames for o in self.orbits)
 
 
+# The samples run_pipeline.py and the benchmarks make by name, and the folder each lives in by default (one per size,
+# so that both can be there: the full one is the benchmarks' and `run_pipeline.py --sample_size full`'s).
+SAMPLE_SIZES = {"tiny": SampleConfig.tiny(), "full": SampleConfig()}
+SAMPLE_ROOTS = {"tiny": Path("sample_data"), "full": Path("sample_data_full")}
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplePaths:
     """Where every part of a sample lives."""
