@@ -5,8 +5,9 @@ Usage: python datasets_preprocess/make_pairs.py --data_root <root> --output_path
        python datasets_preprocess/make_pairs.py --merge part_0.npz part_1.npz ... --output_path aerial_megadepth.npz
 
 Scores every pair of images sharing sparse points by reprojecting each one's depth into the other
-(aerialmd/stages/make_pairs.py), keeps pairs with min_score <= score <= max_score, balances aerial-aerial, aerial-ground and ground-ground pairs (and
-score bins) up to --pairs_per_scene per scene, and writes the npz that preprocess_aerialmegadepth.py reads. With
+(aerialmd/stages/make_pairs.py), keeps pairs with min_score <= score <= max_score, balances aerial-aerial,
+aerial-ground and ground-ground pairs (and score bins) up to --pairs_per_scene per scene, and writes the npz that
+preprocess_aerialmegadepth.py reads. With
 --split_val the listed scenes go to `<stem>_val.npz`, the others to `<stem>_train.npz`. Exit status: 0 when every scene
 succeeded, 1 when a scene failed (the file holds the others), 2 on a setup error.
 With --shard K/N (default from a SLURM array) only part K of the scenes is scored, into the --output_path given; --merge
