@@ -155,10 +155,13 @@ def reprojection_errors(view1: tuple, view2: tuple) -> np.ndarray:
     return np.abs(z2[valid] - d2[valid]) / d2[valid]
 
 
-def depth_errors(points: np.ndarray, K: np.ndarray, cam2world: np.ndarray, depth: np.ndarray) -> np.ndarray:
+def depth_errors(points: np.ndarray, K: np.ndarray, cam2world: np.ndarray, depth: np.ndarray,
+                 occluded_beyond: float | None = None) -> np.ndarray:
     """Relative depth error of world points (N, 3) seen by a camera: |z - d| / d, d the stored depth where the point
     projects, interpolated bilinearly in inverse depth (exact on planes; nearest-pixel rounding alone costs over 1% on
-    grazing ground), for the points in front of it whose four neighbouring pixels all have valid depth."""
+    grazing ground), for the points in front of it whose four neighbouring pixels all have valid depth; with
+    `occluded_beyond`, without the points farther than d by more than that share (hidden from the camera, e.g. by a
+    car only its photo has)."""
     K, cam2world = np.asarray(K, np.float64), np.asarray(cam2world, np.float64)
     cam = (np.asarray(points, np.float64) - cam2world[:3, 3]) @ cam2world[:3, :3]
     cam = cam[cam[:, 2] > 0]
@@ -173,4 +176,8 @@ def depth_errors(points: np.ndarray, K: np.ndarray, cam2world: np.ndarray, depth
     weights = [(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx]
     valid = np.all([c > 0 for c in corners], axis=0)
     stored = 1 / sum(w / np.where(valid, c, 1) for w, c in zip(weights, corners))[valid]
-    return np.abs(z[valid] - stored) / stored
+    z = z[valid]
+    if occluded_beyond is not None:
+        seen = z <= stored * (1 + occluded_beyond)
+        z, stored = z[seen], stored[seen]
+    return np.abs(z - stored) / stored

@@ -18,6 +18,7 @@ from aerialmd.formats.video import probe_video
 from aerialmd.geometry.camera import cam2world_from_cam_from_world, pose_errors
 from aerialmd.run.scenes import load_scene_list
 from aerialmd.sample_scene import SampleConfig, generate_sample
+from aerialmd.sample_scene.appearance import AppearanceGap
 from aerialmd.sample_scene.evaluation import truth_points, truth_view
 from aerialmd.sample_scene.render import render
 from aerialmd.sample_scene.textures import PAVEMENT, WALL, grain_detail, ground_texture
@@ -89,8 +90,14 @@ def test_depths_poses_and_pixels_agree_across_views(tiny_sample, frames_dir, kin
     images = ground_truth(paths)["images"]
 
     def rgb(image):
+        """Local contrast of the image (grey minus its local mean, over the local spread): the views of a point agree
+        in it under each photo's own light (AppearanceGap), which scales each facade's brightness differently."""
         folder = frames_dir if image["kind"] == "aerial" else paths.dense_dir / "imgs"
-        return cv2.cvtColor(cv2.imread(str(folder / image["name"])), cv2.COLOR_BGR2GRAY).astype(float)
+        grey = cv2.cvtColor(cv2.imread(str(folder / image["name"])), cv2.COLOR_BGR2GRAY).astype(np.float64)
+        grey = cv2.GaussianBlur(grey, (0, 0), 1.0)  # the photos' sensor noise
+        mean = cv2.blur(grey, (15, 15))
+        spread = np.sqrt(np.maximum(cv2.blur(grey * grey, (15, 15)) - mean * mean, 0.0)) + 4.0
+        return (grey - mean) / spread
 
     candidates = [(a, b) for a in images for b in images if a is not b and (a["kind"], b["kind"]) == kinds]
     checked = 0
@@ -117,7 +124,9 @@ def test_depths_poses_and_pixels_agree_across_views(tiny_sample, frames_dir, kin
         values_dst = cv2.remap(b, dst_px[:, :1], dst_px[:, 1:], cv2.INTER_LINEAR)[:, 0]
         values_off = cv2.remap(b, dst_px[:, :1] + 6, dst_px[:, 1:] + 6, cv2.INTER_LINEAR)[:, 0]
         same = np.corrcoef(values_src, values_dst)[0, 1]
-        assert same > 0.4 and same > np.corrcoef(values_src, values_off)[0, 1] + 0.15
+        # two photos under their own suns and clouds agree less (0.31-0.76 on the tiny sample) than aerial frames
+        # (0.67-0.88); 6 px away the agreement is gone (-0.13 to -0.02)
+        assert same > 0.25 and same > np.corrcoef(values_src, values_off)[0, 1] + 0.25
         checked += 1
         if checked == 3:
             break
@@ -178,12 +187,13 @@ def test_photos_from_popular_spots_stand_near_them_and_see_the_town(spots):
 def test_a_sample_made_before_settings_were_added_is_reused_only_for_their_old_values(tmp_path):
     from aerialmd.sample_scene.generate import ADDED_SETTINGS, MARKER_NAME
 
-    config = SampleConfig.tiny()
+    config = SampleConfig.tiny(gap=AppearanceGap.off())
     old_marker = {k: v for k, v in config.to_json().items() if k not in ADDED_SETTINGS}
     (tmp_path / MARKER_NAME).write_text(json.dumps(old_marker))
     assert generate_sample(tmp_path, config).root == tmp_path  # reused, nothing rendered
-    with pytest.raises(FileExistsError, match="made with other settings"):
-        generate_sample(tmp_path, SampleConfig.tiny(ground_spots=2))
+    for other in (SampleConfig.tiny(gap=AppearanceGap.off(), ground_spots=2), SampleConfig.tiny()):
+        with pytest.raises(FileExistsError, match="made with other settings"):
+            generate_sample(tmp_path, other)
 
 
 def grained_worlds(surface: str) -> tuple[World, World, np.ndarray, np.ndarray]:

@@ -38,17 +38,21 @@ from aerialmd.layout import (
     megadepth_sparse_dir,
 )
 from aerialmd.run.scenes import save_scene_list
-from aerialmd.sample_scene.render import render
+from aerialmd.sample_scene.appearance import AppearanceGap, transients_in_view, with_transients
+from aerialmd.sample_scene.render import Look, render
 from aerialmd.sample_scene.textures import PAVEMENT, WALL, Grain, Texture, grain_detail
 from aerialmd.sample_scene.viewpoints import Orbit, orbit_poses, pose_near_spot, street_pose, street_spot
-from aerialmd.sample_scene.world import World, random_town
+from aerialmd.sample_scene.world import Box, TownShape, World, random_town
 from aerialmd.stages.preprocess_megadepth import undistorted_intrinsics
 
 MARKER_NAME = "sample_scene.json"
 STREET_DETAIL_STREAM, WALL_DETAIL_STREAM = 1, 2  # the grains' random streams (surface_grain)
 # Settings added since samples were first made, with the values that make the same files as before they existed: a
 # sample whose marker lacks them is the one these values would make.
-ADDED_SETTINGS = {"ground_spots": 0, "spot_spread_m": 2.0, "street_detail_texel_m": 0.0, "wall_detail_texel_m": 0.0}
+ADDED_SETTINGS = json.loads(json.dumps({
+    "ground_spots": 0, "spot_spread_m": 2.0, "street_detail_texel_m": 0.0, "wall_detail_texel_m": 0.0,
+    "town": dataclasses.asdict(TownShape()), "photo_distance_m": (35.0, 110.0),
+    "gap": dataclasses.asdict(AppearanceGap.off())}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +62,7 @@ class SampleConfig:
     scene_id: str = "9000"
     seed: int = 0
     num_buildings: int = 7
+    town: TownShape = TownShape()
     orbits: tuple[Orbit, ...] = (Orbit(30.0, 130.0, 16), Orbit(80.0, 180.0, 16), Orbit(180.0, 240.0, 16))
     aerial_size: tuple[int, int] = (640, 360)
     aerial_fov_deg: float = 40.0
@@ -66,6 +71,7 @@ class SampleConfig:
     # densely as real MegaDepth scenes do (evaluation.neighbour_distance_ratios; 0: each photo at a place of its own).
     ground_spots: int = 4
     spot_spread_m: float = 2.0
+    photo_distance_m: tuple[float, float] = (35.0, 110.0)  # from a photo to the facade point it frames
     # Texel of the pavement grain on the ground (textures.PAVEMENT), what a street photo sees of the street in
     # front of it; 0: none (the ground's own texels, 0.3 m, are made for the aerial views).
     street_detail_texel_m: float = 0.02
@@ -73,6 +79,8 @@ class SampleConfig:
     # (the facades' own 6 cm texels then show as flat blocks up close, where no window matching can work).
     wall_detail_texel_m: float = 0.01
     ground_long_side: int = 640
+    # The Google Earth / tourist photo appearance gap (aerialmd.sample_scene.appearance); AppearanceGap.off(): none.
+    gap: AppearanceGap = AppearanceGap()
     frame_rate: float = 30.0
     origin: SpherePoint = SpherePoint(48.85837, 2.29448, 35.0)  # Champ de Mars, Paris; the ground is at this altitude
     supersample: int = 2
@@ -155,7 +163,8 @@ def sample_paths(root: Path | str, config: SampleConfig = SampleConfig()) -> Sam
 
 @dataclasses.dataclass
 class View:
-    """One image to render: name, kind ('aerial' or 'ground'), size, OpenCV intrinsics, metric cam2world."""
+    """One image to render: name, kind ('aerial' or 'ground'), size, OpenCV intrinsics, metric cam2world, how it sees
+    the world (`look`) and what stands in it for this view alone (a photo's cars and people, with their textures)."""
 
     name: str
     kind: str
@@ -163,6 +172,8 @@ class View:
     height: int
     K: np.ndarray
     cam2world: np.ndarray
+    look: Look = Look()
+    transients: tuple[tuple[Box, ...], tuple[Texture, ...]] = ((), ())
 
 
 _WORLD: World | None = None  # shared with forked render workers
@@ -170,7 +181,8 @@ _WORLD: World | None = None  # shared with forked render workers
 
 def _render_view(view: View, supersample: int) -> tuple[np.ndarray, np.ndarray]:
     assert _WORLD is not None
-    return render(_WORLD, view.K, view.cam2world, view.width, view.height, supersample)
+    world = with_transients(_WORLD, *view.transients)
+    return render(world, view.K, view.cam2world, view.width, view.height, supersample, view.look)
 
 
 def render_views(world: World, views: list[View], supersample: int, workers: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -193,14 +205,16 @@ def aerial_views(rng: np.random.Generator, config: SampleConfig) -> list[View]:
     K = intrinsics_matrix(f, f, (width - 1) / 2, (height - 1) / 2)
     digits = max(3, len(str(config.num_frames - 1)))
     poses = orbit_poses(rng, config.orbits, target_height_m=12.0)
-    return [View(f"{config.scene_id}_{i:0{digits}d}.jpeg", "aerial", width, height, K, pose) for i, pose in enumerate(poses)]
+    look = config.gap.aerial_look()
+    return [View(f"{config.scene_id}_{i:0{digits}d}.jpeg", "aerial", width, height, K, pose, look)
+            for i, pose in enumerate(poses)]
 
 
 def ground_cameras(rng: np.random.Generator, config: SampleConfig, world: World) -> list[tuple[View, pycolmap.Camera]]:
     """Street-level photos: a distorted SIMPLE_RADIAL camera as MegaDepth's SfM has it, and the undistorted view
     (intrinsics by the same rule the MegaDepth preprocessing applies) that is rendered as the dense image."""
     aspects = [(4, 3), (3, 4), (3, 2), (16, 9), (1, 1), (2, 3)]
-    spots = [street_spot(rng, world) for _ in range(config.ground_spots)]
+    spots = [street_spot(rng, world, config.photo_distance_m) for _ in range(config.ground_spots)]
     out = []
     for _ in range(config.num_ground):
         a, b = aspects[rng.integers(len(aspects))]
@@ -212,8 +226,20 @@ def ground_cameras(rng: np.random.Generator, config: SampleConfig, world: World)
         name = f"{rng.integers(10**9, 10**10)}_{rng.bytes(5).hex()}_o.jpg"
         K = undistorted_intrinsics(camera, (width, height))
         pose = pose_near_spot(rng, world, spots[rng.integers(len(spots))], config.spot_spread_m) if spots else \
-            street_pose(rng, world)
+            street_pose(rng, world, config.photo_distance_m)
         out.append((View(name, "ground", width, height, K, pose), camera))
+    return out
+
+
+def with_photo_gap(config: SampleConfig, world: World, views: list[View]) -> list[View]:
+    """The ground views with their own light and their own cars and people (config.gap)."""
+    looks = config.gap.photo_looks(config.seed, len(views))
+    out = []
+    for index, (view, look) in enumerate(zip(views, looks)):
+        fov_x = 2 * np.arctan(view.width / (2 * view.K[0, 0]))
+        transients = transients_in_view(config.seed, index, world, view.cam2world, fov_x,
+                                        config.gap.transients_per_photo)
+        out.append(dataclasses.replace(view, look=look, transients=transients))
     return out
 
 
@@ -299,7 +325,7 @@ def visible_observations(view: View, camera: pycolmap.Camera, depth: np.ndarray,
     return out
 
 
-def write_megadepth_scene(paths: SamplePaths, views: list[View], cameras: list[pycolmap.Camera],
+def write_megadepth_scene(paths: SamplePaths, config: SampleConfig, views: list[View], cameras: list[pycolmap.Camera],
                           renders: list[tuple[np.ndarray, np.ndarray]], sfm_from_world: pycolmap.Sim3d,
                           rng: np.random.Generator) -> None:
     """The MegaDepth layout: SfM model in the arbitrary frame, undistorted images, depth in SfM units."""
@@ -326,9 +352,10 @@ def write_megadepth_scene(paths: SamplePaths, views: list[View], cameras: list[p
     model.write_text(str(paths.sparse_dir))
     (paths.dense_dir / MEGADEPTH_IMAGES_DIR).mkdir(parents=True)
     (paths.dense_dir / MEGADEPTH_DEPTHS_DIR).mkdir()
-    for view, (rgb, depth) in zip(views, renders):
-        cv2.imwrite(str(paths.dense_dir / MEGADEPTH_IMAGES_DIR / view.name), cv2.cvtColor(photo_look(rng, rgb), cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, 95])
+    for index, (view, (rgb, depth)) in enumerate(zip(views, renders)):
+        photo, quality = config.gap.camera_effects(config.seed, index, photo_look(rng, rgb))
+        cv2.imwrite(str(paths.dense_dir / MEGADEPTH_IMAGES_DIR / view.name), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, quality])
         write_depth_h5(paths.dense_dir / MEGADEPTH_DEPTHS_DIR / f"{Path(view.name).stem}.h5", depth * float(np.squeeze(sfm_from_world.scale)))
 
 
@@ -373,11 +400,12 @@ def generate_sample(root: Path | str, config: SampleConfig = SampleConfig()) -> 
         raise FileExistsError(f"{paths.root}: exists and is not a sample scene; choose an empty folder")
     rng = np.random.default_rng(config.seed)
     world = random_town(
-        rng, config.num_buildings,
+        rng, config.num_buildings, config.town,
         ground_detail=surface_grain(config.seed, STREET_DETAIL_STREAM, PAVEMENT, config.street_detail_texel_m),
         wall_detail=surface_grain(config.seed, WALL_DETAIL_STREAM, WALL, config.wall_detail_texel_m))
     aerial = aerial_views(rng, config)
     ground, cameras = zip(*ground_cameras(rng, config, world))
+    ground = with_photo_gap(config, world, list(ground))
     renders = render_views(world, aerial + list(ground), config.supersample, config.workers)
     aerial_renders, ground_renders = renders[: len(aerial)], renders[len(aerial):]
     sfm_from_world = random_similarity(rng)
@@ -385,7 +413,7 @@ def generate_sample(root: Path | str, config: SampleConfig = SampleConfig()) -> 
         staged = SamplePaths(tmp, config.scene_id)
         staged.downloaded_dir.mkdir()
         write_ges_export(staged.downloaded_dir, config, aerial, [burn_attribution(rgb) for rgb, _ in aerial_renders])
-        write_megadepth_scene(staged, list(ground), list(cameras), ground_renders, sfm_from_world, rng)
+        write_megadepth_scene(staged, config, ground, list(cameras), ground_renders, sfm_from_world, rng)
         save_scene_list(staged.scene_list, {config.scene_id: {"0": [v.name for v in ground]}})
         write_ground_truth(staged, config, world, aerial + list(ground), [d for _, d in renders], sfm_from_world)
         staged.marker.write_text(json.dumps(config.to_json(), indent=1))

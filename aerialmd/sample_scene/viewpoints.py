@@ -67,9 +67,10 @@ class StreetSpot:
     target: np.ndarray
 
 
-def street_spot(rng: np.random.Generator, world: World, max_tries: int = 200) -> StreetSpot:
-    """A place to photograph a facade from: eye height, 35-110 m from a facade point, unobstructed, not inside a
-    building."""
+def street_spot(rng: np.random.Generator, world: World, distance_m: tuple[float, float] = (35.0, 110.0),
+                max_tries: int = 200) -> StreetSpot:
+    """A place to photograph a facade from: eye height, `distance_m` (range) from a facade point, unobstructed, not
+    inside a building."""
     for _ in range(max_tries):
         on_landmark = rng.random() < LANDMARK_SHARE
         box = world.boxes[0 if on_landmark else rng.integers(len(world.boxes))]
@@ -84,7 +85,7 @@ def street_spot(rng: np.random.Generator, world: World, max_tries: int = 200) ->
         target = rot @ local_point + np.append(box.center, 0.0)
         normal = rot @ local_normal
         heading = np.arctan2(normal[1], normal[0]) + rng.uniform(-0.8, 0.8)
-        distance = rng.uniform(35.0, 110.0)
+        distance = rng.uniform(*distance_m)
         center = target + distance * np.array([np.cos(heading), np.sin(heading), 0.0])
         center[2] = rng.uniform(1.5, 2.0)
         if is_free_view(world, center, target):
@@ -102,9 +103,9 @@ def handheld(rng: np.random.Generator, center: np.ndarray, target: np.ndarray) -
     return look_at(center, target, roll_deg=rng.normal(0, 2.0))
 
 
-def street_pose(rng: np.random.Generator, world: World) -> np.ndarray:
+def street_pose(rng: np.random.Generator, world: World, distance_m: tuple[float, float] = (35.0, 110.0)) -> np.ndarray:
     """cam2world of a person's photo from a spot of its own (street_spot)."""
-    spot = street_spot(rng, world)
+    spot = street_spot(rng, world, distance_m)
     return handheld(rng, spot.center, spot.target)
 
 
