@@ -39,13 +39,10 @@ def test_ground_photos_registered_accurately_at_metric_scale(localized):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="a fresh process registers the tiny sample with one photo 0.25 % of the extent "
-                   "and 0.40 deg off (the code before the re-layout gives the same in a fresh process); this bound "
-                   "held only with state left in the test process by earlier tests; see the registration issue")
 def test_verified_photos_keep_their_predicted_pose(localized):
-    """A photo whose PnP pose agrees with the scene Sim(3) keeps its MegaDepth pose through the (refined) Sim(3). PnP on
-    aerial points triangulated from far above is the noisier estimate: on this sample it left photos up to 0.92 m
-    (0.28 % of the extent) and 0.51 deg off, so these bounds fail with the PnP poses (measured: 0.19 m, 0.09 deg)."""
+    """A registered photo keeps its MegaDepth pose through the refined Sim(3). PnP on aerial points triangulated from
+    far above is the noisier estimate: on this sample its poses were up to 1.8 deg from the prediction, so these
+    bounds fail with the PnP poses (measured with the appearance gap: 0.11 deg, 0.07 % of the extent)."""
     out, truth, _, _ = localized
     report = json.loads((out / "registration.json").read_text())
     registered = [image for image in report["images"].values() if image["status"] == "registered"]
@@ -127,25 +124,43 @@ def test_scene_sim3_refinement_recovers_a_perturbed_similarity():
         assert distance < 0.02 and angle < 0.01
 
 
-def test_an_individual_photo_that_the_prediction_explains_is_registered():
-    """Photo 2's PnP pose disagreed with the prediction (individual), but the matches found around its predicted pose
-    are as many: it is registered on that pose. Photo 3's matches fit a pose 5 deg away: it stays individual."""
+def test_a_photo_is_kept_only_on_a_predicted_pose_its_own_matches_confirm():
+    """Photo 2's PnP pose disagreed with the prediction, but its matches fit the predicted pose: it is registered on
+    that pose. Photo 3's matches fit a pose 5 deg away, a wrong MegaDepth pose: rejected, with the reason, although
+    its PnP pose had 200 inliers."""
     photos, observations, truth = synthetic_photos(4, np.random.default_rng(4))
     stray, off = truth[2].copy(), truth[3].copy()
     stray[:3, :3] = Rotation.from_rotvec([np.radians(3), 0, 0]).as_matrix() @ stray[:3, :3]
     off[:3, :3] = Rotation.from_rotvec([0, np.radians(5), 0]).as_matrix() @ off[:3, :3]
     xy = projections(photos[3].camera, off, observations[3].xyz)[0]
     observations[3] = Correspondences(observations[3].keypoints, xy, observations[3].xyz, observations[3].point3D_ids)
-    statuses = ["registered", "registered", "individual", "individual"]
+    statuses = ["registered", "registered", "rejected", "rejected"]
     results = [PhotoResult(p.name, status, num_inliers=200, pose="pnp", cam_from_world=cam_from_world_from_cam2world(q))
                for p, status, q in zip(photos, statuses, [truth[0], truth[1], stray, off])]
-    sim, refined_on = place_registered_photos(TRUE_SIM3, photos, results, observations,
-                                              lambda index, cam2world: observations[index], RegistrationConf())
-    assert refined_on == 2
-    assert [r.status for r in results] == ["registered", "registered", "registered", "individual"]
-    assert [r.pose for r in results] == ["predicted", "predicted", "predicted", "pnp"]
-    assert results[2].predicted_pose_inliers >= 190 and results[3].predicted_pose_inliers < 10
+    place_registered_photos(TRUE_SIM3, photos, results, lambda index, cam2world, radius: observations[index],
+                            RegistrationConf())
+    assert [r.status for r in results] == ["registered", "registered", "registered", "rejected"]
+    assert [r.pose for r in results] == ["predicted", "predicted", "predicted", None]
+    assert results[2].predicted_pose_support >= 190 and results[3].predicted_pose_support < 10
+    assert results[3].cam_from_world is None and "predicted pose confirmed by" in results[3].reason
     distance, angle = pose_errors(cam2world_from_cam_from_world(results[2].cam_from_world), truth[2])
-    assert distance < 0.05 and angle < 0.05  # its PnP pose: 3 deg off
-    distance, angle = pose_errors(cam2world_from_cam_from_world(results[3].cam_from_world), off)
-    assert distance < 1e-9 and angle < 1e-9
+    assert distance < 1e-6 and angle < 1e-6  # its PnP pose: 3 deg off
+
+
+def test_scene_refinement_follows_the_majority_not_a_coherent_minority():
+    """40 % of every photo's matches fit a Sim(3) 1.5 deg off (wrong matches with a structure of their own, as
+    repeated facades or shadows give): the refined Sim(3) must end on the true one, not between the two."""
+    photos, observations, truth = synthetic_photos(4, np.random.default_rng(6))
+    wrong = pycolmap.Sim3d(1.0, pycolmap.Rotation3d(Rotation.from_rotvec([0, 0, np.radians(1.5)]).as_matrix()),
+                           np.zeros(3)) * TRUE_SIM3
+    mixed = []
+    for photo, corr in zip(photos, observations):
+        decoy = projections(photo.camera, predict_cam2world(wrong, photo.cam2world_sfm), corr.xyz)[0]
+        xy = np.where((np.arange(len(corr.xy)) % 5 < 2)[:, None], decoy, corr.xy)
+        mixed.append(Correspondences(corr.keypoints, xy, corr.xyz, corr.point3D_ids))
+    start = pycolmap.Sim3d(1.0, pycolmap.Rotation3d(Rotation.from_rotvec([0, 0, np.radians(0.5)]).as_matrix()),
+                           np.zeros(3)) * TRUE_SIM3
+    refined = refine_scene_sim3(start, photos, mixed)
+    for photo, pose in zip(photos, truth):
+        distance, angle = pose_errors(predict_cam2world(refined, photo.cam2world_sfm), pose)
+        assert distance < 0.05 and angle < 0.08  # with a soft-L1 loss: 0.15 deg

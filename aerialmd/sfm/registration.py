@@ -2,27 +2,26 @@
 
 MegaDepth gives every photo intrinsics and a pose in its own SfM frame, known up to a similarity. So the photos are
 not localised one by one from scratch:
-1. a few anchor photos, spread over the scene, are matched to every aerial frame and localised by 2D-3D RANSAC PnP
-   against the triangulated aerial points;
-2. their inlier matches give 3D-3D correspondences (MegaDepth depth back-projected in the SfM frame <-> aerial points
-   in metres), from which one robust Sim(3) maps the whole MegaDepth scene into the metric frame;
-3. that Sim(3) predicts every photo's metric pose, which picks the aerial frames each photo is matched to
+1. anchor photos, spread over the scene, are matched to every aerial frame; their 2D-3D matches with MegaDepth depth
+   give 3D-3D correspondences (SfM frame <-> aerial points in metres), pooled over the anchors, from which one robust
+   Sim(3) maps the whole MegaDepth scene into the metric frame. Anchors are added a batch at a time until the Sim(3)
+   has RegistrationConf.min_sim3_inliers inliers: across the appearance gap one photo may have too few good matches
+   for a pose of its own, while pooled they settle the scene;
+2. that Sim(3) predicts every photo's metric pose, which picks the aerial frames each photo is matched to
    (pose-guided pairs);
-4. every photo is then localised by PnP on those matches. A PnP pose that agrees with the prediction confirms it
-   (status "registered"); a PnP pose that disagrees is kept only if its own evidence is strong (status "individual"),
-   otherwise the photo is rejected. No photo is ever kept without a PnP pose that verifies it;
-5. the Sim(3) is refined on the confirmed photos' PnP inliers, moving the MegaDepth scene as one rigid body, and the
-   confirmed photos keep their MegaDepth pose through it (`RegistrationConf.registered_pose`): MegaDepth's own bundle
-   adjustment ties its photos together far more tightly than a few hundred matches to aerial points triangulated from
-   far above. On the default sample (bench/bench_localization.py) the PnP poses were off by 0.23 m / 0.19 deg
-   (median) and up to 2.4 m / 1.9 deg, the kept ones by 0.07 m / 0.07 deg and at most 0.12 m; refining each
-   predicted pose on the aerial points instead made it worse (median 0.19 m, max 0.85 m). An "individual" photo
-   whose predicted pose explains at least half as many matches as its PnP pose (each with matches searched around
-   itself; on the sample the predicted poses explained 1.0-1.3 times as many) is registered the same way. The kept
-   poses inherit MegaDepth's own pose errors: with the sample's MegaDepth poses perturbed by 0.05 deg / 0.05 m they
-   were 0.07 deg / 0.08 m off (median; PnP 0.35 deg / 0.35 m, max 3.1 deg), by 0.3 deg / 0.3 m 0.31 deg / 0.30 m
-   (PnP 0.14 deg / 0.19 m, max 2.2 deg). For MegaDepth models noisier than PnP (about 0.2 deg here),
-   `registered_pose="pnp"` keeps each photo's own PnP pose.
+3. once every photo is matched to its guided pairs, all photos' matches are pooled the same way for a second robust
+   Sim(3), which is refined on the 2D-3D matches it verified (reprojection error, robust loss), moving the MegaDepth
+   scene as one rigid body;
+4. a photo is registered when the matches around its predicted pose confirm it: enough of them, and a share far
+   above chance, reproject within a few pixels (place_registered_photos). A wrong pose explains almost none, so no
+   photo is kept on an unconfirmed pose; every rejected photo gets its reason in registration.json. Each photo is
+   also localised by PnP on those matches, for the record (its agreement with the prediction) and for `pnp` below.
+
+Which pose a registered photo keeps (`RegistrationConf.registered_pose`): `predicted`, its MegaDepth pose through the
+refined Sim(3), because MegaDepth's own bundle adjustment ties its photos together far more tightly than a few hundred
+matches to aerial points triangulated from far above (docs/registration.md has the figures), or `pnp`, its own PnP pose,
+for MegaDepth models noisier than PnP; with `pnp`, only photos whose PnP pose agrees with the prediction are kept.
+bench/bench_localization.py measures both on the sample, bench/bench_sweep.py the default over a sweep of scenes.
 """
 
 from __future__ import annotations
@@ -48,28 +47,29 @@ from aerialmd.geometry.camera import (
 )
 from aerialmd.sfm.pairs_from_poses import PairView, visible_fractions
 
-STATUS_REGISTERED = "registered"  # PnP pose agrees with the scene Sim(3)
-STATUS_INDIVIDUAL = "individual"  # disagrees with the Sim(3) but strongly supported on its own
-STATUS_REJECTED = "rejected"
+MIN_SIM3_CORRESPONDENCES = 10  # 3D-3D pairs below which no Sim(3) is tried
+STATUS_REGISTERED = "registered"  # its pose is confirmed by its own matches (see the module doc)
+STATUS_REJECTED = "rejected"  # with the reason, in PhotoResult.reason
 POSE_PREDICTED = "predicted"  # the MegaDepth SfM pose through the scene Sim(3)
 POSE_PNP = "pnp"  # the photo's own PnP pose against the aerial points
 
 
 @dataclasses.dataclass(frozen=True)
 class RegistrationConf:
-    num_anchors: int = 8
+    num_anchors: int = 8  # photos per batch of anchors; batches are added until the Sim(3) is settled
     max_anchor_pairs: int = 400  # aerial frames an anchor is matched to (evenly spread when there are more)
+    min_sim3_inliers: int = 40  # 3D-3D inliers that settle the scene Sim(3) (else the next batch of anchors)
     guided_pairs: int = 10  # aerial frames per photo in the pose-guided step
     pnp_max_error_px: float = 6.0
-    min_inliers: int = 12  # enough when the PnP pose also agrees with the independent Sim(3) prediction
-    individual_min_inliers: int = 60
+    min_inliers: int = 12  # matches a pose must explain: PnP inliers, or a predicted pose's support
     agree_rotation_deg: float = 2.0
     agree_position_fraction: float = 0.01  # of the scene extent
     sim3_max_error_fraction: float = 0.005  # RANSAC threshold of the 3D-3D fit, of the scene extent
     guided_radius_fraction: float = 0.04  # search radius around predicted projections, of the image diagonal
+    support_radius_px: float = 3.0  # a match confirms a predicted pose when it reprojects this close
+    min_support_share: float = 0.08  # of the keypoints matched around a predicted pose, those that must confirm it
     refine_radius_px: float = 6.0  # search radius around the projections of the first PnP pose
     registered_pose: str = POSE_PREDICTED  # pose kept for a "registered" photo: predicted | pnp (see the module doc)
-    explained_share: float = 0.5  # share of an individual's PnP inlier count its predicted pose must explain
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -98,7 +98,9 @@ class PhotoResult:
     rotation_vs_prediction_deg: float | None = None
     position_vs_prediction_m: float | None = None
     pose: str | None = None  # which pose was kept: POSE_PREDICTED or POSE_PNP
-    predicted_pose_inliers: int | None = None  # the same count for the predicted pose (place_registered_photos)
+    predicted_pose_support: int | None = None  # keypoints matched around the predicted pose that confirm it
+    predicted_pose_inliers: int | None = None  # matches found around the predicted pose that it explains (kept)
+    reason: str | None = None  # why it was rejected
     cam_from_world: pycolmap.Rigid3d | None = None
     inlier_keypoints: np.ndarray | None = None  # keypoint index per inlier
     inlier_point3D_ids: np.ndarray | None = None
@@ -128,16 +130,17 @@ def load_ground_photos(processed_dir: Path, names: list[str]) -> tuple[list[Grou
     return photos, missing
 
 
-def spread_subset(positions: np.ndarray, count: int) -> list[int]:
-    """Indices of `count` positions chosen by farthest-point sampling (deterministic), to spread the anchors."""
-    if len(positions) <= count:
-        return list(range(len(positions)))
+def spread_order(positions: np.ndarray) -> list[int]:
+    """All indices in farthest-point order from the most central position (deterministic): every prefix is spread
+    over the scene, so anchors taken in this order cover it batch after batch."""
     chosen = [int(np.argmin(np.linalg.norm(positions - positions.mean(axis=0), axis=1)))]
     distance = np.linalg.norm(positions - positions[chosen[0]], axis=1)
-    while len(chosen) < count:
+    distance[chosen[0]] = -1.0
+    while len(chosen) < len(positions):
         chosen.append(int(np.argmax(distance)))
         distance = np.minimum(distance, np.linalg.norm(positions - positions[chosen[-1]], axis=1))
-    return sorted(chosen)
+        distance[chosen] = -1.0
+    return chosen
 
 
 def point3D_ids_per_keypoint(model: pycolmap.Reconstruction) -> dict[str, np.ndarray]:
@@ -248,7 +251,10 @@ def scene_extent(model: pycolmap.Reconstruction) -> float:
 
 
 def aerial_frames_seeing(points: np.ndarray, model: pycolmap.Reconstruction, top: int) -> list[str]:
-    """The aerial frames in whose view most of the given metric 3D points fall (in front, inside the image)."""
+    """The aerial frames in whose view most of the given metric 3D points fall (in front, inside the image); none
+    for no points (a photo without depth)."""
+    if not len(points):
+        return []
     scores = []
     for image in model.images.values():
         view = PairView(image.name, model.camera(image.camera_id), image.cam_from_world(), np.nan)
@@ -268,21 +274,25 @@ def photo_depth_points(photo: GroundPhoto, sim: pycolmap.Sim3d, step: int = 16) 
 
 def judge(prediction: np.ndarray, found: tuple[pycolmap.Rigid3d, np.ndarray] | None, corr: Correspondences,
           extent: float, conf: RegistrationConf, name: str) -> PhotoResult:
-    """Keep a PnP pose that agrees with the prediction, or that is strong on its own; otherwise reject."""
+    """A photo's PnP pose against the prediction: "registered" (with the PnP pose) when it has conf.min_inliers
+    inliers and agrees; otherwise rejected with the reason. The final word with registered_pose="predicted" is
+    place_registered_photos's."""
     result = PhotoResult(name, STATUS_REJECTED, num_correspondences=len(corr.xy))
     if found is None:
+        result.reason = f"no PnP pose from {len(corr.xy)} 2D-3D matches"
         return result
     pose, inliers = found
     result.num_inliers = int(inliers.sum())
     distance, angle = pose_errors(cam2world_from_cam_from_world(pose), prediction)
     result.rotation_vs_prediction_deg, result.position_vs_prediction_m = angle, distance
-    agrees = angle <= conf.agree_rotation_deg and distance <= conf.agree_position_fraction * extent
-    if result.num_inliers >= conf.min_inliers and agrees:
-        result.status = STATUS_REGISTERED
-    elif result.num_inliers >= conf.individual_min_inliers:
-        result.status = STATUS_INDIVIDUAL
-    else:
+    if result.num_inliers < conf.min_inliers:
+        result.reason = f"PnP pose with only {result.num_inliers} inliers of {len(corr.xy)} matches"
         return result
+    if angle > conf.agree_rotation_deg or distance > conf.agree_position_fraction * extent:
+        result.reason = (f"PnP pose ({result.num_inliers} inliers) {angle:.2f} deg / {distance:.2f} m from the "
+                         "Sim(3) prediction")
+        return result
+    result.status = STATUS_REGISTERED
     result.pose = POSE_PNP
     result.cam_from_world = pose
     result.inlier_keypoints = corr.keypoints[inliers]
@@ -296,14 +306,25 @@ def projections(camera: pycolmap.Camera, cam2world: np.ndarray, xyz: np.ndarray)
     return camera.img_from_cam(cam, check_cheirality=False), cam[:, 2] > 0
 
 
-ROBUST_SCALE_PX = 2.0  # reprojection error (px) where the scene refinement's soft-L1 loss turns from squared to linear
+def explained(camera: pycolmap.Camera, cam2world: np.ndarray, corr: Correspondences, max_error_px: float) -> np.ndarray:
+    """Which 2D-3D matches a pose explains: the point in front of the camera, projecting within `max_error_px`."""
+    if not len(corr.xy):
+        return np.zeros(0, dtype=bool)
+    uv, in_front = projections(camera, cam2world, corr.xyz)
+    return in_front & (np.linalg.norm(uv - corr.xy, axis=1) <= max_error_px)
+
+
+# Reprojection error (px) beyond which the scene refinement's Cauchy loss discounts a match. Its matches are those the
+# pooled 3D-3D Sim(3) verified (pooled_sim3), mostly right; a loss that grows without bound even linearly (soft-L1) let
+# the wrong ones pull the Sim(3) 2 deg off on a sweep scene where the Cauchy loss ended 0.01 deg from the truth.
+ROBUST_SCALE_PX = 2.0
 
 
 def refine_scene_sim3(sim: pycolmap.Sim3d, photos: list[GroundPhoto], observations: list[Correspondences]) -> pycolmap.Sim3d:
     """The scene Sim(3) refined by moving the MegaDepth scene as one rigid body: the similarity (about the photos'
-    centroid) that minimises the robust reprojection error of the photos' 2D-3D inliers when every photo takes its
-    SfM pose through it. The 3D-3D fit from the anchors rests on MegaDepth depth read at keypoints, which sit on
-    depth edges: with ALIKED at 480 px on the tiny sample it was 0.78 deg off; refined, 0.11 deg."""
+    centroid) that minimises the robust (Cauchy) reprojection error of the photos' 2D-3D matches when every photo takes
+    its SfM pose through it. The 3D-3D fit from the anchors rests on MegaDepth depth read at keypoints, which sit on
+    depth edges; one Sim(3) for all photos pools their matches, so outliers of one photo do not move it."""
     centroid = transform_points(sim, np.array([photo.cam2world_sfm[:3, 3] for photo in photos])).mean(axis=0)
 
     def correction(x: np.ndarray) -> pycolmap.Sim3d:
@@ -317,40 +338,47 @@ def refine_scene_sim3(sim: pycolmap.Sim3d, photos: list[GroundPhoto], observatio
             (projections(photo.camera, predict_cam2world(moved, photo.cam2world_sfm), corr.xyz)[0] - corr.xy).ravel()
             for photo, corr in zip(photos, observations)])
 
-    solution = least_squares(residuals, np.zeros(7), loss="soft_l1", f_scale=ROBUST_SCALE_PX,
+    solution = least_squares(residuals, np.zeros(7), loss="cauchy", f_scale=ROBUST_SCALE_PX,
                              x_scale=np.array([1e-3] * 3 + [0.1] * 3 + [1e-3]))
     return correction(solution.x) * sim
 
 
+def guided_radius_px(photo: GroundPhoto, conf: RegistrationConf) -> float:
+    """Search radius around predicted projections for a photo (RegistrationConf.guided_radius_fraction)."""
+    return conf.guided_radius_fraction * float(np.hypot(photo.camera.width, photo.camera.height))
+
+
 def place_registered_photos(sim: pycolmap.Sim3d, photos: list[GroundPhoto], results: list[PhotoResult],
-                            pnp_inlier_matches: list[Correspondences | None],
-                            matches_around: Callable[[int, np.ndarray], Correspondences],
-                            conf: RegistrationConf) -> tuple[pycolmap.Sim3d, int]:
-    """Give every "registered" photo its MegaDepth pose through the refined scene Sim(3) (see the module doc), with
-    the 2D-3D matches found around that pose (`matches_around(photo index, cam2world)`, as PnP's second round) that
-    it reprojects within pnp_max_error_px as its inlier observations. An "individual" photo whose predicted pose so
-    explains at least conf.explained_share of its PnP inlier count is registered too: its PnP pose, confirmed by
-    matches searched around itself, strayed in the noise of the aerial points (on the default sample with MegaDepth
-    poses 0.05 deg off, a photo's PnP pose was 3.1 deg off and kept as individual). Returns the Sim(3) and the number
-    of photos it was refined on (0: fewer than two registered photos, which keep their PnP poses)."""
-    chosen = [i for i, result in enumerate(results) if result.status == STATUS_REGISTERED]
-    if len(chosen) < 2:  # one photo cannot pin the scale
-        return sim, 0
-    sim = refine_scene_sim3(sim, [photos[i] for i in chosen], [pnp_inlier_matches[i] for i in chosen])
+                            matches_around: Callable[[int, np.ndarray, float], Correspondences],
+                            conf: RegistrationConf) -> None:
+    """Give every photo whose predicted pose its own matches confirm that pose (the MegaDepth pose through `sim`).
+
+    A predicted pose is confirmed when, of the keypoints matched within guided_radius_fraction of its projections
+    (`matches_around(photo index, cam2world, radius_px)`), at least min_inliers and min_support_share reproject
+    within support_radius_px. Matches found around a wrong pose land anywhere in the search disc, and only
+    (support_radius_px / radius)^2 of them (about 1 %) that close by chance: on a sweep scene, poses 3 deg off had at
+    most 7 such keypoints and 3 %, the true poses 11-29 %. A registered photo keeps that pose whatever its PnP pose
+    (PnP from matches around the prediction strayed by up to 8 deg on sweep scenes where the prediction was within
+    0.05 deg); its observations are the matches within refine_radius_px that it reprojects within pnp_max_error_px. A
+    photo not confirmed is rejected, with the reason."""
     for i, result in enumerate(results):
-        if result.status == STATUS_REJECTED:
-            continue
         pose = predict_cam2world(sim, photos[i].cam2world_sfm)
-        corr = matches_around(i, pose)
-        uv, in_front = projections(photos[i].camera, pose, corr.xyz)
-        inliers = in_front & (np.linalg.norm(uv - corr.xy, axis=1) <= conf.pnp_max_error_px)
+        corr = matches_around(i, pose, guided_radius_px(photos[i], conf))
+        confirming = corr.keypoints[explained(photos[i].camera, pose, corr, conf.support_radius_px)]
+        count, total = len(np.unique(confirming)), len(np.unique(corr.keypoints))
+        result.predicted_pose_support = count
+        if count < conf.min_inliers or count < conf.min_support_share * total:
+            pnp = f"; {result.reason}" if result.reason else ""
+            result.status, result.pose, result.cam_from_world = STATUS_REJECTED, None, None
+            result.reason = (f"predicted pose confirmed by {count} of the {total} keypoints matched around it (needs "
+                             f"{conf.min_inliers} and {conf.min_support_share:.0%}){pnp}")
+            continue
+        tight = matches_around(i, pose, conf.refine_radius_px)
+        inliers = explained(photos[i].camera, pose, tight, conf.pnp_max_error_px)
+        result.status, result.reason = STATUS_REGISTERED, None
         result.predicted_pose_inliers = int(inliers.sum())
-        if result.status == STATUS_INDIVIDUAL and inliers.sum() >= conf.explained_share * result.num_inliers:
-            result.status = STATUS_REGISTERED
-        if result.status == STATUS_REGISTERED:
-            result.pose, result.cam_from_world = POSE_PREDICTED, cam_from_world_from_cam2world(pose)
-            result.inlier_keypoints, result.inlier_point3D_ids = corr.keypoints[inliers], corr.point3D_ids[inliers]
-    return sim, len(chosen)
+        result.pose, result.cam_from_world = POSE_PREDICTED, cam_from_world_from_cam2world(pose)
+        result.inlier_keypoints, result.inlier_point3D_ids = tight.keypoints[inliers], tight.point3D_ids[inliers]
 
 
 @dataclasses.dataclass
@@ -367,7 +395,7 @@ class SceneRegistration:
 
     def to_json(self) -> dict:
         counts = {status: sum(r.status == status for r in self.results)
-                  for status in (STATUS_REGISTERED, STATUS_INDIVIDUAL, STATUS_REJECTED)}
+                  for status in (STATUS_REGISTERED, STATUS_REJECTED)}
         return {
             "scene_extent_m": self.extent_m,
             "sim3_metric_from_sfm": {"scale": float(np.squeeze(self.sim3.scale)),
@@ -381,13 +409,30 @@ class SceneRegistration:
         }
 
 
-def anchor_correspondences(photo: GroundPhoto, corr: Correspondences, found, conf: RegistrationConf) -> tuple[np.ndarray, np.ndarray]:
-    """3D-3D pairs (SfM frame, metric) from an anchor's PnP inliers whose keypoints have MegaDepth depth."""
-    if found is None or found[1].sum() < conf.min_inliers:
-        return np.zeros((0, 3)), np.zeros((0, 3))
-    inliers = found[1]
-    sfm, valid = sfm_points_of_keypoints(photo, corr.xy[inliers] - COLMAP_KEYPOINT_SHIFT)
-    return sfm, corr.xyz[inliers][valid]
+def with_depth(photo: GroundPhoto, corr: Correspondences) -> tuple[np.ndarray, Correspondences]:
+    """The 2D-3D matches whose keypoints have MegaDepth depth, and their keypoints' 3D points in the SfM frame: 3D-3D
+    pairs (SfM frame, metric aerial point) for the scene Sim(3)."""
+    sfm, valid = sfm_points_of_keypoints(photo, corr.xy - COLMAP_KEYPOINT_SHIFT)
+    return sfm, corr.subset(valid)
+
+
+def pooled_sim3(photos: list[GroundPhoto], matches: list[Correspondences], max_error: float,
+                seed: int) -> tuple[pycolmap.Sim3d, int, list[Correspondences]] | None:
+    """One robust Sim(3) (metric from SfM) from the 3D-3D pairs of all the photos' 2D-3D matches pooled: across the
+    appearance gap a photo may have too few good matches for a pose of its own, while pooled they settle the scene.
+    Returns it, its inlier count and per photo the 2D-3D matches it verified (None: too few pairs, or no Sim(3))."""
+    pairs = [with_depth(photo, corr) for photo, corr in zip(photos, matches)]
+    src = np.concatenate([sfm for sfm, _ in pairs] + [np.zeros((0, 3))])
+    dst = np.concatenate([corr.xyz for _, corr in pairs] + [np.zeros((0, 3))])
+    if len(src) < MIN_SIM3_CORRESPONDENCES:
+        return None
+    try:
+        sim, inliers = estimate_scene_sim3(src, dst, max_error, seed)
+    except RuntimeError:  # no consistent subset
+        return None
+    verified = [corr.subset(np.linalg.norm(transform_points(sim, sfm) - corr.xyz, axis=1) < max_error)
+                for sfm, corr in pairs]
+    return sim, inliers, verified
 
 
 def evenly_spaced(names: list[str], count: int) -> list[str]:
@@ -470,23 +515,22 @@ def merge_correspondences(a: Correspondences, b: Correspondences) -> Corresponde
 
 
 def matches_near_pose(photo: GroundPhoto, cam2world: np.ndarray, pair_matches: Correspondences,
-                      points: PointDescriptors, features_path: Path, conf: RegistrationConf) -> Correspondences:
-    """The pair matches plus the projection-guided matches within refine_radius_px of the points' projections."""
+                      points: PointDescriptors, features_path: Path, radius_px: float) -> Correspondences:
+    """The pair matches plus the projection-guided matches within `radius_px` of the points' projections."""
     return merge_correspondences(pair_matches, projection_guided_correspondences(
-        photo, cam2world, points, features_path, conf.refine_radius_px))
+        photo, cam2world, points, features_path, radius_px))
 
 
 def localize_photo(photo: GroundPhoto, prediction: np.ndarray, pair_matches: Correspondences, points: PointDescriptors,
                    features_path: Path, conf: RegistrationConf) -> tuple[Correspondences, tuple | None]:
     """PnP on the pair matches plus projection-guided matches around the predicted pose, then once more around the
     PnP pose with a tight radius; returns the correspondences used and the better result."""
-    diagonal = float(np.hypot(photo.camera.width, photo.camera.height))
-    corr = merge_correspondences(pair_matches, projection_guided_correspondences(
-        photo, prediction, points, features_path, conf.guided_radius_fraction * diagonal))
+    corr = matches_near_pose(photo, prediction, pair_matches, points, features_path, guided_radius_px(photo, conf))
     found = absolute_pose(photo.camera, corr, conf)
     if found is None:
         return corr, None
-    tight = matches_near_pose(photo, cam2world_from_cam_from_world(found[0]), pair_matches, points, features_path, conf)
+    tight = matches_near_pose(photo, cam2world_from_cam_from_world(found[0]), pair_matches, points, features_path,
+                              conf.refine_radius_px)
     refound = absolute_pose(photo.camera, tight, conf)
     if refound is not None and refound[1].sum() >= found[1].sum():
         return tight, refound

@@ -48,12 +48,9 @@ from aerialmd.sfm.registration import (
     PhotoResult,
     RegistrationConf,
     SceneRegistration,
-    absolute_pose,
     aerial_frames_seeing,
     aerial_point_descriptors,
-    anchor_correspondences,
     correspondences_2d3d,
-    estimate_scene_sim3,
     evenly_spaced,
     judge,
     load_ground_photos,
@@ -62,9 +59,11 @@ from aerialmd.sfm.registration import (
     photo_depth_points,
     place_registered_photos,
     point3D_ids_per_keypoint,
+    pooled_sim3,
     predict_cam2world,
+    refine_scene_sim3,
     scene_extent,
-    spread_subset,
+    spread_order,
 )
 from aerialmd.sfm.triangulation import (
     TriangulationConf,
@@ -80,51 +79,92 @@ STAGE = "localization"
 def register_photos(model: pycolmap.Reconstruction, photos: list[GroundPhoto], work_dir: Path,
                     feature_conf: FeatureConf, matcher_conf: MatcherConf, conf: RegistrationConf,
                     timer: Timer) -> SceneRegistration:
-    """Anchors -> scene Sim(3) -> pose-guided matching -> per-photo PnP judged against the prediction."""
+    """Anchors -> scene Sim(3) -> pose-guided matching -> Sim(3) from all photos, refined -> predicted poses confirmed
+    by each photo's own matches (aerialmd/sfm/registration.py)."""
     features, matches = work_dir / FEATURES_FILE, work_dir / GROUND_MATCHES_FILE
     with timer.step("extraction"):
         extract_features([ImageInput(p.name, p.path) for p in photos], features, feature_conf)
     extent = scene_extent(model)
     point_ids = point3D_ids_per_keypoint(model)
-    aerial = sorted(image.name for image in model.images.values())
-    anchors = [photos[i] for i in spread_subset(np.array([p.cam2world_sfm[:3, 3] for p in photos]), conf.num_anchors)]
-    anchor_pairs = [(p.name, a) for p in anchors for a in evenly_spaced(aerial, conf.max_anchor_pairs)]
-    with timer.step("matching"):
-        match_pairs(anchor_pairs, features, matches, matcher_conf)
+    anchors = scene_anchors(model, photos, features, matches, matcher_conf, conf, timer, extent)
     with timer.step("registration"):
-        src, dst = [], []
-        for photo in anchors:
-            corr = correspondences_2d3d(photo.name, aerial, features, matches, model, point_ids)
-            s, d = anchor_correspondences(photo, corr, absolute_pose(photo.camera, corr, conf), conf)
-            src.append(s)
-            dst.append(d)
-        src_all, dst_all = np.concatenate(src), np.concatenate(dst)
-        if len(src_all) < 10:
-            raise RuntimeError(f"anchor photos gave only {len(src_all)} 3D-3D matches; cannot place the MegaDepth scene")
-        sim3, sim3_inliers = estimate_scene_sim3(src_all, dst_all, conf.sim3_max_error_fraction * extent, conf.seed)
-        predictions = [predict_cam2world(sim3, p.cam2world_sfm) for p in photos]
-        guided = {p.name: aerial_frames_seeing(photo_depth_points(p, sim3), model, conf.guided_pairs) for p in photos}
+        guided = {p.name: aerial_frames_seeing(photo_depth_points(p, anchors.sim3), model, conf.guided_pairs)
+                  for p in photos}
     guided_pairs = [(name, a) for name, frames in guided.items() for a in frames]
-    write_pairs(work_dir / GROUND_PAIRS_FILE, sorted(set(anchor_pairs) | set(guided_pairs)))
+    write_pairs(work_dir / GROUND_PAIRS_FILE, sorted(set(anchors.pairs) | set(guided_pairs)))
     with timer.step("matching"):
         match_pairs(guided_pairs, features, matches, matcher_conf)
     with timer.step("registration"):
+        frames = {name: sorted(set(frames) | set(anchors.frames.get(name, []))) for name, frames in guided.items()}
+        pair_matches = [correspondences_2d3d(p.name, frames[p.name], features, matches, model, point_ids)
+                        for p in photos]
+        sim3, sim3_inliers, refined_on = refined_scene_sim3(photos, pair_matches, anchors, conf, extent)
         points = aerial_point_descriptors(model, features)
-        results, pair_matches, pnp_inlier_matches = [], [], []
-        for photo, prediction in zip(photos, predictions):
-            pair_matches.append(correspondences_2d3d(photo.name, guided[photo.name], features, matches, model,
-                                                     point_ids))
-            corr, found = localize_photo(photo, prediction, pair_matches[-1], points, features, conf)
+        results = []
+        for photo, pairs in zip(photos, pair_matches):
+            prediction = predict_cam2world(sim3, photo.cam2world_sfm)
+            corr, found = localize_photo(photo, prediction, pairs, points, features, conf)
             results.append(judge(prediction, found, corr, extent, conf, photo.name))
-            pnp_inlier_matches.append(None if found is None else corr.subset(found[1]))
-        refined_on = 0
         if conf.registered_pose == POSE_PREDICTED:
-            def matches_around(index: int, cam2world: np.ndarray) -> Correspondences:
-                return matches_near_pose(photos[index], cam2world, pair_matches[index], points, features, conf)
+            def matches_around(index: int, cam2world: np.ndarray, radius_px: float) -> Correspondences:
+                return matches_near_pose(photos[index], cam2world, pair_matches[index], points, features, radius_px)
 
-            sim3, refined_on = place_registered_photos(sim3, photos, results, pnp_inlier_matches, matches_around,
-                                                       conf)
-    return SceneRegistration(sim3, sim3_inliers, len(src_all), refined_on, [p.name for p in anchors], results, extent)
+            place_registered_photos(sim3, photos, results, matches_around, conf)
+    return SceneRegistration(sim3, sim3_inliers, anchors.correspondences, refined_on, anchors.names, results, extent)
+
+
+def refined_scene_sim3(photos: list[GroundPhoto], pair_matches: list[Correspondences], anchors: "SceneAnchors",
+                       conf: RegistrationConf, extent: float) -> tuple[pycolmap.Sim3d, int, int]:
+    """The Sim(3) from every photo's matches pooled (the anchors' when that finds fewer inliers), refined on the
+    matches it verified; with its inlier count and the number of photos it was refined on."""
+    pooled = pooled_sim3(photos, pair_matches, conf.sim3_max_error_fraction * extent, conf.seed)
+    if pooled is None or pooled[1] < anchors.inliers:
+        return anchors.sim3, anchors.inliers, 0
+    sim3, inliers, verified = pooled
+    chosen = [i for i, corr in enumerate(verified) if len(corr.xy)]
+    return refine_scene_sim3(sim3, [photos[i] for i in chosen], [verified[i] for i in chosen]), inliers, len(chosen)
+
+
+@dataclasses.dataclass
+class SceneAnchors:
+    """The first scene Sim(3), from the anchor photos: its inliers among their pooled 3D-3D pairs, how many pairs,
+    the anchors, the aerial frames each was matched to and those pairs."""
+
+    sim3: pycolmap.Sim3d
+    inliers: int
+    correspondences: int
+    names: list[str]
+    frames: dict[str, list[str]]
+    pairs: list[tuple[str, str]]
+
+
+def scene_anchors(model: pycolmap.Reconstruction, photos: list[GroundPhoto], features: Path, matches: Path,
+                  matcher_conf: MatcherConf, conf: RegistrationConf, timer: Timer, extent: float) -> SceneAnchors:
+    """Anchor photos in batches of conf.num_anchors (spread over the scene) matched to the aerial frames, until their
+    pooled 3D-3D pairs give a Sim(3) with conf.min_sim3_inliers inliers or every photo is an anchor."""
+    point_ids = point3D_ids_per_keypoint(model)
+    aerial = evenly_spaced(sorted(image.name for image in model.images.values()), conf.max_anchor_pairs)
+    order = spread_order(np.array([p.cam2world_sfm[:3, 3] for p in photos]))
+    anchors: list[GroundPhoto] = []
+    found: list[Correspondences] = []
+    pooled = None
+    for start in range(0, len(order), conf.num_anchors):
+        batch = [photos[i] for i in order[start:start + conf.num_anchors]]
+        with timer.step("matching"):
+            match_pairs([(p.name, a) for p in batch for a in aerial], features, matches, matcher_conf)
+        with timer.step("registration"):
+            anchors += batch
+            found += [correspondences_2d3d(p.name, aerial, features, matches, model, point_ids) for p in batch]
+            pooled = pooled_sim3(anchors, found, conf.sim3_max_error_fraction * extent, conf.seed) or pooled
+        if pooled is not None and pooled[1] >= conf.min_sim3_inliers:
+            break
+    matched = sum(len(corr.xy) for corr in found)
+    if pooled is None:
+        raise RuntimeError(f"the {len(anchors)} anchor photos gave no consistent Sim(3) from their {matched} 2D-3D "
+                           "matches; cannot place the MegaDepth scene")
+    names = [p.name for p in anchors]
+    return SceneAnchors(pooled[0], pooled[1], matched, names, {name: aerial for name in names},
+                        [(name, a) for name in names for a in aerial])
 
 
 def localized_model(aerial_dir: Path, photos: list[GroundPhoto], results: list[PhotoResult],
@@ -234,8 +274,7 @@ def localize_scene(scene_dir: Path, processed_dirs: dict[str, Path], subscene_im
         (tmp / REGISTRATION_FILE).write_text(json.dumps(document, indent=1))
         (tmp / TIMINGS_FILE).write_text(json.dumps(timer.seconds, indent=1))
     counts = document["counts"]
-    return (f"{counts['registered'] + counts['individual']}/{len(photos)} photos registered "
-            f"({counts['individual']} individually, {counts['rejected']} rejected), "
+    return (f"{counts['registered']}/{len(photos)} photos registered ({counts['rejected']} rejected), "
             f"Sim(3) scale {document['sim3_metric_from_sfm']['scale']:.4g}")
 
 

@@ -235,17 +235,18 @@ def plot_camera_map(model: pycolmap.Reconstruction, scene: str, path: Path) -> N
 
 
 def plot_registration(photos: dict[str, dict], scene: str, path: Path) -> None:
-    """Horizontal bars per ground photo: correspondences (light) and inliers (dark), coloured by status."""
+    """Horizontal bars per ground photo: correspondences (light) and the matches confirming its pose (dark: its
+    predicted pose's support, or its PnP inliers when that was not measured), coloured by status."""
     names = sorted(photos)
-    colours = {"registered": "tab:green", "individual": "tab:orange"}
+    colours = {"registered": "tab:green"}
     figure = Figure(figsize=(8, max(2.5, 0.25 * len(names) + 1.2)), dpi=FIGURE_DPI)
     axes = figure.add_subplot()
     rows = np.arange(len(names))
     matches = [photos[n].get("num_correspondences") or 0 for n in names]
-    inliers = [photos[n].get("num_inliers") or 0 for n in names]
+    inliers = [photos[n].get("predicted_pose_support") or photos[n].get("num_inliers") or 0 for n in names]
     status_colours = [colours.get(photos[n].get("status"), "tab:red") for n in names]
     axes.barh(rows, matches, color="0.8", label="2D-3D correspondences")
-    axes.barh(rows, inliers, color=status_colours, label="inliers (green registered, orange individual, red rejected)")
+    axes.barh(rows, inliers, color=status_colours, label="confirming matches (green registered, red rejected)")
     axes.set_yticks(rows, [n.split(".")[0][:24] for n in names], fontsize="x-small")
     axes.invert_yaxis()
     axes.set_xlabel("count")
@@ -326,7 +327,7 @@ def scene_summary_cells(report: dict) -> list[str]:
     model = next(iter(report["models"].values()), None)
     counts = model["registration"]["counts"] if model else {}
     dense = model["dense"] if model else None
-    registered = counts.get("registered", 0) + counts.get("individual", 0)
+    registered = counts.get("registered", 0)
     coverage = dense["median_coverage"] if dense else {}
     agreement = dense["summary"].get("megadepth_median_rel_diff") if dense else None
     return [

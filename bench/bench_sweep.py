@@ -1,0 +1,143 @@
+"""Benchmark: registration (stage 4a) over a fixed sweep of sample scenes of the family, with the defaults a user gets.
+
+    python bench/bench_sweep.py [--root sweep_data] [--scenes small0001 ...] [--features sift]
+
+The scenes (SWEEP, chosen once: both photo layouts, the appearance gap on and off, small and larger scenes; see
+aerialmd/sample_scene/family.py) are generated under --root if needed, preprocessed (stages 2-3) and registered from
+scratch. One table: per scene the photos registered, median and worst rotation and position error (position as a
+share of the scene extent) and the scale error of the registered cameras against the truth; then pooled figures and
+each target of the registration issue with PASS or FAIL. One set of defaults for every scene: nothing here is chosen
+per scene. With --dense the dense stage runs too (its accuracy per image kind is added).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+
+from aerialmd.layout import LOCALIZATION_DIR
+from aerialmd.sample_scene import generate_sample
+from aerialmd.sample_scene.evaluation import load_ground_truth, registration_accuracy
+from aerialmd.sample_scene.family import family_config
+from aerialmd.stages.localization import LocalizationConf, localize
+from aerialmd.stages.preprocess_ge import preprocess_ge
+from aerialmd.stages.preprocess_megadepth import preprocess_megadepth
+
+# (seed, size, photo layout, appearance gap): 12 scenes, 8 with the gap, 6 with scattered photos, 2 larger.
+SWEEP = [
+    (1, "small", "spots", True), (2, "small", "scattered", True), (3, "small", "spots", True),
+    (4, "small", "scattered", True), (5, "small", "spots", True), (6, "small", "scattered", True),
+    (7, "small", "spots", False), (8, "small", "scattered", False), (9, "small", "spots", False),
+    (10, "small", "scattered", False), (11, "large", "spots", True), (12, "large", "scattered", True),
+]
+# The registration issue's targets.
+MIN_SCENE_RATE, MIN_MEDIAN_SCENE_RATE = 0.80, 0.95
+MAX_POOLED_ROTATION_DEG, MAX_POOLED_POSITION = 0.3, 0.002
+MAX_ROTATION_DEG, MAX_POSITION, MAX_SCALE_ERROR = 2.0, 0.01, 0.005
+
+
+def run_scene(root: Path, seed: int, size: str, layout: str, gap: bool, conf: LocalizationConf) -> dict:
+    """Generate (or reuse) one scene, run stages 2-4a on it, and measure the registration against its truth."""
+    config = family_config(seed, size, layout, gap)
+    folder = root / config.scene_id
+    start = time.perf_counter()
+    sample = generate_sample(folder, config)
+    preprocess_ge(sample.root, sample.scene_list)
+    processed = sample.root / "megadepth_processed"
+    preprocess_megadepth(sample.megadepth_root, sample.scene_list, processed)
+    prepared = time.perf_counter()
+    code = localize(sample.root / "data", processed, sample.scene_list, conf=conf, overwrite=True)
+    seconds = time.perf_counter() - prepared
+    row = {"scene": config.scene_id, "layout": layout, "gap": gap, "photos": config.num_ground,
+           "frames": config.num_frames, "prepare_s": prepared - start, "register_s": seconds}
+    out = sample.root / "data" / config.scene_id / LOCALIZATION_DIR / conf.output_name()
+    if code != 0:
+        return {**row, "failed": True}
+    accuracy = registration_accuracy(pycolmap.Reconstruction(str(out / "localized")),
+                                     load_ground_truth(sample.ground_truth_dir))
+    document = json.loads((out / "registration.json").read_text())
+    rejected = {name: {k: photo.get(k) for k in ("reason", "num_correspondences", "num_inliers",
+                                                 "rotation_vs_prediction_deg", "position_vs_prediction_m")}
+                for name, photo in document["images"].items() if photo["status"] == "rejected"}
+    return {**row, "accuracy": accuracy, "rejected": rejected}
+
+
+def print_table(rows: list[dict]) -> None:
+    header = (f"{'scene':<11}{'layout':>10}{'gap':>5}{'frames':>7}{'photos':>7}{'reg':>8}{'rate':>7}{'rot med':>9}"
+              f"{'rot max':>9}{'pos med%':>9}{'pos max%':>9}{'scale err%':>11}{'time s':>8}")
+    print("\n" + header)
+    for row in rows:
+        gap = "on" if row["gap"] else "off"
+        start = f"{row['scene']:<11}{row['layout']:>10}{gap:>5}{row['frames']:>7}{row['photos']:>7}"
+        if row.get("failed"):
+            print(start + "  FAILED")
+            continue
+        a = row["accuracy"]
+        rate = a["registered"] / a["total"]
+        print(start + f"{a['registered']:>4}/{a['total']:<3}{rate:>7.2f}{a.get('median_rotation_deg', np.nan):>9.3f}"
+              f"{a.get('max_rotation_deg', np.nan):>9.3f}{100 * a.get('median_position_fraction', np.nan):>9.3f}"
+              f"{100 * a.get('max_position_fraction', np.nan):>9.3f}{100 * abs(a.get('scale', np.nan) - 1):>11.3f}"
+              f"{row['register_s']:>8.0f}")
+
+
+def verdicts(rows: list[dict]) -> list[tuple[str, str, bool]]:
+    """The registration issue's targets over the sweep: (what, figure, met)."""
+    done = [r for r in rows if not r.get("failed")]
+    rates = [r["accuracy"]["registered"] / r["accuracy"]["total"] for r in done] + [0.0] * (len(rows) - len(done))
+    images = [e for r in done for e in r["accuracy"]["images"].values()]
+    rotations = np.array([e["rotation_deg"] for e in images]) if images else np.array([np.inf])
+    positions = np.array([e["position_fraction"] for e in images]) if images else np.array([np.inf])
+    scale_errors = [abs(r["accuracy"].get("scale", np.inf) - 1) for r in done] or [np.inf]
+    return [
+        ("every scene registers >= 80 % of its photos", f"lowest {min(rates):.2f}", min(rates) >= MIN_SCENE_RATE),
+        ("median scene registers >= 95 %", f"{np.median(rates):.2f}", np.median(rates) >= MIN_MEDIAN_SCENE_RATE),
+        ("pooled median rotation <= 0.3 deg", f"{np.median(rotations):.3f} deg",
+         np.median(rotations) <= MAX_POOLED_ROTATION_DEG),
+        ("pooled median position <= 0.2 % of extent", f"{100 * np.median(positions):.3f} %",
+         np.median(positions) <= MAX_POOLED_POSITION),
+        ("no kept photo worse than 2 deg", f"worst {rotations.max():.3f} deg", rotations.max() <= MAX_ROTATION_DEG),
+        ("no kept photo worse than 1 % of extent", f"worst {100 * positions.max():.3f} %",
+         positions.max() <= MAX_POSITION),
+        ("scale within 0.5 % in every scene", f"worst {100 * max(scale_errors):.3f} %",
+         max(scale_errors) <= MAX_SCALE_ERROR),
+        ("no scene failed", f"{len(rows) - len(done)} failed", len(done) == len(rows)),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=Path("sweep_data"), help="where the sweep's scenes live")
+    parser.add_argument("--scenes", nargs="+", help="only these scene ids (e.g. small0001 large0011)")
+    parser.add_argument("--features", default="sift", help="features of the registration (sift, aliked)")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--clean", action="store_true", help="remove each scene's folder after measuring it")
+    args = parser.parse_args()
+    conf = LocalizationConf(features=args.features)
+    rows = []
+    for seed, size, layout, gap in SWEEP:
+        scene_id = family_config(seed, size, layout, gap).scene_id
+        if args.scenes and scene_id not in args.scenes:
+            continue
+        rows.append(run_scene(args.root, seed, size, layout, gap, conf))
+        print_table(rows[-1:])
+        if args.clean:
+            shutil.rmtree(args.root / scene_id)
+    print_table(rows)
+    print()
+    for what, figure, met in verdicts(rows):
+        print(f"{what:<45}{figure:>20}  {'PASS' if met else 'FAIL'}")
+    for row in rows:
+        for name, reason in row.get("rejected", {}).items():
+            print(f"rejected {row['scene']} {name}: {reason}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
