@@ -6,8 +6,8 @@ The scenes (SWEEP, chosen once: both photo layouts, the appearance gap on and of
 aerialmd/sample_scene/family.py) are generated under --root if needed, preprocessed (stages 2-3) and registered from
 scratch. One table: per scene the photos registered, median and worst rotation and position error (position as a
 share of the scene extent) and the scale error of the registered cameras against the truth; then pooled figures and
-each target of the registration issue with PASS or FAIL. One set of defaults for every scene: nothing here is chosen
-per scene. With --dense the dense stage runs too (its accuracy per image kind is added).
+each target of the registration issue with PASS or FAIL, then every rejected photo's reason. One set of defaults for
+every scene: nothing here is chosen per scene. Figures: docs/registration.md.
 """
 
 from __future__ import annotations
