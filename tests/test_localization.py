@@ -125,10 +125,14 @@ def test_scene_sim3_refinement_recovers_a_perturbed_similarity():
 
 
 def test_a_photo_is_kept_only_on_a_predicted_pose_its_own_matches_confirm():
-    """Photo 2's PnP pose disagreed with the prediction, but its matches fit the predicted pose: it is registered on
-    that pose. Photo 3's matches fit a pose 5 deg away, a wrong MegaDepth pose: rejected, with the reason, although
-    its PnP pose had 200 inliers."""
+    """Photo 1's matches around the prediction are scattered (no support), but its PnP pose agreed: registered, by
+    PnP. Photo 2's PnP pose disagreed with the prediction, but its matches fit the predicted pose: registered on that
+    pose. Photo 3's matches fit a pose 5 deg away, a wrong MegaDepth pose: rejected, with the reason, although its
+    PnP pose had 200 inliers."""
     photos, observations, truth = synthetic_photos(4, np.random.default_rng(4))
+    scattered = observations[1].xy + np.random.default_rng(5).uniform(-30, 30, observations[1].xy.shape)
+    observations[1] = Correspondences(observations[1].keypoints, scattered, observations[1].xyz,
+                                      observations[1].point3D_ids)
     stray, off = truth[2].copy(), truth[3].copy()
     stray[:3, :3] = Rotation.from_rotvec([np.radians(3), 0, 0]).as_matrix() @ stray[:3, :3]
     off[:3, :3] = Rotation.from_rotvec([0, np.radians(5), 0]).as_matrix() @ off[:3, :3]
@@ -141,6 +145,7 @@ def test_a_photo_is_kept_only_on_a_predicted_pose_its_own_matches_confirm():
                             RegistrationConf())
     assert [r.status for r in results] == ["registered", "registered", "registered", "rejected"]
     assert [r.pose for r in results] == ["predicted", "predicted", "predicted", None]
+    assert [r.confirmed_by for r in results] == ["support", "pnp", "support", None]
     assert results[2].predicted_pose_support >= 190 and results[3].predicted_pose_support < 10
     assert results[3].cam_from_world is None and "predicted pose confirmed by" in results[3].reason
     distance, angle = pose_errors(cam2world_from_cam_from_world(results[2].cam_from_world), truth[2])
