@@ -141,7 +141,7 @@ def test_a_photo_is_kept_only_on_a_predicted_pose_its_own_matches_confirm():
     statuses = ["registered", "registered", "rejected", "rejected"]
     results = [PhotoResult(p.name, status, num_inliers=200, pose="pnp", cam_from_world=cam_from_world_from_cam2world(q))
                for p, status, q in zip(photos, statuses, [truth[0], truth[1], stray, off])]
-    place_registered_photos(TRUE_SIM3, photos, results, lambda index, cam2world, radius: observations[index],
+    place_registered_photos(TRUE_SIM3, photos, results, observations, lambda index, cam2world: observations[index],
                             RegistrationConf())
     assert [r.status for r in results] == ["registered", "registered", "registered", "rejected"]
     assert [r.pose for r in results] == ["predicted", "predicted", "predicted", None]

@@ -17,7 +17,7 @@ import numpy as np
 
 from aerialmd.sample_scene.render import AMBIENT, DIFFUSE, Lighting, Look
 from aerialmd.sample_scene.textures import Texture, fractal_noise, mip_pyramid
-from aerialmd.sample_scene.world import FACES_PER_BOX, Box, World
+from aerialmd.sample_scene.world import Box, World
 
 LIGHTING_STREAM, TRANSIENT_STREAM, CAMERA_STREAM = 3, 4, 5  # the effects' random streams (np.random.default_rng)
 OVERCAST = Lighting(sun_direction=(0.0, 0.0, 1.0), ambient=0.62, diffuse=0.38, shadows=False)  # light from the sky
@@ -103,10 +103,8 @@ def transients_in_view(seed: int, index: int, world: World, cam2world: np.ndarra
 def transient_textures(rng: np.random.Generator, box: Box, texel_m: float = 0.03) -> list[Texture]:
     """A car's or person's faces (walls, then top): one saturated colour with darker blotches, like paint or clothes."""
     colour = rng.uniform(0.1, 0.95, 3).astype(np.float32)
-    sizes = [(2 * box.half_size[1], box.height)] * 2 + [(2 * box.half_size[0], box.height)] * 2 + \
-        [(2 * box.half_size[0], 2 * box.half_size[1])]
     out = []
-    for width_m, height_m in sizes[:FACES_PER_BOX]:
+    for width_m, height_m in box.face_sizes():
         shape = (max(16, int(np.ceil(height_m / texel_m))), max(16, int(np.ceil(width_m / texel_m))))
         image = (0.45 + 0.55 * fractal_noise(rng, shape, 0.4 / texel_m, octaves=4)) * colour
         out.append(Texture(mip_pyramid(np.clip(image, 0, 1).astype(np.float32)), texel_m))

@@ -36,6 +36,11 @@ class Box:
         miss2 = distance2 - along**2 / np.einsum("ij,ij->i", dirs, dirs)
         return np.flatnonzero((miss2 <= radius2) & ((along > 0) | (distance2 <= radius2)))
 
+    def face_sizes(self) -> list[tuple[float, float]]:
+        """(width, height) in metres of its faces in World's order: the +x, -x, +y, -y walls, then the roof."""
+        hx, hy = 2 * self.half_size[0], 2 * self.half_size[1]
+        return [(hy, self.height)] * 2 + [(hx, self.height)] * 2 + [(hx, hy)]
+
     def contains(self, point: np.ndarray, margin: float = 0.0) -> bool:
         local = self.local_from_world() @ (np.asarray(point) - np.append(self.center, 0.0))
         return bool(np.all(np.abs(local[:2]) <= self.half_size + margin) and -margin <= local[2] <= self.height + margin)
@@ -173,6 +178,6 @@ def box_textures(rng: np.random.Generator, box: Box, facade_texel_m: float,
                  wall_detail: Texture | None = None) -> list[Texture]:
     """A building's own textures, in World's face order: its four walls (modulated by `wall_detail` when given), then
     its roof."""
-    walls = [(2 * box.half_size[1], box.height)] * 2 + [(2 * box.half_size[0], box.height)] * 2
+    *walls, roof = box.face_sizes()
     return [dataclasses.replace(facade_texture(rng, w, h, facade_texel_m), detail=wall_detail) for w, h in walls] + \
-        [roof_texture(rng, 2 * box.half_size[0], 2 * box.half_size[1], 0.1)]
+        [roof_texture(rng, *roof, 0.1)]

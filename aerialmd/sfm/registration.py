@@ -352,22 +352,23 @@ def guided_radius_px(photo: GroundPhoto, conf: RegistrationConf) -> float:
 
 
 def place_registered_photos(sim: pycolmap.Sim3d, photos: list[GroundPhoto], results: list[PhotoResult],
-                            matches_around: Callable[[int, np.ndarray, float], Correspondences],
+                            wide_matches: list[Correspondences],
+                            matches_around: Callable[[int, np.ndarray], Correspondences],
                             conf: RegistrationConf) -> None:
     """Give every photo whose predicted pose its own matches confirm that pose (the MegaDepth pose through `sim`).
 
     A predicted pose is confirmed by its support when, of the keypoints matched within guided_radius_fraction of its
-    projections (`matches_around(photo index, cam2world, radius_px)`), at least min_inliers and min_support_share
+    projections (`wide_matches`, per photo, those its PnP started from), at least min_inliers and min_support_share
     reproject within support_radius_px: matches found around a wrong pose land anywhere in the search disc, and only
     (support_radius_px / radius)^2 of them (about 1 %) that close by chance; on a sweep scene, poses 3 deg off had at
     most 7 such keypoints and 3 %, the true poses 11-29 %. Or it is confirmed by PnP: the photo's PnP pose, with
     min_inliers inliers, agreed with it (`judge`), the test before the support one, which registers many photos with
     few matches (on a sweep scene 48 of 55 photos, against 19 by support alone, all within 0.2 deg). A registered
     photo keeps the predicted pose whatever its PnP pose; its observations are the matches within refine_radius_px
-    that it reprojects within pnp_max_error_px. A photo confirmed neither way is rejected, with both reasons."""
+    of its projections (`matches_around(photo index, cam2world)`) that it reprojects within pnp_max_error_px. A photo
+    confirmed neither way is rejected, with both reasons."""
     for i, result in enumerate(results):
-        pose = predict_cam2world(sim, photos[i].cam2world_sfm)
-        corr = matches_around(i, pose, guided_radius_px(photos[i], conf))
+        pose, corr = predict_cam2world(sim, photos[i].cam2world_sfm), wide_matches[i]
         confirming = corr.keypoints[explained(photos[i].camera, pose, corr, conf.support_radius_px)]
         count, total = len(np.unique(confirming)), len(np.unique(corr.keypoints))
         result.predicted_pose_support = count
@@ -378,7 +379,7 @@ def place_registered_photos(sim: pycolmap.Sim3d, photos: list[GroundPhoto], resu
             result.reason = (f"predicted pose confirmed by {count} of the {total} keypoints matched around it (needs "
                              f"{conf.min_inliers} and {conf.min_support_share:.0%}); {result.reason}")
             continue
-        tight = matches_around(i, pose, conf.refine_radius_px)
+        tight = matches_around(i, pose)
         inliers = explained(photos[i].camera, pose, tight, conf.pnp_max_error_px)
         result.confirmed_by = CONFIRMED_BY_SUPPORT if supported else CONFIRMED_BY_PNP
         result.status, result.reason = STATUS_REGISTERED, None
@@ -527,17 +528,18 @@ def matches_near_pose(photo: GroundPhoto, cam2world: np.ndarray, pair_matches: C
         photo, cam2world, points, features_path, radius_px))
 
 
-def localize_photo(photo: GroundPhoto, prediction: np.ndarray, pair_matches: Correspondences, points: PointDescriptors,
-                   features_path: Path, conf: RegistrationConf) -> tuple[Correspondences, tuple | None]:
-    """PnP on the pair matches plus projection-guided matches around the predicted pose, then once more around the
-    PnP pose with a tight radius; returns the correspondences used and the better result."""
-    corr = matches_near_pose(photo, prediction, pair_matches, points, features_path, guided_radius_px(photo, conf))
-    found = absolute_pose(photo.camera, corr, conf)
+def localize_photo(photo: GroundPhoto, wide_matches: Correspondences, pair_matches: Correspondences,
+                   points: PointDescriptors, features_path: Path,
+                   conf: RegistrationConf) -> tuple[Correspondences, tuple | None]:
+    """PnP on the matches around the predicted pose (`wide_matches`: the pair matches plus projection-guided matches
+    within guided_radius_px), then once more around the PnP pose with a tight radius; returns the correspondences
+    used and the better result."""
+    found = absolute_pose(photo.camera, wide_matches, conf)
     if found is None:
-        return corr, None
+        return wide_matches, None
     tight = matches_near_pose(photo, cam2world_from_cam_from_world(found[0]), pair_matches, points, features_path,
                               conf.refine_radius_px)
     refound = absolute_pose(photo.camera, tight, conf)
     if refound is not None and refound[1].sum() >= found[1].sum():
         return tight, refound
-    return corr, found
+    return wide_matches, found

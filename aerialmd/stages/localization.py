@@ -52,6 +52,7 @@ from aerialmd.sfm.registration import (
     aerial_point_descriptors,
     correspondences_2d3d,
     evenly_spaced,
+    guided_radius_px,
     judge,
     load_ground_photos,
     localize_photo,
@@ -86,7 +87,7 @@ def register_photos(model: pycolmap.Reconstruction, photos: list[GroundPhoto], w
         extract_features([ImageInput(p.name, p.path) for p in photos], features, feature_conf)
     extent = scene_extent(model)
     point_ids = point3D_ids_per_keypoint(model)
-    anchors = scene_anchors(model, photos, features, matches, matcher_conf, conf, timer, extent)
+    anchors = scene_anchors(model, point_ids, photos, features, matches, matcher_conf, conf, timer, extent)
     with timer.step("registration"):
         guided = {p.name: aerial_frames_seeing(photo_depth_points(p, anchors.sim3), model, conf.guided_pairs)
                   for p in photos}
@@ -100,16 +101,19 @@ def register_photos(model: pycolmap.Reconstruction, photos: list[GroundPhoto], w
                         for p in photos]
         sim3, sim3_inliers, refined_on = refined_scene_sim3(photos, pair_matches, anchors, conf, extent)
         points = aerial_point_descriptors(model, features)
-        results = []
+        results, wide_matches = [], []
         for photo, pairs in zip(photos, pair_matches):
             prediction = predict_cam2world(sim3, photo.cam2world_sfm)
-            corr, found = localize_photo(photo, prediction, pairs, points, features, conf)
+            wide_matches.append(matches_near_pose(photo, prediction, pairs, points, features,
+                                                  guided_radius_px(photo, conf)))
+            corr, found = localize_photo(photo, wide_matches[-1], pairs, points, features, conf)
             results.append(judge(prediction, found, corr, extent, conf, photo.name))
         if conf.registered_pose == POSE_PREDICTED:
-            def matches_around(index: int, cam2world: np.ndarray, radius_px: float) -> Correspondences:
-                return matches_near_pose(photos[index], cam2world, pair_matches[index], points, features, radius_px)
+            def matches_around(index: int, cam2world: np.ndarray) -> Correspondences:
+                return matches_near_pose(photos[index], cam2world, pair_matches[index], points, features,
+                                         conf.refine_radius_px)
 
-            place_registered_photos(sim3, photos, results, matches_around, conf)
+            place_registered_photos(sim3, photos, results, wide_matches, matches_around, conf)
     return SceneRegistration(sim3, sim3_inliers, anchors.correspondences, refined_on, anchors.names, results, extent)
 
 
@@ -138,11 +142,12 @@ class SceneAnchors:
     pairs: list[tuple[str, str]]
 
 
-def scene_anchors(model: pycolmap.Reconstruction, photos: list[GroundPhoto], features: Path, matches: Path,
-                  matcher_conf: MatcherConf, conf: RegistrationConf, timer: Timer, extent: float) -> SceneAnchors:
+def scene_anchors(model: pycolmap.Reconstruction, point_ids: dict[str, np.ndarray], photos: list[GroundPhoto],
+                  features: Path, matches: Path, matcher_conf: MatcherConf, conf: RegistrationConf, timer: Timer,
+                  extent: float) -> SceneAnchors:
     """Anchor photos in batches of conf.num_anchors (spread over the scene) matched to the aerial frames, until their
-    pooled 3D-3D pairs give a Sim(3) with conf.min_sim3_inliers inliers or every photo is an anchor."""
-    point_ids = point3D_ids_per_keypoint(model)
+    pooled 3D-3D pairs give a Sim(3) with conf.min_sim3_inliers inliers or every photo is an anchor (`point_ids`:
+    point3D_ids_per_keypoint of the model)."""
     aerial = evenly_spaced(sorted(image.name for image in model.images.values()), conf.max_anchor_pairs)
     order = spread_order(np.array([p.cam2world_sfm[:3, 3] for p in photos]))
     anchors: list[GroundPhoto] = []
