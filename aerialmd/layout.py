@@ -11,13 +11,17 @@ write, the aerial-vs-ground naming rule, and the `sfm_*` folder of a registratio
             sfm_output_localization/sfm_<features>+<matcher>/
                 features.h5, matches*.h5, pairs-*.txt   stage 4a: hloc formats
                 aerial/, localized/ (+ -txt)            stage 4a: COLMAP models
-                registration.json, timings.json         stage 4a: figures and settings
+                registration.json, timings.json,        stage 4a: figures and settings
+                peak_memory.json
                 dense_work/                             stage 4b: resumable work (raw depth maps)
                 localized_dense_metric/                 stage 4b: images/, depths/<stem>.h5, sparse-txt/, dense.json
         megadepth_processed/<scene>/<subscene>/<photo>.{jpg,exr,npz}   stage 3 (run_pipeline.py's place for it)
         pairs/<scene>.npz                               run_pipeline.py: each scene's pair file (make_pairs)
         aerial_megadepth.npz                            run_pipeline.py: the pair file of all scenes
-        aerial_megadepth_processed/<scene>/<image>.{jpg,exr,npz}   run_pipeline.py: the export (training data)
+        aerial_megadepth_processed/                     run_pipeline.py: the export (training data; ExportRoot)
+            <scene>/<image>.{jpg,exr,npz}               format dust3r (and .h5 depth: megadepth_scene_info)
+            scene_info/<scene>.npz                      format megadepth_scene_info
+            covisibility/<scene>.npz                    format covisibility
         reports/<scene>/report.json, index.html         reports
 
 MegaDepth, as downloaded (stage 3's input; the sample scene writes the same):
@@ -44,6 +48,8 @@ REPORTS_DIR = "reports"
 PAIRS_DIR = "pairs"
 PAIRS_FILE = "aerial_megadepth.npz"
 EXPORT_DIR = "aerial_megadepth_processed"
+SCENE_INFO_DIR = "scene_info"  # in the export folder
+COVISIBILITY_DIR = "covisibility"  # in the export folder
 INDEX_FILE = "index.html"
 SCENE_LIST_FILE = "megadepth_image_list.npz"  # a data root's own scene list (the sample has one)
 
@@ -54,6 +60,7 @@ LOCALIZATION_DIR = "sfm_output_localization"
 SFM_PREFIX = "sfm_"
 REGISTRATION_FILE = "registration.json"
 TIMINGS_FILE = "timings.json"
+PEAK_MEMORY_FILE = "peak_memory.json"
 LOCALIZED_MODEL = "localized"
 DENSE_WORK_DIR = "dense_work"
 DENSE_DIR = "localized_dense_metric"
@@ -142,6 +149,14 @@ class SfmDir:
     @property
     def registration(self) -> Path:
         return self.path / REGISTRATION_FILE
+
+    @property
+    def timings(self) -> Path:
+        return self.path / TIMINGS_FILE
+
+    @property
+    def peak_memory(self) -> Path:
+        return self.path / PEAK_MEMORY_FILE
 
     @property
     def localized_model(self) -> Path:
@@ -268,3 +283,20 @@ class DataRoot:
     @property
     def index(self) -> Path:
         return self.path / INDEX_FILE
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportRoot:
+    """An export folder (stage 5, aerialmd.stages.export): per-image files in one folder per scene, and the scene-level
+    files of the other formats in a folder per format."""
+
+    path: Path
+
+    def scene(self, scene: str) -> Path:
+        return self.path / scene
+
+    def scene_info(self, scene: str) -> Path:
+        return self.path / SCENE_INFO_DIR / f"{scene}.npz"
+
+    def covisibility(self, scene: str) -> Path:
+        return self.path / COVISIBILITY_DIR / f"{scene}.npz"

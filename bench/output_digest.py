@@ -23,10 +23,11 @@ import numpy as np
 
 from aerialmd.formats.depth import read_depth_exr
 
-VOLATILE_KEYS = {"seconds", "timings", "time", "timing", "seconds_per_image", "created", "packages", "platform",
-                 "python", "generated", "stages_seconds", "wall_seconds", "fingerprints", "made_from", "root", "path"}
+VOLATILE_KEYS = {"seconds", "timings", "peak_rss_mb", "peak_memory_mb", "time", "timing", "seconds_per_image",
+                 "created", "packages", "platform", "python", "generated", "stages_seconds", "wall_seconds",
+                 "fingerprints", "made_from", "root", "path"}
 NAME_ONLY_SUFFIXES = {".png", ".html", ".db"}
-NAME_ONLY_FILES = {"timings.json"}
+NAME_ONLY_FILES = {"timings.json", "peak_memory.json"}
 
 
 def without_volatile(value):

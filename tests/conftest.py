@@ -80,6 +80,32 @@ def sample_dense_model(tiny_sample, tmp_path_factory):
     assert_unchanged(root, state)
 
 
+@pytest.fixture(scope="session")
+def sample_truth(tiny_sample) -> dict:
+    """The tiny sample's ground truth per image by its name in a dense model, each with its true `depth`."""
+    from aerialmd.formats.depth import read_depth_exr
+    from aerialmd.layout import PROCESSED_SUFFIX
+
+    paths, _ = tiny_sample
+    truth = {}
+    for image in ground_truth(paths)["images"]:
+        name = image["name"] if image["kind"] == "aerial" else image["name"] + PROCESSED_SUFFIX
+        image["depth"] = read_depth_exr(paths.ground_truth_dir / "depth" / f"{image['name']}.exr")
+        truth[name] = image
+    return truth
+
+
+@pytest.fixture(scope="session")
+def sample_pairs_path(sample_dense_model, tmp_path_factory) -> Path:
+    """make_pairs' pair file of the sample's exact dense model. Read-only."""
+    from aerialmd.stages.make_pairs import PairsConf, make_pairs
+
+    root, scene, _ = sample_dense_model
+    path = tmp_path_factory.mktemp("pairs") / "pairs.npz"
+    assert make_pairs(root, path, [scene], PairsConf(workers=2)) == 0
+    return path
+
+
 # ---------------------------------------------------------------------------------------------- background runs
 
 NICE = 10  # the background runs other than the dense one, once it runs

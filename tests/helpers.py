@@ -3,6 +3,7 @@ from here). A test module imports what it needs from here, never from another te
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -58,6 +59,21 @@ def shared_file(relative: str) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------- the sample
+
+
+def script_module(relative_path: str, name: str | None = None):
+    """A script of the repository (not a package module) imported afresh as a module, named `name` (default: its
+    file name); its main(argv), when it has one, runs the command line in this process."""
+    path = REPO_ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def preprocess_script(name: str):
+    """A datasets_preprocess script as a module."""
+    return script_module(f"datasets_preprocess/{name}.py")
 
 
 def ground_truth(paths) -> dict:

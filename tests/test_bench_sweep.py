@@ -3,17 +3,12 @@ the issue's targets (a full run takes about half an hour: docs/registration.md).
 
 from __future__ import annotations
 
-import importlib.util
-
 from aerialmd.sample_scene.family import family_config
-from tests.helpers import REPO_ROOT
+from tests.helpers import script_module
 
 
 def bench_sweep():
-    spec = importlib.util.spec_from_file_location("bench_sweep", REPO_ROOT / "bench" / "bench_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("bench/bench_sweep.py")
 
 
 def test_sweep_has_both_layouts_the_gap_on_and_off_and_larger_scenes():

@@ -29,7 +29,7 @@ from aerialmd.training.dataset import (
     read_pair_file,
     select_split,
 )
-from tests.helpers import REPO_ROOT, depth_errors, shared_file
+from tests.helpers import depth_errors, script_module, shared_file
 
 KINDS = ("aerial-aerial", "aerial-ground", "ground-ground")
 PAIRS_PER_KIND = 2
@@ -407,10 +407,7 @@ def test_crop_refuses_a_principal_point_far_off_centre():
 # ---------------------------------------------------------------------------------------------- misc/ front
 def load_front(name: str):
     """misc/megadepth_aerial.py imported afresh as module `name`."""
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "misc" / "megadepth_aerial.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("misc/megadepth_aerial.py", name)
 
 
 def test_front_without_dust3r_is_the_standalone_dataset():

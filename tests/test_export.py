@@ -3,7 +3,6 @@ ground truth written as a `localized_dense_metric` model."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 from pathlib import Path
@@ -17,59 +16,33 @@ from aerialmd.formats.dense_model import depth_file_name, find_dense_dir, read_d
 from aerialmd.formats.depth import read_depth_exr, write_depth_h5
 from aerialmd.formats.pair_file import Pair, PairFile, load_pair_file, read_pair_file, save_pair_file
 from aerialmd.geometry.camera import cam_from_world_from_cam2world
-from aerialmd.layout import DENSE_DIR, DENSE_REPORT, FOLDER_SETTINGS, LOCALIZATION_DIR, PROCESSED_SUFFIX
-from aerialmd.sample_scene.evaluation import load_ground_truth
+from aerialmd.layout import DENSE_DIR, DENSE_REPORT, FOLDER_SETTINGS, LOCALIZATION_DIR
 from aerialmd.sample_scene.fixtures import SAMPLE_SFM_NAME
 from aerialmd.stages.export import DEFAULT_MAX_DEPTH, write_photo
-from aerialmd.stages.make_pairs import DEFAULT_REL_TOL, PairsConf, make_pairs, pair_kind
-from tests.helpers import REPO_ROOT, load_view, reprojection_errors, shared_file
+from aerialmd.stages.make_pairs import DEFAULT_REL_TOL, pair_kind
+from tests.helpers import load_view, preprocess_script, reprojection_errors, shared_file
 
-SCRIPTS = REPO_ROOT / "datasets_preprocess"
 PUBLISHED_VAL = "real/aerial_megadepth_pairs/aerial_megadepth_val.npz"
-
-
-def load_script(name: str):
-    """A datasets_preprocess script as a module (its main(argv) runs the command line in this process)."""
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def export_main(argv: list[str]) -> int:
     """The exporter's command line."""
-    return load_script("preprocess_aerialmegadepth").main(argv)
+    return preprocess_script("preprocess_aerialmegadepth").main(argv)
 
 
 @pytest.fixture(scope="module")
-def dense_scene(tiny_sample, sample_dense_model):
+def dense_scene(sample_dense_model, sample_truth):
     """(data root, scene id, dense model folder, ground truth by dense-model name) of the sample's exact dense model."""
-    paths, _ = tiny_sample
-    root, _, dense = sample_dense_model
-    truth = load_ground_truth(paths.ground_truth_dir)
-    by_name = {}
-    for image in truth["images"]:
-        name = image["name"] if image["kind"] == "aerial" else image["name"] + PROCESSED_SUFFIX
-        image["depth"] = read_depth_exr(paths.ground_truth_dir / "depth" / f"{image['name']}.exr")
-        by_name[name] = image
-    return root, paths.scene_id, dense, by_name
+    root, scene, dense = sample_dense_model
+    return root, scene, dense, sample_truth
 
 
 @pytest.fixture(scope="module")
-def pairs_path(dense_scene, tmp_path_factory) -> Path:
-    """make_pairs' output for the sample scene."""
-    root, scene, _, _ = dense_scene
-    path = tmp_path_factory.mktemp("pairs") / "pairs.npz"
-    assert make_pairs(root, path, [scene], PairsConf(workers=2)) == 0
-    return path
-
-
-@pytest.fixture(scope="module")
-def exported(dense_scene, pairs_path, tmp_path_factory) -> Path:
+def exported(dense_scene, sample_pairs_path, tmp_path_factory) -> Path:
     """The exporter's output (2 worker processes) for make_pairs' pair file."""
     root, _, _, _ = dense_scene
     out = tmp_path_factory.mktemp("export")
-    assert export_main(["--megadepth_aerial_dir", str(root), "--precomputed_pairs", str(pairs_path),
+    assert export_main(["--megadepth_aerial_dir", str(root), "--precomputed_pairs", str(sample_pairs_path),
                         "--output_dir", str(out), "--workers", "2"]) == 0
     return out
 
@@ -152,12 +125,12 @@ def test_find_dense_dir_choices(tmp_path) -> None:
 # Export of make_pairs' output
 
 
-def test_export_round_trips_for_every_pair_kind(dense_scene, pairs_path, exported) -> None:
+def test_export_round_trips_for_every_pair_kind(dense_scene, sample_pairs_path, exported) -> None:
     """View 1's points (EXR + npz) projected into view 2 agree with view 2's EXR depth: median relative error < 1% on
     the overlapping pixels (those within make_pairs' agreement tolerance: the others are occluded in view 2), which
     cover at least half the share the pair's score promises; for aerial-aerial, aerial-ground and ground-ground."""
     _, scene, _, _ = dense_scene
-    pairs = load_pair_file(pairs_path)
+    pairs = load_pair_file(sample_pairs_path)
     out = exported / scene
     checked = {"aerial-aerial": 0, "aerial-ground": 0, "ground-ground": 0}
     for im1, im2, score in zip(pairs.im1_id, pairs.im2_id, pairs.score):
@@ -175,9 +148,9 @@ def test_export_round_trips_for_every_pair_kind(dense_scene, pairs_path, exporte
     assert min(checked.values()) >= 1, checked
 
 
-def test_exported_files_equal_the_ground_truth(dense_scene, pairs_path, exported) -> None:
+def test_exported_files_equal_the_ground_truth(dense_scene, sample_pairs_path, exported) -> None:
     root, scene, dense, truth = dense_scene
-    names = [n for n in load_pair_file(pairs_path).images]
+    names = [n for n in load_pair_file(sample_pairs_path).images]
     assert sorted(names) == sorted(truth)
     for name in names:
         depth, K, cam2world = load_view(exported / scene, name)
@@ -191,9 +164,9 @@ def test_exported_files_equal_the_ground_truth(dense_scene, pairs_path, exported
     assert not [p for p in (exported / scene).iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 
-def test_max_depth_cut_and_resume(dense_scene, pairs_path, tmp_path, capsys) -> None:
+def test_max_depth_cut_and_resume(dense_scene, sample_pairs_path, tmp_path, capsys) -> None:
     root, scene, _, truth = dense_scene
-    args = ["--megadepth_aerial_dir", str(root), "--precomputed_pairs", str(pairs_path), "--output_dir",
+    args = ["--megadepth_aerial_dir", str(root), "--precomputed_pairs", str(sample_pairs_path), "--output_dir",
             str(tmp_path), "--max_depth", "60", "--workers", "1"]
     assert export_main(args) == 0
     name = next(n for n in truth if truth[n]["depth"].max() > 60)
@@ -211,14 +184,14 @@ def test_max_depth_cut_and_resume(dense_scene, pairs_path, tmp_path, capsys) -> 
     assert (tmp_path / scene / f"{name}.exr").read_bytes() == before
 
 
-def test_an_export_of_a_dense_model_redone_since_is_refused(dense_scene, pairs_path, tmp_path, capsys) -> None:
+def test_an_export_of_a_dense_model_redone_since_is_refused(dense_scene, sample_pairs_path, tmp_path, capsys) -> None:
     root, scene, dense, truth = dense_scene
     data = tmp_path / "data"
     shutil.copytree(root, data)
     report = find_dense_dir(data / scene) / DENSE_REPORT
     report.write_text('{"settings": {"max_image_size": 640}}')
     out = tmp_path / "export"
-    args = ["--megadepth_aerial_dir", str(data), "--precomputed_pairs", str(pairs_path), "--output_dir", str(out),
+    args = ["--megadepth_aerial_dir", str(data), "--precomputed_pairs", str(sample_pairs_path), "--output_dir", str(out),
             "--workers", "1"]
     assert export_main(args) == 0
     name = next(iter(truth))
@@ -234,7 +207,7 @@ def test_an_export_of_a_dense_model_redone_since_is_refused(dense_scene, pairs_p
     assert export_main(args) == 0
 
 
-def test_a_broken_image_is_reported_and_leaves_no_partial_outputs(dense_scene, pairs_path, tmp_path, capsys) -> None:
+def test_a_broken_image_is_reported_and_leaves_no_partial_outputs(dense_scene, sample_pairs_path, tmp_path, capsys) -> None:
     root, scene, dense, truth = dense_scene
     broken_root = tmp_path / "data"
     shutil.copytree(root / scene, broken_root / scene)
@@ -242,7 +215,7 @@ def test_a_broken_image_is_reported_and_leaves_no_partial_outputs(dense_scene, p
     name = sorted(truth)[0]
     write_depth_h5(broken_dense / "depths" / depth_file_name(name), np.ones((7, 5), np.float32))
     out = tmp_path / "out"
-    assert export_main(["--megadepth_aerial_dir", str(broken_root), "--precomputed_pairs", str(pairs_path),
+    assert export_main(["--megadepth_aerial_dir", str(broken_root), "--precomputed_pairs", str(sample_pairs_path),
                         "--output_dir", str(out), "--workers", "2"]) == 0
     text = capsys.readouterr().out
     assert re.search(rf"{scene}/{re.escape(name)}: ValueError: .*5x7", text)

@@ -20,6 +20,7 @@ from aerialmd.mvs.plane_sweep import single_threaded
 from aerialmd.sfm import features as features_module
 from aerialmd.sfm.features import FeatureConf, ImageInput, extract_features, outside_attribution, unscale_keypoints
 from aerialmd.sfm.matching import CONFIGS, MatcherConf, match_pairs, nn_ratio_match, pairs_to_match, resolve_configs
+from aerialmd.stages.localization import LocalizationConf
 
 # Each method must match three pairs of the tiny sample, chosen from its ground truth: the two nearest aerial frames,
 # the two nearest ground photos looking the same way, and the aerial frame and ground photo with the most parallel
@@ -287,3 +288,11 @@ def test_resolve_configs_names_supported_combinations():
         resolve_configs("superpoint")
     with pytest.raises(ValueError, match="unknown matcher"):
         MatcherConf("superglue")
+
+
+def test_auto_features_are_aliked_on_cuda_and_sift_on_the_cpu():
+    assert [c.name for c in resolve_configs("auto", device="cuda")] == ["aliked", "lightglue"]
+    assert [c.name for c in resolve_configs("auto", device="cpu")] == ["sift", "nn-ratio"]
+    assert LocalizationConf(device="cuda:1").output_name() == "sfm_aliked+lightglue"
+    assert LocalizationConf(device="cpu").output_name() == "sfm_sift+nn-ratio"
+    assert LocalizationConf(features="sift", device="cuda").output_name() == "sfm_sift+nn-ratio"

@@ -3,7 +3,6 @@ ground truth, co-visibility candidates, balanced selection, and the pair files i
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import shutil
 
@@ -11,10 +10,8 @@ import numpy as np
 import pytest
 
 from aerialmd.formats.dense_model import read_dense_model
-from aerialmd.formats.depth import read_depth_exr
 from aerialmd.formats.pair_file import load_pair_file
-from aerialmd.layout import PROCESSED_SUFFIX, is_aerial
-from aerialmd.sample_scene.evaluation import load_ground_truth
+from aerialmd.layout import is_aerial
 from aerialmd.stages.make_pairs import (
     KINDS,
     candidate_pairs,
@@ -25,32 +22,22 @@ from aerialmd.stages.make_pairs import (
     select_pairs,
     water_fill,
 )
-from tests.helpers import REPO_ROOT
+from tests.helpers import preprocess_script
 
-SCRIPTS = REPO_ROOT / "datasets_preprocess"
 MAX_SIDE = 120  # the sample's images have a long side of 480: stride 4
 REL_TOL = 0.02
 
 
 def make_pairs_main(argv: list[str]) -> int:
     """make_pairs.py's command line, run in this process."""
-    spec = importlib.util.spec_from_file_location("make_pairs", SCRIPTS / "make_pairs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
+    return preprocess_script("make_pairs").main(argv)
 
 
 @pytest.fixture(scope="module")
-def dense_scene(tiny_sample, sample_dense_model):
+def dense_scene(sample_dense_model, sample_truth):
     """(data root, scene id, dense model, ground truth by dense-model name with its depth)."""
-    paths, _ = tiny_sample
-    root, _, dense = sample_dense_model
-    truth = {}
-    for image in load_ground_truth(paths.ground_truth_dir)["images"]:
-        name = image["name"] if image["kind"] == "aerial" else image["name"] + PROCESSED_SUFFIX
-        image["depth"] = read_depth_exr(paths.ground_truth_dir / "depth" / f"{image['name']}.exr")
-        truth[name] = image
-    return root, paths.scene_id, read_dense_model(dense), truth
+    root, scene, dense = sample_dense_model
+    return root, scene, read_dense_model(dense), sample_truth
 
 
 # ----------------------------------------------------------------------------------------------------------------------

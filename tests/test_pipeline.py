@@ -115,7 +115,7 @@ def test_run_pipeline_on_tiny_sample(pipeline_run, tmp_path):
 def output_files(root: Path) -> dict[str, Path]:
     """Every product of the stages by path relative to the root; timings and reports left out (they vary run to run),
     so are SQLite databases (their pages hold free-space garbage)."""
-    skipped = {"timings.json", "database.db", "dense.json"}
+    skipped = {"timings.json", "peak_memory.json", "database.db", "dense.json"}
     files = {}
     for folder in ("data", "megadepth_processed"):
         for path in (root / folder).rglob("*"):
@@ -143,6 +143,7 @@ def same_content(a: Path, b: Path) -> bool:
 def dense_json_without_timings(path: Path) -> dict:
     document = json.loads(path.read_text())
     document.pop("timings")
+    document.pop("peak_rss_mb")
     return document
 
 
@@ -202,7 +203,7 @@ def test_summary_names_the_failed_stage_not_an_earlier_pair_file(pipeline_run, t
     shutil.copytree(reference, root)
     dense_json = next(root.glob("data/*/sfm_output_localization/*/localized_dense_metric/dense.json"))
     report = json.loads(dense_json.read_text())
-    report["timings"]["mvs"] += 1.0
+    report["timings"]["sweep"] += 1.0
     dense_json.write_text(json.dumps(report))
     run = subprocess.run(pipeline_command(root), capture_output=True, text=True, cwd=tmp_path, env=PIPELINE_ENV)
     assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
@@ -240,18 +241,19 @@ def test_scene_report_and_figures(pipeline_run):
     assert model["dense"]["summary"]["images"] == len(list((dense / "depths").glob("*.h5")))
     assert model["settings"]["dense"] == PIPELINE_DENSE.settings()  # the MVS flags reached the dense stage
     assert model["settings"]["localization"]["features"]["name"] == "sift"
-    assert {"extraction", "matching"} <= set(model["timings"]["localization"]) and "mvs" in model["timings"]["dense"]
+    assert {"extraction", "matching"} <= set(model["timings"]["localization"]) and "sweep" in model["timings"]["dense"]
     assert {"python", "torch", "pycolmap"} <= set(report["versions"])
     assert len(report["figures"]) == 3
     for name in report["figures"]:
         assert figure_is_drawn(root / "reports" / config["scene_id"] / name), name
 
 
-def find_chromium() -> str:
+def headless_chromium(width: int = 1400, height: int = 1000) -> list[str]:
+    """The command of headless Chromium with a window of this size (the test is skipped without one)."""
     found = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
     if found is None:
         pytest.skip("no Chromium (CI installs Debian's chromium)")
-    return found
+    return [found, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--window-size={width},{height}"]
 
 
 def index_statuses(root: Path) -> dict[str, str]:
@@ -300,8 +302,7 @@ def test_index_opens_in_chromium_and_shows_every_scene(pipeline_run, tmp_path):
     scenes = load_scene_list(reference / "megadepth_image_list.npz")
     save_scene_list(root / "list.npz", {**scenes, "9001": scenes[scene], "9002": scenes[scene]})  # 9002: no download
     assert write_reports(root, root / "megadepth_processed", root / "list.npz") == 0
-    chromium = find_chromium()
-    browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,1000"]
+    browser = headless_chromium()
     url = (root / "index.html").as_uri()
     dom = subprocess.run([*browser, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     rows = re.findall(r'<tr id="scene-(\w+)"><td>.*?</td><td class="\w+">(.*?)</td>', dom)
@@ -314,3 +315,31 @@ def test_index_opens_in_chromium_and_shows_every_scene(pipeline_run, tmp_path):
     assert image is not None and image.shape[:2] == (1000, 1400)
     colourful = np.abs(image.astype(int) - image.mean(axis=2, keepdims=True)).max(axis=2) > 40  # the figures' colours
     assert colourful.mean() > 0.005
+
+
+@pytest.mark.slow
+def test_scene_view_opens_from_the_index_and_draws_both_kinds_of_cameras(pipeline_run, tmp_path):
+    """The 3D view that index.html links, rendered by headless Chromium: it holds a frustum per aerial frame and per
+    registered photo (counted from the sample and registration.json), and its screenshot shows the aerial (orange)
+    and ground (blue) cameras and depth clouds."""
+    root, _ = pipeline_run
+    config = json.loads((root / "sample_scene.json").read_text())
+    browser = headless_chromium(1000, 800)
+    dom = subprocess.run([*browser, "--dump-dom", (root / "index.html").as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    links = re.findall(r'<a class="view" href="([^"]+)">', dom)
+    assert len(links) == 1, links
+    page = root / urllib.parse.unquote(links[0])
+    data = json.loads(re.search(r"const data = (\{.*?\});\n", page.read_text()).group(1))
+    segments = {layer["name"].split(" (")[0]: len(layer["segments"]) // 6 for layer in data["layers"]
+                if "segments" in layer}
+    registration = json.loads(next(root.glob("data/*/sfm_output_localization/*/registration.json")).read_text())
+    num_frames = sum(orbit["frames"] for orbit in config["orbits"])
+    assert segments == {"aerial cameras": 8 * num_frames, "ground cameras": 8 * registration["counts"]["registered"]}
+    shot = tmp_path / "view.png"
+    subprocess.run([*browser, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    image = cv2.imread(str(shot)).astype(int)  # BGR
+    assert image.shape[:2] == (800, 1000)
+    orange = (np.abs(image - [0, 140, 255]).max(axis=2) < 40).mean()
+    blue = (np.abs(image - [255, 120, 30]).max(axis=2) < 40).mean()
+    assert orange > 0.002 and blue > 0.0005, (orange, blue)

@@ -5,9 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from aerialmd.run.scenes import Shard, parse_shard, select_scenes, shard_from_environment
+from aerialmd.run.scenes import (
+    Shard,
+    Timer,
+    parse_shard,
+    peak_rss_mb_since_reset,
+    select_scenes,
+    shard_from_environment,
+)
 from tests.helpers import REPO_ROOT, make_data_root
 
 SCENES = [f"{i:04d}" for i in (5, 1, 22, 15, 3, 8, 13)]
@@ -51,3 +59,21 @@ def test_stage_script_processes_only_its_shard(tiny_sample, tmp_path):
                           "--shard", "0/2"], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     assert sorted(p.name for p in (root / "data").iterdir()) == ["0001", "0002", "0003"]
+
+
+@pytest.mark.skipif(peak_rss_mb_since_reset() is None, reason="no /proc/self/status (not Linux)")
+def test_timer_records_each_steps_own_peak_memory():
+    """A step that holds 200 MB peaks 200 MB above one that holds nothing, also when it ran first (the mark is reset
+    at each step) and when a quiet step is nested in it."""
+    timer = Timer()
+    with timer.step("big"):
+        block = np.ones(25_000_000)  # 200 MB, touched
+        with timer.step("quiet"):
+            pass
+        del block
+    with timer.step("small"):
+        np.ones(10)
+    assert timer.peak_rss_mb["big"] - timer.peak_rss_mb["small"] > 150
+    assert timer.peak_rss_mb["big"] - timer.peak_rss_mb["quiet"] < 20  # the block is resident during the nested step
+    assert timer.peak_rss_mb["quiet"] - timer.peak_rss_mb["small"] > 150
+    assert set(timer.seconds) == {"big", "quiet", "small"}

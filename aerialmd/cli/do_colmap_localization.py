@@ -1,7 +1,7 @@
 """Stage 4: sparse aerial model from the known GES poses, the MegaDepth photos registered into it (metric), then
 multi-view stereo depth for every image (localized_dense_metric/).
 
-    python do_colmap_localization.py --data_root <root> [--scenes 0001] [--features sift|aliked]
+    python do_colmap_localization.py --data_root <root> [--scenes 0001] [--features auto|sift|aliked]
     python do_colmap_localization.py --root_dir <root>/data --megadepth_dir <processed MegaDepth> \\
         --megadepth_image_list datasets_preprocess/megadepth_image_list.npz          # the original flags
 

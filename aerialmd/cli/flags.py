@@ -87,7 +87,9 @@ def scene_list(args: argparse.Namespace, data_root: Path | None = None) -> Path:
 def add_localization_arguments(parser: ArgumentTarget) -> None:
     """Stage 4a's options (do_colmap_localization.py and run_pipeline.py); read by localization_conf_from."""
     defaults = LocalizationConf()
-    parser.add_argument("--features", default=defaults.features, help="local features: sift (CPU, default) or aliked")
+    parser.add_argument("--features", default=defaults.features,
+                        help="local features: auto (default: aliked + LightGlue when --features_device resolves to "
+                             "CUDA, else sift), sift or aliked")
     parser.add_argument("--matcher", default=None, help="nn-ratio (for sift) or lightglue (for aliked); "
                                                         "default: the natural matcher of --features")
     parser.add_argument("--max_keypoints", type=int, help="keypoints per image (default: 8192 sift, 4096 aliked)")
@@ -124,6 +126,12 @@ def add_mvs_arguments(parser: ArgumentTarget, default_size_note: str = "") -> No
                         help="torch backend: also sweep horizontal planes (ground, roofs; twice the time; default: on)")
     parser.add_argument("--mvs_fill_rounds", type=int, default=defaults.fill_rounds,
                         help="rounds closing enclosed planar holes of the depth maps (0 = keep only confirmed depths)")
+    parser.add_argument("--mvs_clean_sky", action=argparse.BooleanOptionalAction, default=defaults.clean_sky,
+                        help="remove depths on the sky: low-contrast regions at the top of an image without depth, "
+                             "and the band the matching spreads over them (default: on)")
+    parser.add_argument("--mvs_flying_min_neighbours", type=int, default=defaults.flying_min_neighbours,
+                        help="keep a depth only where this many of its 8 neighbours agree within 2 %% (flying pixels "
+                             "at depth edges; 0 = off; default: %(default)s)")
     parser.add_argument("--mvs_device", default=defaults.device,
                         help="torch backend device: auto, cpu, cuda, cuda:1 ...")
 
@@ -132,4 +140,5 @@ def dense_conf_from(args: argparse.Namespace, default_size: int = DenseConf.max_
     """The DenseConf of add_mvs_arguments' options (`default_size` when --mvs_max_image_size is not given)."""
     return DenseConf(backend=args.mvs_backend, max_image_size=args.mvs_max_image_size or default_size,
                      num_sources=args.mvs_num_sources, horizontal_planes=args.mvs_horizontal_planes,
-                     fill_rounds=args.mvs_fill_rounds, device=args.mvs_device)
+                     fill_rounds=args.mvs_fill_rounds, clean_sky=args.mvs_clean_sky,
+                     flying_min_neighbours=args.mvs_flying_min_neighbours, device=args.mvs_device)

@@ -1,10 +1,12 @@
 """Export AerialMegaDepth training data: per image of a pair file, RGB (.jpg), metric depth (.exr) and camera (.npz).
 
 Usage: python datasets_preprocess/preprocess_aerialmegadepth.py --data_root <root>  (or --megadepth_aerial_dir <root>/data) \
-           --precomputed_pairs aerial_megadepth_train.npz --output_dir <aerial_megadepth_processed> [--scenes 0001]
+           --precomputed_pairs aerial_megadepth_train.npz --output_dir <aerial_megadepth_processed> [--scenes 0001] \
+           [--format dust3r megadepth_scene_info covisibility]
 
 Reads `<megadepth_aerial_dir>/<scene>/sfm_output_localization/sfm_*/localized_dense_metric/` and writes
-`<output_dir>/<scene>/<image>.{jpg,exr,npz}` (see aerialmd/stages/export.py). Names of the pair file without data are listed at
+`<output_dir>/<scene>/<image>.{jpg,exr,npz}`, and with --format the scene files of other trainers (see
+aerialmd/stages/export.py and export_formats.py). Names of the pair file without data are listed at
 the end. Exit status: 0 when every scene exported, 1 when a scene failed, 2 on a setup error.
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from aerialmd.cli.flags import add_scene_arguments, add_scenes_dir_arguments, scenes_dir
 from aerialmd.run.scenes import exit_code_of
 from aerialmd.stages.export import DEFAULT_MAX_DEPTH, export_aerialmegadepth
+from aerialmd.stages.export_formats import FORMATS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,6 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="depths beyond this many metres become invalid (0) (default: %(default)s; inf: no cut)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="worker processes (1: work in this process) (default: %(default)s)")
+    parser.add_argument("--format", nargs="+", default=["dust3r"], choices=FORMATS, dest="formats",
+                        help="what to write (dust3r's files are always written): dust3r (DUSt3R/MASt3R), "
+                             "megadepth_scene_info (LoFTR, glue-factory, RoMa, DKM), covisibility (MapAnything, VGGT, "
+                             "MASt3R-SfM) (default: dust3r)")
     parser.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -45,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     return exit_code_of(lambda: export_aerialmegadepth(scenes_dir(args), args.precomputed_pairs,
                                                        args.output_dir, args.scenes, args.max_depth, args.workers,
-                                                       args.overwrite, args.shard, args.sfm_name))
+                                                       args.overwrite, args.shard, args.sfm_name, args.formats))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from aerialmd.mvs.plane_sweep import MVSView, geometric_consistency_filter, hori
 from aerialmd.mvs.view_selection import MAX_STEREO_ANGLE_DEG, depth_range, fronto_sweep, height_range, ranked_sources
 
 if TYPE_CHECKING:  # the stage's settings; the stage imports this module
+    from aerialmd.run.scenes import Timer
     from aerialmd.stages.dense import DenseConf
 
 BACKENDS = ("auto", "colmap", "torch")
@@ -74,13 +75,31 @@ def raw_torch_depth(model: pycolmap.Reconstruction, image_id: int, sources: list
     return depth.cpu().numpy()
 
 
-def torch_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseConf,
-                 failures: dict[str, str]) -> dict[str, np.ndarray]:
-    """Per image name the filtered torch-backend depth; raw maps are cached in workspace/raw (resumable)."""
+def torch_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseConf, failures: dict[str, str],
+                 timer: Timer) -> dict[str, np.ndarray]:
+    """Per image name the filtered torch-backend depth; raw maps are cached in workspace/raw (resumable). Steps timed:
+    ranking (the sources), sweep, consistency."""
     raw_dir = workspace / RAW_DEPTHS_DIR
     raw_dir.mkdir(exist_ok=True)
+    with timer.step("ranking"):
+        ranking = ranked_sources(model, greedy_picks=max(conf.num_sources, conf.filter_neighbours))
+    with timer.step("sweep"):
+        raw = sweep_depths(model, workspace, conf, ranking, failures)
+    with timer.step("consistency"):
+        views = {model.images[i].name: mvs_view(model, i, workspace / "images") for i in model.images}
+        neighbours = {image.name: [model.images[s].name for s in ranking[image_id][:conf.filter_neighbours]]
+                      for image_id, image in model.images.items() if image.name in raw}
+        filtered = geometric_consistency_filter(raw, views, neighbours, rel_tol=conf.consistency_tol,
+                                                min_agree=conf.min_agree, max_reproj=conf.consistency_reproj,
+                                                device=conf.device)
+        return {name: depth.cpu().numpy() for name, depth in filtered.items()}
+
+
+def sweep_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseConf, ranking: dict[int, list[int]],
+                 failures: dict[str, str]) -> dict[str, np.ndarray]:
+    """Per image name the raw plane-sweep depth against its first sources in `ranking`, cached in workspace/raw."""
+    raw_dir = workspace / RAW_DEPTHS_DIR
     raw = {}
-    ranking = ranked_sources(model, greedy_picks=max(conf.num_sources, conf.filter_neighbours))
     for image_id in tqdm(sorted(model.images), desc="MVS (torch)", leave=False):
         name = model.images[image_id].name
         path = raw_dir / depth_file_name(name)
@@ -94,13 +113,7 @@ def torch_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseCon
             with atomic_file(path) as tmp:
                 write_depth_h5(tmp, depth)
         raw[name] = read_depth_h5(path)
-    views = {model.images[i].name: mvs_view(model, i, workspace / "images") for i in model.images}
-    neighbours = {image.name: [model.images[s].name for s in ranking[image_id][:conf.filter_neighbours]]
-                  for image_id, image in model.images.items() if image.name in raw}
-    filtered = geometric_consistency_filter(raw, views, neighbours, rel_tol=conf.consistency_tol,
-                                            min_agree=conf.min_agree, max_reproj=conf.consistency_reproj,
-                                            device=conf.device)
-    return {name: depth.cpu().numpy() for name, depth in filtered.items()}
+    return raw
 
 
 def close_holes(depth: np.ndarray, conf: DenseConf) -> np.ndarray:
@@ -125,12 +138,13 @@ def read_colmap_array(path: Path) -> np.ndarray:
     return array[..., 0] if channels == 1 else array
 
 
-def colmap_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseConf,
-                  failures: dict[str, str]) -> dict[str, np.ndarray]:
+def colmap_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseConf, failures: dict[str, str],
+                  timer: Timer) -> dict[str, np.ndarray]:
     """COLMAP PatchMatch stereo (CUDA) with geometric consistency; its geometric depth maps per image name."""
     options = pycolmap.PatchMatchOptions(max_image_size=conf.max_image_size, geom_consistency=True,
                                          window_radius=conf.window // 2)
-    pycolmap.patch_match_stereo(str(workspace), options=options)
+    with timer.step("patch_match"):
+        pycolmap.patch_match_stereo(str(workspace), options=options)
     out = {}
     for image in model.images.values():
         path = workspace / "stereo" / "depth_maps" / f"{image.name}.geometric.bin"

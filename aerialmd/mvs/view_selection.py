@@ -7,9 +7,12 @@ Measured by bench/bench_dense.py (coverage and accuracy against the sample's tru
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pycolmap
 
+from aerialmd.formats.dense_model import covisibility
 from aerialmd.geometry.geodesy import WORLD_UP
 from aerialmd.sfm.pairs_from_poses import in_image
 
@@ -102,6 +105,8 @@ def footprint_ratios(model: pycolmap.Reconstruction, image_id: int, other_id: in
     return ratio
 
 NEEDED_PARTNERS = 2.0  # the cost takes the best two sources, and the consistency filter wants two confirmations
+MAX_CANDIDATES = 64  # partners weighed per image in a larger scene (partner_candidates); the full sample has 64 images
+PREFILTER_POINTS = 64  # sparse points that estimate which views see an image's points
 
 
 def coverage_order(matchable: dict[int, np.ndarray], pixels: np.ndarray, picks: int) -> list[int]:
@@ -126,6 +131,69 @@ def coverage_order(matchable: dict[int, np.ndarray], pixels: np.ndarray, picks: 
     return [candidates[i] for i in chosen + rest]
 
 
+@dataclasses.dataclass(frozen=True)
+class PinholeCameras:
+    """Every image's pose and pinhole projection (distortion left out) as arrays, to test many views at once."""
+
+    ids: np.ndarray  # (N,) image ids
+    rotations: np.ndarray  # (N, 3, 3) world to camera
+    translations: np.ndarray  # (N, 3)
+    K: np.ndarray  # (N, 3, 3), COLMAP pixel convention
+    sizes: np.ndarray  # (N, 2) width, height
+
+    @classmethod
+    def of(cls, model: pycolmap.Reconstruction) -> "PinholeCameras":
+        ids = np.array(sorted(model.images), dtype=np.int64)
+        poses = [model.images[int(i)].cam_from_world() for i in ids]
+        cameras = [model.cameras[model.images[int(i)].camera_id] for i in ids]
+        return cls(ids, np.array([p.rotation.matrix() for p in poses]).reshape(-1, 3, 3),
+                   np.array([p.translation for p in poses]).reshape(-1, 3),
+                   np.array([c.calibration_matrix() for c in cameras]).reshape(-1, 3, 3),
+                   np.array([(c.width, c.height) for c in cameras]).reshape(-1, 2))
+
+    def in_view_shares(self, rows: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+        """Per camera of `rows`, the share of the world points (M, 3) in front of it that project inside its image."""
+        cam = np.einsum("nij,mj->nmi", self.rotations[rows], xyz) + self.translations[rows][:, None]
+        z = cam[..., 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = np.einsum("nij,nmj->nmi", self.K[rows][:, :2], cam) / z[..., None]
+        sizes = self.sizes[rows][:, None]
+        inside = (z > 0) & (uv >= 0).all(axis=-1) & (uv < sizes).all(axis=-1)
+        return inside.mean(axis=1) if xyz.size else np.zeros(len(rows))
+
+
+def shared_point_counts(model: pycolmap.Reconstruction) -> dict[int, dict[int, int]]:
+    """Per image id, the other images sharing sparse points with it and how many (from the tracks: the cost follows
+    the observations, not the square of the image count)."""
+    ids = sorted(model.images)
+    counts = covisibility(model, [model.images[i].name for i in ids]).tocoo()
+    out: dict[int, dict[int, int]] = {i: {} for i in ids}
+    for row, col, count in zip(counts.row, counts.col, counts.data):
+        out[ids[row]][ids[col]] = int(count)
+    return out
+
+
+def partner_candidates(image_id: int, shared_counts: dict[int, dict[int, int]], cameras: PinholeCameras,
+                       own_xyz: np.ndarray, min_shared: int, limit: int = MAX_CANDIDATES) -> list[int]:
+    """The other images `ranked_sources` weighs for `image_id`: all of them in a scene of at most `limit` + 1 images;
+    else the (up to `limit`) sharing the most sparse points with it (at least min_shared), then, to `limit` in all, the
+    others that see most of its points (PREFILTER_POINTS of them, spread, projected without distortion), so that the
+    cost per image stays bounded as scenes grow (bench/bench_scale.py). Only a prefix of the ranking is used (sources
+    and filter neighbours), and the best-sharing views are the ones it is made of."""
+    others = [int(i) for i in cameras.ids if i != image_id]
+    if len(others) <= limit:
+        return others
+    shared = shared_counts[image_id]
+    sharing = sorted((i for i in others if shared.get(i, 0) >= min_shared), key=lambda i: (-shared[i], i))[:limit]
+    rest = np.array([i for i in others if shared.get(i, 0) < min_shared], dtype=np.int64)
+    if len(rest) > limit - len(sharing):
+        sample = own_xyz[np.linspace(0, len(own_xyz) - 1, min(len(own_xyz), PREFILTER_POINTS)).astype(int)]
+        share = cameras.in_view_shares(np.searchsorted(cameras.ids, rest), sample)
+        order = np.lexsort((rest, -share))[:limit - len(sharing)]
+        rest = rest[order][share[order] > 0]
+    return sharing + [int(i) for i in rest]
+
+
 def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
                    greedy_picks: int = 16) -> dict[int, list[int]]:
     """Per image, the other images ranked as stereo partners: first those sharing at least min_shared sparse points
@@ -144,18 +212,20 @@ def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
     front of it much coarser or not at all. Computed once per scene; the MVS sources and the consistency-filter
     neighbours are prefixes of it. Measured by bench/bench_dense.py (figures and history: docs/mvs.md)."""
     points = {image_id: point_ids(image) for image_id, image in model.images.items()}
+    shared_counts = shared_point_counts(model)
+    cameras = PinholeCameras.of(model)
     ranking = {}
     for image_id, image in model.images.items():
         own_ids, own = observed_points(model, image_id)
+        candidates = partner_candidates(image_id, shared_counts, cameras, own, min_shared)
         street = foreground_street(model, image_id)
         camera = model.cameras[image.camera_id]
         rest = max(camera.width * camera.height - len(street) * PROXY_GRID_PX**2, 0)
         pixels = np.concatenate([np.full(len(own), rest / max(len(own), 1)), np.full(len(street), PROXY_GRID_PX**2)])
         samples = np.concatenate([own, street])
         groups: tuple[dict[int, np.ndarray], dict[int, np.ndarray]] = ({}, {})
-        for other_id, other in model.images.items():
-            if other_id == image_id:
-                continue
+        for other_id in candidates:
+            other = model.images[other_id]
             in_view = in_image(model.cameras[other.camera_id], other.cam_from_world(), samples)
             shared = np.isin(own_ids, list(points[other_id]))
             group = 0 if shared.sum() >= min_shared else 1

@@ -22,6 +22,7 @@ from aerialmd.run.scenes import Shard, Stopwatch, load_scene_list, select_scenes
 from aerialmd.sample_scene import SampleConfig, generate_sample, sample_paths
 from aerialmd.stages.dense import DenseConf, densify
 from aerialmd.stages.export import DEFAULT_MAX_DEPTH, export_aerialmegadepth
+from aerialmd.stages.export_formats import FORMATS
 from aerialmd.stages.localization import LocalizationConf, localize
 from aerialmd.stages.make_pairs import PairsConf, kind_counts, make_pairs, merge_pair_file_paths, pair_kind
 from aerialmd.stages.preprocess_ge import preprocess_ge
@@ -81,6 +82,7 @@ class PipelineConf:
     dense: DenseConf = DenseConf()
     pairs: PairsConf = PairsConf()
     max_depth: float = DEFAULT_MAX_DEPTH  # the export's far cut (metres)
+    export_formats: tuple[str, ...] = FORMATS  # every format of the export (aerialmd.stages.export_formats)
 
 
 def scenes_with_depth(paths: PipelinePaths, scenes: list[str] | None, shard: Shard | None, sfm_name: str) -> list[str]:
@@ -105,7 +107,7 @@ def export_scenes(paths: PipelinePaths, scenes: list[str] | None, shard: Shard |
     """The export of each scene's pair file (preprocess_aerialmegadepth.py) into the data root's export folder."""
     root, sfm_name = DataRoot(paths.data_root), conf.localization.output_name()
     codes = [export_aerialmegadepth(root.scenes, root.scene_pairs(scene), root.export, [scene], conf.max_depth,
-                                    workers, overwrite, sfm_name=sfm_name)
+                                    workers, overwrite, sfm_name=sfm_name, formats=conf.export_formats)
              for scene in scenes_with_depth(paths, scenes, shard, sfm_name) if root.scene_pairs(scene).is_file()]
     return max(codes, default=0)
 

@@ -118,18 +118,53 @@ class RunReport:
 
 
 class Timer:
-    """Seconds spent per named step (a step may be entered several times)."""
+    """Seconds spent per named step (a step may be entered several times), and the peak resident memory of the process
+    during each step in MB (Linux: the kernel's high-water mark, reset when a step starts; steps may nest)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, float] = {}
+        self._open: list[str] = []
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
+        self._credit_peak(self._open)
+        self._open.append(name)
         start = time.perf_counter()
         try:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            self._credit_peak(self._open)
+            self._open.pop()
+
+    def _credit_peak(self, names: list[str]) -> None:
+        """Credit the peak since the last reset to the open steps `names`, then reset it."""
+        peak = peak_rss_mb_since_reset()
+        if peak is None:
+            return
+        for name in names:
+            self.peak_rss_mb[name] = max(self.peak_rss_mb.get(name, 0.0), peak)
+        reset_peak_rss()
+
+
+def peak_rss_mb_since_reset() -> float | None:
+    """The process's peak resident memory (VmHWM) in MB since start or the last `reset_peak_rss`; None off Linux."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> None:
+    """Reset the kernel's peak-memory mark of this process to its current resident memory (Linux 4.0+; else nothing)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
 
 
 class Stopwatch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -152,19 +153,21 @@ def depth_accuracy(depth: np.ndarray, truth: np.ndarray) -> dict:
     return {"coverage": float(both.sum() / max((truth > 0).sum(), 1)),
             "within_2pct": float(np.mean(error < 0.02)) if error.size else 0.0,
             "off_10pct": float(np.mean(error > 0.10)) if error.size else 1.0,
-            "on_sky": int(((depth > 0) & (truth == 0)).sum())}
+            "on_sky": int(((depth > 0) & (truth == 0)).sum()), "produced": int((depth > 0).sum())}
 
 
-def dense_accuracy(dense_dir: Path, ground_truth_dir: Path) -> dict[str, dict]:
+def dense_accuracy(dense_dir: Path, ground_truth_dir: Path,
+                   transform: Callable[[str, np.ndarray], np.ndarray] | None = None) -> dict[str, dict]:
     """depth_accuracy of a `localized_dense_metric` folder against the sample's true depth, pooled per image kind
-    ('aerial', 'ground'); the truth is resampled (nearest) to the depth maps' size."""
+    ('aerial', 'ground'); the truth is resampled (nearest) to the depth maps' size. `transform(name, depth)`, when
+    given, is applied to each depth map first (e.g. a cleaning step under study)."""
     pooled: dict[str, tuple[list, list]] = {}
     for image in load_ground_truth(ground_truth_dir)["images"]:
         name = image["name"] + (PROCESSED_SUFFIX if image["kind"] == "ground" else "")
         path = Path(dense_dir) / DEPTHS_DIR / depth_file_name(name)
         if not path.is_file():
             continue
-        depth = read_depth_h5(path)
+        depth = read_depth_h5(path) if transform is None else transform(name, read_depth_h5(path))
         truth = read_depth_exr(Path(ground_truth_dir) / "depth" / f"{image['name']}.exr")
         truth = cv2.resize(truth, depth.shape[::-1], interpolation=cv2.INTER_NEAREST)
         produced, true = pooled.setdefault(image["kind"], ([], []))

@@ -138,9 +138,19 @@ CONFIGS: dict[str, tuple[FeatureConf, MatcherConf]] = {
 }
 
 
-def resolve_configs(features: str, matcher: str | None = None) -> tuple[FeatureConf, MatcherConf]:
-    """Confs of --features (a CONFIGS name or a feature name) and optional --matcher; unknown or unsupported
-    combinations raise ValueError naming the supported ones."""
+AUTO_FEATURES = "auto"  # ALIKED + LightGlue on CUDA (fast there), SIFT on the CPU (ALIKED is slow there)
+
+
+def default_features(device: str) -> str:
+    """What --features auto means on `device` (a FeatureConf device: auto, cpu, cuda, ...)."""
+    return "aliked" if resolve_device(device).type == "cuda" else "sift"
+
+
+def resolve_configs(features: str, matcher: str | None = None, device: str = "auto") -> tuple[FeatureConf, MatcherConf]:
+    """Confs of --features (auto, a CONFIGS name or a feature name; auto is default_features(device)) and optional
+    --matcher; unknown or unsupported combinations raise ValueError naming the supported ones."""
+    if features == AUTO_FEATURES:
+        features = default_features(device)
     supported = ", ".join(f"{name} ({conf[0].name} + {conf[1].name})" for name, conf in CONFIGS.items())
     by_feature = {conf[0].name: conf for conf in CONFIGS.values()}
     if features in CONFIGS:

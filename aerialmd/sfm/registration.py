@@ -27,6 +27,7 @@ bench/bench_localization.py measures both on the sample, bench/bench_sweep.py th
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 from typing import Callable
 
@@ -494,23 +495,46 @@ def projection_guided_correspondences(photo: GroundPhoto, cam2world: np.ndarray,
     uv[front] = (cam[front] / cam[front, 2:]) @ K[:2].T
     inside = front & (uv[:, 0] >= -radius_px) & (uv[:, 0] < photo.camera.width + radius_px) & \
         (uv[:, 1] >= -radius_px) & (uv[:, 1] < photo.camera.height + radius_px)
-    tree = cKDTree(keypoints)
-    best: dict[int, tuple[float, int]] = {}  # keypoint -> (distance, row of points)
-    for row in np.flatnonzero(inside):
-        candidates = tree.query_ball_point(uv[row], radius_px)
-        if not candidates:
-            continue
-        distances = np.linalg.norm(descriptors[candidates] - points.descriptors[row], axis=1)
-        order = np.argsort(distances)
-        if len(order) > 1 and distances[order[0]] > ratio * distances[order[1]]:
-            continue
-        keypoint = candidates[order[0]]
-        if keypoint not in best or distances[order[0]] < best[keypoint][0]:
-            best[keypoint] = (float(distances[order[0]]), int(row))
-    kp_idx = np.array(sorted(best), dtype=np.int64)
-    rows = np.array([best[k][1] for k in kp_idx], dtype=np.int64)
+    rows = np.flatnonzero(inside)
+    neighbours = cKDTree(keypoints).query_ball_point(uv[rows], radius_px) if len(rows) else []
+    counts = np.array([len(n) for n in neighbours], dtype=np.int64)
+    point_rows = np.repeat(rows, counts)
+    candidates = np.fromiter(itertools.chain.from_iterable(neighbours), dtype=np.int64, count=int(counts.sum()))
+    distances = descriptor_distances(descriptors, candidates, points.descriptors, point_rows)
+    best, second = two_nearest(point_rows, distances)
+    passed = best[(second < 0) | (distances[best] <= ratio * distances[np.maximum(second, 0)])]
+    # one point per keypoint: the nearest, the lower row on a tie
+    order = np.lexsort((point_rows[passed], distances[passed], candidates[passed]))
+    chosen = passed[order][first_of_runs(candidates[passed][order])]
+    kp_idx, rows = candidates[chosen], point_rows[chosen]
     return Correspondences(kp_idx, keypoints[kp_idx].reshape(-1, 2) + COLMAP_KEYPOINT_SHIFT,
                            points.xyz[rows].reshape(-1, 3), points.point3D_ids[rows])
+
+
+def descriptor_distances(descriptors: np.ndarray, keypoints: np.ndarray, point_descriptors: np.ndarray,
+                         point_rows: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Euclidean distance between keypoint descriptors[keypoints[k]] and point_descriptors[point_rows[k]], per k."""
+    out = np.empty(len(keypoints), np.float32)
+    for start in range(0, len(keypoints), chunk):
+        part = slice(start, start + chunk)
+        out[part] = np.linalg.norm(descriptors[keypoints[part]] - point_descriptors[point_rows[part]], axis=1)
+    return out
+
+
+def first_of_runs(values: np.ndarray) -> np.ndarray:
+    """Indices where a run of equal consecutive values starts."""
+    return np.flatnonzero(np.r_[True, values[1:] != values[:-1]]) if len(values) else np.zeros(0, np.int64)
+
+
+def two_nearest(groups: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per group (one per distinct value of `groups`): the index of its smallest distance and of its second smallest
+    (-1 for a group of one)."""
+    order = np.lexsort((distances, groups))
+    starts = first_of_runs(groups[order])
+    has_second = (starts + 1 < len(order)) & np.isin(starts + 1, starts, invert=True)
+    second = np.full(len(starts), -1, np.int64)
+    second[has_second] = order[starts[has_second] + 1]
+    return order[starts], second
 
 
 def merge_correspondences(a: Correspondences, b: Correspondences) -> Correspondences:

@@ -262,19 +262,21 @@ class TriangulationConf:
 
 def build_aerial_model(scene_dir: Path | str, work_dir: Path | str, feature_conf: FeatureConf, matcher_conf: MatcherConf,
                        image_names: list[str] | None = None, conf: TriangulationConf = TriangulationConf(),
-                       overwrite: bool = False, progress: bool = True) -> tuple[pycolmap.Reconstruction, dict]:
+                       overwrite: bool = False, progress: bool = True,
+                       timer: Timer | None = None) -> tuple[pycolmap.Reconstruction, dict]:
     """The whole step on one scene's stage-2 output (optionally only some frames): pairs from poses, features (GES
     logo masked), matching, database, verification by the known poses, fixed-pose triangulation and its check.
 
-    Returns the model and statistics with seconds per step under "timings". Cached features and matches are reused
-    unless `overwrite`; the model is always rebuilt, and a stale one is removed first so a failure leaves none."""
+    Returns the model and statistics with seconds per step under "timings" (also recorded in `timer` when given).
+    Cached features and matches are reused unless `overwrite`; the model is always rebuilt, and a stale one is removed
+    first so a failure leaves none."""
     scene_dir, work_dir = Path(scene_dir), Path(work_dir)
     footage = scene_dir / FOOTAGE_DIR
     work_dir.mkdir(parents=True, exist_ok=True)
     for stale in (AERIAL_MODEL, AERIAL_MODEL + TEXT_MODEL_SUFFIX):
         remove_path(work_dir / stale)
     features, matches = work_dir / FEATURES_FILE, work_dir / AERIAL_MATCHES_FILE
-    timer = Timer()
+    timer = timer or Timer()
     model = pycolmap.Reconstruction(str(scene_dir / SPARSE_GE_DIR))
     if image_names is not None:
         model = select_images(model, image_names)

@@ -4,7 +4,8 @@ Per scene, into `<root_dir>/<scene>/sfm_output_localization/sfm_<features>+<matc
     localized_dense_metric/images/<name>              undistorted images (PINHOLE cameras)
     localized_dense_metric/depths/<name stem>.h5      dataset 'depth', float32, metres, same size as the image, 0 = invalid
     localized_dense_metric/sparse-txt/                the undistorted model (cameras, images, points3D) as COLMAP text
-    localized_dense_metric/dense.json                 settings, per-image coverage / agreement / failures, timings
+    localized_dense_metric/dense.json                 settings, per-image coverage / agreement / failures, timings and
+                                                      peak memory per step
     dense_work/                                       resumable intermediate state (removed when the scene finishes)
 
 `localized_dense_metric/` is written under a temporary name and renamed when complete; its `dense.json` records the
@@ -13,7 +14,8 @@ settings, and re-running with other settings is refused unless `--overwrite`. Ra
 
 Backends (aerialmd.mvs.backends): `colmap` (pycolmap's CUDA PatchMatch stereo, geometric depth maps) and `torch`
 (the plane sweep of aerialmd.mvs.plane_sweep plus a multi-view geometric consistency filter; CPU or CUDA). `auto` picks colmap when pycolmap has CUDA, torch otherwise.
-Either backend's depth maps then get their enclosed planar holes closed (aerialmd.mvs.depth_fill, `fill_*` settings).
+Either backend's depth maps then get their enclosed planar holes closed (aerialmd.mvs.depth_fill, `fill_*` settings),
+and lose their depths on the sky and their flying pixels (aerialmd.mvs.depth_clean, `clean_sky`, `sky_*`, `flying_*`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from aerialmd.layout import (
     DENSE_REPORT,
     DENSE_WORK_DIR,
     FOOTAGE_DIR,
+    IMAGES_DIR,
     LINKED_INPUTS_DIR,
     LOCALIZATION_DIR,
     LOCALIZED_MODEL,
@@ -45,6 +48,7 @@ from aerialmd.layout import (
     WORK_SETTINGS_FILE,
 )
 from aerialmd.mvs.backends import close_holes, colmap_depths, resolve_backend, torch_depths
+from aerialmd.mvs.depth_clean import clean_depth_map
 from aerialmd.mvs.plane_sweep import coarse_to_fine_depth, plane_sweep_depth, resolve_device
 from aerialmd.run.markers import SETTINGS_KEY, is_finished
 from aerialmd.run.scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
@@ -72,6 +76,14 @@ class DenseConf:
     fill_window: float = 31.0 / 640.0  # their window side, fraction of the long side (31 px at 640 px)
     fill_max_residual: float = 0.02  # RMS of the window's plane fit in inverse depth, relative to the pixel's
     fill_quadrant_support: float = 0.05  # share of each quadrant of the window that must hold depths
+    # Depth cleaning (aerialmd.mvs.depth_clean), both backends, after the hole closing:
+    clean_sky: bool = True  # remove depths on the sky (low-contrast regions at the top without depth), grown by:
+    sky_margin: float = 1.0 / 100.0  # fraction of the long side (3 px at 320 px): the band the matching window spreads
+    sky_window: int = 5  # pixels of the window whose grey-level standard deviation tells contrast
+    sky_max_std: float = 8.0  # grey levels (0-255) under which a pixel has no contrast
+    sky_max_depth_share: float = 0.2  # a low-contrast region at the top with depth on more of it is a wall
+    flying_min_neighbours: int = 1  # of the 8 neighbours, those within flying_tol a depth needs (0: no such step)
+    flying_tol: float = 0.02  # relative depth tolerance of the flying-pixel step
     device: str = "auto"
 
     def depth_sweep(self, long_side: int) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
@@ -109,6 +121,14 @@ def undistort(model_dir: Path, image_dir: Path, workspace: Path, max_image_size:
         pycolmap.undistort_images(str(tmp), str(model_dir), str(image_dir), undistort_options=options)
         os.replace(tmp, workspace)
     return pycolmap.Reconstruction(str(workspace / "sparse"))
+
+
+def cleaned(depth: np.ndarray, image_path: Path, conf: DenseConf) -> np.ndarray:
+    """The depth map without its sky and flying pixels as configured (aerialmd.mvs.depth_clean)."""
+    rgb = cv2.cvtColor(cv2.imread(str(image_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    margin = round(conf.sky_margin * max(depth.shape)) if conf.clean_sky else None
+    return clean_depth_map(rgb, depth, conf.sky_window, conf.sky_max_std, conf.sky_max_depth_share, margin,
+                           conf.flying_tol, conf.flying_min_neighbours)
 
 
 def megadepth_agreement(depth: np.ndarray, megadepth_depth: np.ndarray, scale: float) -> float | None:
@@ -170,18 +190,21 @@ def dense_scene(sfm_dir: Path, scene_dir: Path, processed_dirs: list[Path], conf
         model = undistort(sfm_dir / LOCALIZED_MODEL, workspace / LINKED_INPUTS_DIR, workspace / UNDISTORTED_DIR,
                           conf.max_image_size)
     failures: dict[str, str] = {}
-    with timer.step("mvs"):
-        compute = colmap_depths if backend == "colmap" else torch_depths
-        depths = compute(model, workspace / UNDISTORTED_DIR, conf, failures)
+    compute = colmap_depths if backend == "colmap" else torch_depths
+    depths = compute(model, workspace / UNDISTORTED_DIR, conf, failures, timer)
     with timer.step("fill"):
         depths = {name: close_holes(depth, conf) for name, depth in depths.items()}
+    with timer.step("cleaning"):
+        depths = {name: cleaned(depth, workspace / UNDISTORTED_DIR / IMAGES_DIR / name, conf)
+                  for name, depth in depths.items()}
     registration = json.loads((sfm_dir / REGISTRATION_FILE).read_text())
     scale = registration.get("sim3_metric_from_sfm", {}).get("scale")
     metrics = image_metrics(depths, model, processed_dirs, scale)
     summary = summarize(metrics, failures)
     document = {SETTINGS_KEY: conf.settings(), "backend": backend, "device": str(resolve_device(conf.device)),
-                "summary": summary, "images": metrics, "failures": failures, "timings": timer.seconds}
-    images = {image.name: workspace / UNDISTORTED_DIR / "images" / image.name for image in model.images.values()}
+                "summary": summary, "images": metrics, "failures": failures, "timings": timer.seconds,
+                "peak_rss_mb": timer.peak_rss_mb}
+    images = {image.name: workspace / UNDISTORTED_DIR / IMAGES_DIR / image.name for image in model.images.values()}
     blank = {image.name: np.zeros((model.cameras[image.camera_id].height, model.cameras[image.camera_id].width),
                                   np.float32) for image in model.images.values()}
     write_dense_model(out_dir, model, images, {**blank, **depths}, overwrite=True,

@@ -9,6 +9,9 @@ Output, per image `<name>` of the pair file (names kept whole: `9000_000.jpeg` -
     <output_dir>/<scene>/<name>.npz   `intrinsics` 3x3 (OpenCV pixel convention), `cam2world` 4x4 (metres, ENU)
     <output_dir>/<scene>/settings.json   the settings the scene's files were made with, and a fingerprint of the dense
                                          model's dense.json (aerialmd.run.markers)
+That is the `dust3r` format, always written. Formats `megadepth_scene_info` (a <name>.h5 depth per image, and
+<output_dir>/scene_info/<scene>.npz) and `covisibility` (<output_dir>/covisibility/<scene>.npz) add the files other
+trainers read: aerialmd/stages/export_formats.py.
 Each file is written atomically and the three are removed together if one fails; finished images are skipped unless
 overwrite. A scene whose dense model was redone since its files were exported is refused without overwrite (its old
 files would otherwise be kept next to new ones). Names of the pair file without data (not in the dense model, missing or
@@ -34,11 +37,12 @@ from tqdm import tqdm
 
 from aerialmd.atomic import atomic_file, remove_path, remove_stale_temporaries
 from aerialmd.formats.dense_model import DenseModel, DenseView, find_dense_dir, read_dense_model
-from aerialmd.formats.depth import read_depth_h5, write_depth_exr
+from aerialmd.formats.depth import read_depth_h5, write_depth_exr, write_depth_h5
 from aerialmd.formats.pair_file import PairFile, load_pair_file, save_pair_file
-from aerialmd.layout import DENSE_REPORT
+from aerialmd.layout import DENSE_REPORT, ExportRoot
 from aerialmd.run.markers import check_folder_settings, input_fingerprints, record_folder_settings
 from aerialmd.run.scenes import Shard, run_per_scene, select_scenes
+from aerialmd.stages.export_formats import FORMATS, depth_path, write_scene_formats
 from aerialmd.stages.preprocess_megadepth import is_done, output_paths, read_photo, write_camera_npz, write_jpeg
 
 __all__ = ["DEFAULT_MAX_DEPTH", "ExportStats", "ExportTask", "PairFile", "SceneFailed", "clean_depth",
@@ -63,6 +67,7 @@ class ExportTask:
     depth_path: Path
     out_dir: Path
     max_depth: float
+    depth_h5: bool = False  # also the depth as MegaDepth's HDF5 (format megadepth_scene_info)
 
     @property
     def name(self) -> str:
@@ -122,9 +127,15 @@ def export_image(task: ExportTask) -> None:
         raise ValueError(f"{task.depth_path}: depth is {depth.shape[1]}x{depth.shape[0]}, "
                          f"camera is {view.width}x{view.height}")
     jpg_path, exr_path, npz_path = paths = output_paths(task.out_dir, view.name)
+    h5_path = depth_path(task.out_dir, view.name)
+    paths.append(h5_path)
     try:
         write_photo(task.image_path, jpg_path, (view.width, view.height))
-        write_depth_exr(exr_path, clean_depth(depth, task.max_depth))
+        depth = clean_depth(depth, task.max_depth)
+        write_depth_exr(exr_path, depth)
+        if task.depth_h5:
+            with atomic_file(h5_path) as tmp:
+                write_depth_h5(tmp, depth)
         write_camera_npz(npz_path, view.K, view.cam2world)
     except BaseException:
         for path in paths:
@@ -153,7 +164,7 @@ class SceneFailed(Exception):
 
 
 def export_tasks(model: DenseModel, names: Iterable[str], out_dir: Path, max_depth: float,
-                 stats: ExportStats) -> list[ExportTask]:
+                 stats: ExportStats, depth_h5: bool) -> list[ExportTask]:
     """Tasks of the names present in the dense model; absent names go to stats.missing."""
     tasks = []
     for name in names:
@@ -161,7 +172,7 @@ def export_tasks(model: DenseModel, names: Iterable[str], out_dir: Path, max_dep
         if view is None:
             stats.missing.append((name, "not in the dense model"))
             continue
-        tasks.append(ExportTask(view, model.image_path(name), model.depth_path(name), out_dir, max_depth))
+        tasks.append(ExportTask(view, model.image_path(name), model.depth_path(name), out_dir, max_depth, depth_h5))
     return tasks
 
 
@@ -202,26 +213,54 @@ def dense_fingerprint(scene_dir: Path, sfm_name: str | None) -> dict[str, str]:
         return {}
 
 
-def export_scene(scene_dir: Path, names: Sequence[str], out_dir: Path, max_depth: float = DEFAULT_MAX_DEPTH,
-                 pool: Executor | None = None, overwrite: bool = False, sfm_name: str | None = None) -> ExportStats:
-    """Export the named images of one scene (finished ones skipped unless overwrite).
+def image_done(out_dir: Path, name: str, formats: Sequence[str]) -> bool:
+    """Whether every per-image file of `formats` exists for image `name`."""
+    return is_done(out_dir, name) and ("megadepth_scene_info" not in formats or depth_path(out_dir, name).is_file())
+
+
+def export_scene(scene_dir: Path, names: Sequence[str], export: ExportRoot, max_depth: float = DEFAULT_MAX_DEPTH,
+                 pool: Executor | None = None, overwrite: bool = False, sfm_name: str | None = None,
+                 formats: Sequence[str] = ("dust3r",), pairs: Sequence[tuple[str, str, float]] = ()) -> ExportStats:
+    """Export the named images of one scene (finished ones skipped unless overwrite), then the scene-level files of
+    `formats` (aerialmd.stages.export_formats) over the exported images and the `pairs` (names and score) between them.
 
     Raises FileNotFoundError/ValueError when the dense model is needed and missing or unreadable, and ValueError when
     the scene's finished files were made with other settings (without overwrite)."""
-    names = list(dict.fromkeys(names))
+    names, scene, out_dir = list(dict.fromkeys(names)), scene_dir.name, export.scene(scene_dir.name)
     settings = {"max_depth": max_depth, "sfm_name": sfm_name}
     inputs = dense_fingerprint(scene_dir, sfm_name)
     check_folder_settings(out_dir, settings, overwrite, inputs)
-    pending = [name for name in names if overwrite or not is_done(out_dir, name)]
+    pending = [name for name in names if overwrite or not image_done(out_dir, name, formats)]
     stats = ExportStats(skipped=len(names) - len(pending))
-    if not pending:
+    scene_files = [path for path, f in ((export.scene_info(scene), "megadepth_scene_info"),
+                                        (export.covisibility(scene), "covisibility")) if f in formats]
+    if not pending and all(path.is_file() for path in scene_files):
         return stats
     remove_stale_temporaries(out_dir)  # of a run killed while writing its files
     model = read_dense_model(find_dense_dir(scene_dir, sfm_name))
     record_folder_settings(out_dir, settings, inputs)
-    tasks = export_tasks(model, pending, out_dir, max_depth, stats)
-    run_tasks(tasks, pool, stats, scene_dir.name)
+    tasks = export_tasks(model, pending, out_dir, max_depth, stats, "megadepth_scene_info" in formats)
+    run_tasks(tasks, pool, stats, scene)
+    failed = {name for name, _ in stats.missing}
+    exported = [name for name in names if name not in failed]
+    if exported and scene_files:
+        index = {name: k for k, name in enumerate(exported)}
+        kept = [(index[a], index[b], score) for a, b, score in pairs if a in index and b in index]
+        write_scene_formats(export, scene, model, exported,
+                            [clean_depth(model.read_depth(name), max_depth) for name in exported],
+                            np.array([(i, j) for i, j, _ in kept], np.int64).reshape(-1, 2),
+                            np.array([score for _, _, score in kept], np.float64), formats)
     return stats
+
+
+def named_pairs(pair_file: PairFile) -> dict[str, list[tuple[str, str, float]]]:
+    """Scene id -> its pairs as (image name, image name, score); pairs naming a None image are left out."""
+    out: dict[str, list[tuple[str, str, float]]] = {}
+    for scene_index, i, j, score in zip(pair_file.scene_id, pair_file.im1_id, pair_file.im2_id, pair_file.score):
+        a, b = pair_file.images[int(i)], pair_file.images[int(j)]
+        if a is not None and b is not None:
+            out.setdefault(pair_file.scenes[int(scene_index)], []).append((a, b, float(score)))
+    return out
 
 
 def make_pool(workers: int) -> Executor | None:
@@ -251,15 +290,20 @@ def report_missing(missing: dict[str, list[tuple[str, str]]], scenes_without_dat
 def export_aerialmegadepth(megadepth_aerial_dir: Path | str, pairs_path: Path | str, output_dir: Path | str,
                            scenes: Sequence[str] | None = None, max_depth: float = DEFAULT_MAX_DEPTH,
                            workers: int = os.cpu_count() or 1, overwrite: bool = False, shard: Shard | None = None,
-                           sfm_name: str | None = None) -> int:
-    """Export every image named in the pair file, for the selected scenes; returns the process exit code.
+                           sfm_name: str | None = None, formats: Sequence[str] = ("dust3r",)) -> int:
+    """Export every image named in the pair file, for the selected scenes, in `formats` (FORMATS; dust3r's files are
+    always written); returns the process exit code.
 
     Setup problems (pair file, unknown scene ids, input folder) raise; failed scenes give exit code 1; names without
     data are listed at the end and do not fail a scene that exported others."""
-    root, output_dir = Path(megadepth_aerial_dir), Path(output_dir)
+    root, export = Path(megadepth_aerial_dir), ExportRoot(Path(output_dir))
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: folder not found")
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown export formats {unknown}; known: {', '.join(FORMATS)}")
     pair_file = load_pair_file(pairs_path)
+    pairs_by_scene = named_pairs(pair_file)
     by_scene = {scene: names for scene, names in pair_file.images_by_scene().items() if names}
     selected = select_scenes(by_scene, scenes, shard)
     print(f"[{STAGE}] {len(pair_file.score)} pairs, {sum(len(by_scene[s]) for s in selected)} images "
@@ -271,7 +315,8 @@ def export_aerialmegadepth(megadepth_aerial_dir: Path | str, pairs_path: Path | 
     def process(scene: str) -> str:
         names = by_scene[scene]
         try:
-            stats = export_scene(root / scene, names, output_dir / scene, max_depth, pool, overwrite, sfm_name)
+            stats = export_scene(root / scene, names, export, max_depth, pool, overwrite, sfm_name, formats,
+                                 pairs_by_scene.get(scene, []))
         except (FileNotFoundError, ValueError) as exc:
             scenes_without_data[scene] = (len(names), str(exc))
             raise SceneFailed(str(exc)) from exc

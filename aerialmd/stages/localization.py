@@ -8,6 +8,7 @@ name and renamed when complete):
     localized/, localized-txt/                aerial model + registered ground photos (binary and text)
     registration.json                         per-photo status, inliers, pose checks; the scene Sim(3); statistics
     timings.json                              seconds per step
+    peak_memory.json                          peak resident memory per step (MB)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from aerialmd.layout import (
     GROUND_PAIRS_FILE,
     LOCALIZATION_DIR,
     LOCALIZED_MODEL,
+    PEAK_MEMORY_FILE,
     REGISTRATION_FILE,
     SPARSE_GE_DIR,
     TIMINGS_FILE,
@@ -211,7 +213,7 @@ def write_model(model: pycolmap.Reconstruction, binary_dir: Path, text_dir: Path
 class LocalizationConf:
     """Settings of stage 4a, recorded in registration.json (all but the device; other settings need --overwrite)."""
 
-    features: str = "sift"  # sift (CPU) | aliked (CPU or CUDA), or a matching.CONFIGS name
+    features: str = "auto"  # auto: aliked on CUDA, else sift | sift | aliked, or a matching.CONFIGS name
     matcher: str | None = None  # None: the natural matcher of the features (nn-ratio, lightglue)
     max_keypoints: int | None = None  # None: the feature's default (FeatureConf)
     resize_max: int | None = None  # long image side during extraction; None: full size
@@ -221,7 +223,7 @@ class LocalizationConf:
 
     def feature_and_matcher(self) -> tuple[FeatureConf, MatcherConf]:
         """The FeatureConf and MatcherConf these settings name (ValueError for an unsupported combination)."""
-        feature_conf, matcher_conf = resolve_configs(self.features, self.matcher)
+        feature_conf, matcher_conf = resolve_configs(self.features, self.matcher, self.device)
         feature_conf = dataclasses.replace(feature_conf, max_keypoints=self.max_keypoints or feature_conf.max_keypoints,
                                            resize_max=self.resize_max or feature_conf.resize_max, device=self.device)
         return feature_conf, dataclasses.replace(matcher_conf, device=self.device)
@@ -265,9 +267,7 @@ def localize_scene(scene_dir: Path, processed_dirs: dict[str, Path], subscene_im
         raise FileNotFoundError(f"no preprocessed MegaDepth photos for {scene_dir.name} (run preprocess_megadepth)")
     timer = Timer()
     with atomic_dir(out_dir) as tmp:
-        aerial, aerial_stats = build_aerial_model(scene_dir, tmp, feature_conf, matcher_conf,
-                                                  conf=conf.triangulation)
-        timer.seconds.update(aerial_stats.get("timings", {}))
+        aerial, _ = build_aerial_model(scene_dir, tmp, feature_conf, matcher_conf, conf=conf.triangulation, timer=timer)
         registration = register_photos(aerial, photos, tmp, feature_conf, matcher_conf, conf.registration, timer)
         model = localized_model(tmp / AERIAL_MODEL, photos, registration.results, tmp / FEATURES_FILE)
         assert_poses_unchanged(reference, model)
@@ -278,6 +278,7 @@ def localize_scene(scene_dir: Path, processed_dirs: dict[str, Path], subscene_im
                          "missing_photos": missing, "features": feature_conf.name, "matcher": matcher_conf.name})
         (tmp / REGISTRATION_FILE).write_text(json.dumps(document, indent=1))
         (tmp / TIMINGS_FILE).write_text(json.dumps(timer.seconds, indent=1))
+        (tmp / PEAK_MEMORY_FILE).write_text(json.dumps(timer.peak_rss_mb, indent=1))
     counts = document["counts"]
     return (f"{counts['registered']}/{len(photos)} photos registered ({counts['rejected']} rejected), "
             f"Sim(3) scale {document['sim3_metric_from_sfm']['scale']:.4g}")

@@ -40,7 +40,7 @@ import math
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from scipy import sparse
@@ -157,8 +157,10 @@ def sample_depth(stack: np.ndarray, width: int, offsets: np.ndarray, x: np.ndarr
         return np.where(all_valid, 1.0 / inverse, nearest).astype(np.float32)
 
 
-def agreeing_share(points: np.ndarray, targets: Sequence[ScoringView], rel_tol: float) -> np.ndarray:
-    """For world points (N, 3): per target, the share of points it sees with an agreeing depth (see module doc).
+def target_agreement(points: np.ndarray, targets: Sequence[ScoringView],
+                     rel_tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """For world points (N, 3) and each target: whether the target sees the point with an agreeing depth (see module
+    doc), and the point's depth in the target's camera; both (N, M).
 
     One matrix product projects every point into every target (float64, then float32 pixel and depth arrays, plenty
     for maps of a few hundred pixels); depths come from the flattened stack of the targets' maps (sample_depth), read
@@ -175,20 +177,42 @@ def agreeing_share(points: np.ndarray, targets: Sequence[ScoringView], rel_tol: 
     stack, height, width = stacked_depths(targets)
     offsets = np.arange(len(targets)) * (height * width)
     d = sample_depth(stack, width, offsets, x, y, sizes)
-    agree = inside & (d > 0) & (np.abs(z - d) <= rel_tol * d)
-    return np.count_nonzero(agree, axis=0) / len(points)
+    return inside & (d > 0) & (np.abs(z - d) <= rel_tol * d), z
+
+
+def target_chunks(num_points: int, num_targets: int) -> Iterator[slice]:
+    """Slices of the targets to project `num_points` points into at once (TARGET_CHUNK_ELEMENTS per batch)."""
+    chunk = max(1, TARGET_CHUNK_ELEMENTS // max(num_points, 1))
+    return (slice(start, start + chunk) for start in range(0, num_targets, chunk))
 
 
 def directed_overlaps(source: ScoringView, targets: Sequence[ScoringView], rel_tol: float = DEFAULT_REL_TOL) -> np.ndarray:
     """directed(source -> target) for each target (M,), batched over targets; 0 when the source has no valid depth."""
     points = valid_world_points(source)
     out = np.zeros(len(targets))
-    if not len(points) or not len(targets):
+    if not len(points):
         return out
-    chunk = max(1, TARGET_CHUNK_ELEMENTS // len(points))
-    for start in range(0, len(targets), chunk):
-        out[start: start + chunk] = agreeing_share(points, targets[start: start + chunk], rel_tol)
+    for part in target_chunks(len(points), len(targets)):
+        agree, _ = target_agreement(points, targets[part], rel_tol)
+        out[part] = np.count_nonzero(agree, axis=0) / len(points)
     return out
+
+
+def directed_depth_ratios(source: ScoringView, targets: Sequence[ScoringView],
+                          rel_tol: float = DEFAULT_REL_TOL) -> tuple[np.ndarray, np.ndarray]:
+    """Per target (M,): directed(source -> target), and the median over the agreeing points of their depth in the
+    source over their depth in the target (NaN where none agree)."""
+    points = valid_world_points(source)
+    source_depth = source.depth[source.depth > 0]  # the order of valid_world_points
+    shares, ratios = np.zeros(len(targets)), np.full(len(targets), np.nan)
+    if not len(points):
+        return shares, ratios
+    for part in target_chunks(len(points), len(targets)):
+        agree, z = target_agreement(points, targets[part], rel_tol)
+        shares[part] = np.count_nonzero(agree, axis=0) / len(points)
+        ratios[part] = [np.median(source_depth[seen] / z[seen, m]) if seen.any() else np.nan
+                        for m, seen in enumerate(agree.T)]
+    return shares, ratios
 
 
 def combine_directions(forward: np.ndarray, backward: np.ndarray, combine: str) -> np.ndarray:

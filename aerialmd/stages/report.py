@@ -2,12 +2,14 @@
 
 Per scene, written when the scene's stages have run (and remade by every run), `<data_root>/reports/<scene>/`:
     report.json                 status of each stage (or outdated: stage 4 made from an earlier stage 2), counts,
-                                registration and depth figures, timings, settings, package versions
+                                registration and depth figures, timings, peak memory, settings, package versions
     cameras-<sfm>.png           top-down map (ENU x/y, metres) of the aerial and ground cameras over the sparse points
     registration-<sfm>.png      correspondences and inliers per ground photo, coloured by registration status
     depths-<sfm>.png            a grid of images beside their metric depth maps
+    view-<sfm>.html             the 3D view: cameras, sparse points and fused depth (aerialmd/stages/scene_view.py)
 (`<sfm>` names a stage-4 output, e.g. `sfm_sift+nn-ratio`; a scene has one per feature/matcher configuration.)
-`<data_root>/index.html` lists every scene that has a report: status, key figures and the figures. A scene gets a
+`<data_root>/index.html` lists every scene that has a report: status, key figures, the figures and the 3D views
+(report.json names them under `figures` and `views`). A scene gets a
 report once it has a Google Earth Studio download or any output, so a scene that failed early is listed too.
 
 Reports are read from the stages' outputs on disk, never from a run's memory, so they describe what is there. They
@@ -44,6 +46,7 @@ from aerialmd.layout import (
     INDEX_FILE,
     LOCALIZATION_DIR,
     LOCALIZED_MODEL,
+    PEAK_MEMORY_FILE,
     REGISTRATION_FILE,
     REPORT_FILE,
     REPORTS_DIR,
@@ -62,6 +65,7 @@ from aerialmd.run.markers import (
     is_preprocessed,
 )
 from aerialmd.run.scenes import Shard, load_scene_list, run_per_scene, select_scenes
+from aerialmd.stages.scene_view import write_scene_view
 
 STAGE = "report"
 PIPELINE_STAGES = ("preprocess_ge", "preprocess_megadepth", "localization", "dense")
@@ -125,6 +129,8 @@ def model_report(sfm_dir: Path, scene: str) -> dict[str, Any]:
         "dense": dense_figures(dense, scene) if dense is not None else None,
         "timings": {"localization": read_json(sfm_dir / TIMINGS_FILE),
                     "dense": dense.get("timings") if dense is not None else None},
+        "peak_memory_mb": {"localization": read_json(sfm_dir / PEAK_MEMORY_FILE),
+                           "dense": dense.get("peak_rss_mb") if dense is not None else None},
         "settings": {"localization": registration.get(SETTINGS_KEY),
                      "dense": dense.get(SETTINGS_KEY) if dense is not None else None},
     }
@@ -310,11 +316,23 @@ def write_figures(scene_dir: Path, report: dict, out_dir: Path) -> list[str]:
     return written
 
 
+def write_views(scene_dir: Path, report: dict, out_dir: Path) -> list[str]:
+    """The 3D view of every registration, into out_dir; their file names."""
+    written = []
+    for sfm_name in report["models"]:
+        sfm_dir = scene_dir / LOCALIZATION_DIR / sfm_name
+        if (sfm_dir / LOCALIZED_MODEL).is_dir():
+            write_scene_view(sfm_dir, scene_dir.name, out_dir / f"view-{sfm_name}.html")
+            written.append(f"view-{sfm_name}.html")
+    return written
+
+
 def write_scene_report(scene_dir: Path, processed_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
-    """report.json and the figures into out_dir (replaced as a whole); returns the report."""
+    """report.json, the figures and the 3D views into out_dir (replaced as a whole); returns the report."""
     report = scene_report(scene_dir, processed_dirs)
     with atomic_dir(out_dir) as tmp:
         report["figures"] = write_figures(scene_dir, report, tmp)
+        report["views"] = write_views(scene_dir, report, tmp)
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=1))
     return report
 
@@ -345,14 +363,17 @@ def index_html(reports: Iterable[dict]) -> str:
         scene = html.escape(report["scene"])
         status = html.escape(report["status"])
         css = "ok" if report["status"] == "complete" else "incomplete"
+        folder = f"{REPORTS_DIR}/{urllib.parse.quote(report['scene'])}"
         figures = "".join(
             f'<a href="{html.escape(link)}"><img src="{html.escape(link)}" alt="{html.escape(name)}"></a>'
-            for name in report["figures"]
-            for link in [f"{REPORTS_DIR}/{urllib.parse.quote(report['scene'])}/{urllib.parse.quote(name)}"])
+            for name in report["figures"] for link in [f"{folder}/{urllib.parse.quote(name)}"])
+        views = "<br>".join(f'<a class="view" href="{html.escape(folder)}/{html.escape(urllib.parse.quote(name))}">'
+                            f'{html.escape(name.removeprefix("view-").removesuffix(".html"))}</a>'
+                            for name in report.get("views", []))
         cells = "".join(f"<td>{html.escape(c)}</td>" for c in scene_summary_cells(report))
         report_link = f"{REPORTS_DIR}/{urllib.parse.quote(report['scene'])}/{REPORT_FILE}"
         rows.append(f'<tr id="scene-{scene}"><td><a href="{html.escape(report_link)}">{scene}</a></td>'
-                    f'<td class="{css}">{status}</td>{cells}<td class="figures">{figures}</td></tr>')
+                    f'<td class="{css}">{status}</td>{cells}<td>{views}</td><td class="figures">{figures}</td></tr>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>AerialMegaDepth scenes</title>
 <style>
@@ -365,7 +386,7 @@ td.figures img {{ height: 160px; margin-right: 0.3em; }}
 <h1>AerialMegaDepth scenes ({len(rows)})</h1>
 <table>
 <tr><th>scene</th><th>status</th><th>aerial frames</th><th>ground photos registered</th>
-<th>median depth coverage aerial/ground</th><th>MegaDepth vs MVS depth</th><th>figures</th></tr>
+<th>median depth coverage aerial/ground</th><th>MegaDepth vs MVS depth</th><th>3D view</th><th>figures</th></tr>
 {chr(10).join(rows)}
 </table></body></html>
 """

@@ -1,0 +1,90 @@
+"""Depth cleaning, the dense stage's last step (both backends): depths on the sky and flying pixels removed, from the
+image and the depth alone (no network weights).
+
+Sky: the windowed matching cost spreads a building's depth a few pixels over the sky beside it, and other views agree
+with that band, so the consistency filter keeps it. The sky is found as the region of low local contrast (grey-level
+standard deviation under `max_std` in a `window` around each pixel) connected to the image's top row, counted as sky
+only where at most `max_depth_share` of it has a depth (a plain wall reaching the top of a photo has its depths, even
+when few; the sky has none but the band); it is grown by `margin` pixels, which takes the band, and depths inside are
+removed.
+
+Flying pixels: at a depth discontinuity the matching window mixes both surfaces and the winner lands in between. A
+depth goes when, along one of the four directions through it (row, column, diagonals), it differs by more than
+`rel_tol` from both neighbours and is not on a plane with them (its inverse depth off their mean by more than
+`rel_tol`: on a plane inverse depth is affine in the pixel, so the steep street near the horizon stays), or when fewer
+than `min_neighbours` of its 8 neighbours hold a depth within `rel_tol` of it (speckles).
+
+Measured against the sample's truth by bench/bench_dense.py (depths on sky, coverage); figures in docs/mvs.md.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def local_std(gray: np.ndarray, window: int) -> np.ndarray:
+    """Standard deviation of the grey levels in a window x window box around each pixel."""
+    gray = gray.astype(np.float32)
+    mean = cv2.blur(gray, (window, window), borderType=cv2.BORDER_REFLECT)
+    square = cv2.blur(gray * gray, (window, window), borderType=cv2.BORDER_REFLECT)
+    return np.sqrt(np.maximum(square - mean * mean, 0.0))
+
+
+def sky_mask(rgb: np.ndarray, depth: np.ndarray, window: int, max_std: float, margin: int,
+             max_depth_share: float) -> np.ndarray:
+    """Pixels of the sky (module doc): low-contrast regions touching the top row with depth on at most
+    `max_depth_share` of their pixels, grown by `margin` pixels."""
+    flat = (local_std(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), window) < max_std).astype(np.uint8)
+    count, labels = cv2.connectedComponents(flat, connectivity=4)
+    top = np.unique(labels[0][flat[0] > 0])
+    if not len(top):
+        return np.zeros(depth.shape, bool)
+    with_depth = np.bincount(labels.ravel(), weights=(depth > 0).ravel(), minlength=count)
+    size = np.bincount(labels.ravel(), minlength=count)
+    sky_labels = top[with_depth[top] <= max_depth_share * size[top]]
+    sky = np.isin(labels, sky_labels).astype(np.uint8)
+    if margin > 0 and sky.any():
+        sky = cv2.dilate(sky, disc(margin))
+    return sky.astype(bool)
+
+
+def disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+
+def neighbour(depth: np.ndarray, dv: int, du: int) -> np.ndarray:
+    """The depth of each pixel's neighbour at offset (dv, du) in {-1, 0, 1}^2 (0 beyond the border)."""
+    padded = np.pad(depth, 1)
+    height, width = depth.shape
+    return padded[1 + dv:1 + dv + height, 1 + du:1 + du + width]
+
+
+def supported(depth: np.ndarray, rel_tol: float, min_neighbours: int) -> np.ndarray:
+    """Valid depths that are not flying pixels and have `min_neighbours` of their 8 neighbours within `rel_tol`
+    (module doc)."""
+    valid = depth > 0
+    safe = np.where(valid, depth, 1.0)
+    agreeing = np.zeros(depth.shape, np.int32)
+    flying = np.zeros(depth.shape, bool)
+    for dv, du in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a, b = neighbour(depth, dv, du), neighbour(depth, -dv, -du)
+        agree_a, agree_b = np.abs(a - depth) <= rel_tol * safe, np.abs(b - depth) <= rel_tol * safe
+        agreeing += (a > 0) & agree_a
+        agreeing += (b > 0) & agree_b
+        both = (a > 0) & (b > 0)
+        with np.errstate(divide="ignore"):
+            off_plane = np.abs(2.0 / safe - 1.0 / np.where(both, a, 1.0) - 1.0 / np.where(both, b, 1.0)) > rel_tol * 2.0 / safe
+        flying |= both & ~agree_a & ~agree_b & off_plane
+    return valid & ~flying & (agreeing >= min_neighbours)
+
+
+def clean_depth_map(rgb: np.ndarray, depth: np.ndarray, window: int, max_std: float, max_depth_share: float,
+                    margin: int | None, rel_tol: float, min_neighbours: int) -> np.ndarray:
+    """The depth map (float32, 0 = invalid) without its sky (unless `margin` is None) and its flying pixels and
+    speckles (unless `min_neighbours` is 0); `rgb` is the image it was made for."""
+    keep = supported(depth, rel_tol, min_neighbours) if min_neighbours > 0 else depth > 0
+    if margin is not None:
+        keep &= ~sky_mask(rgb, depth, window, max_std, margin, max_depth_share)
+    return np.where(keep, depth, 0.0).astype(np.float32)
