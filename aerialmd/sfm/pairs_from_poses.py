@@ -72,7 +72,11 @@ def overlap_matrix(views: list[PairView]) -> np.ndarray:
 
 def angle_matrix_deg(views: list[PairView]) -> np.ndarray:
     """(N, N) angles between the views' optical axes, degrees."""
-    directions = np.array([view.direction for view in views])
+    return axis_angles_deg(np.array([view.direction for view in views]))
+
+
+def axis_angles_deg(directions: np.ndarray) -> np.ndarray:
+    """(N, N) angles between unit directions (N, 3), degrees."""
     return np.degrees(np.arccos(np.clip(directions @ directions.T, -1.0, 1.0)))
 
 

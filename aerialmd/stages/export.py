@@ -42,7 +42,7 @@ from aerialmd.formats.pair_file import PairFile, load_pair_file, save_pair_file
 from aerialmd.layout import DENSE_REPORT, ExportRoot
 from aerialmd.run.markers import check_folder_settings, input_fingerprints, record_folder_settings
 from aerialmd.run.scenes import Shard, run_per_scene, select_scenes
-from aerialmd.stages.export_formats import FORMATS, depth_path, write_scene_formats
+from aerialmd.stages.export_formats import FORMATS, SCENE_INFO, depth_path, scene_files, write_scene_formats
 from aerialmd.stages.preprocess_megadepth import is_done, output_paths, read_photo, write_camera_npz, write_jpeg
 
 __all__ = ["DEFAULT_MAX_DEPTH", "ExportStats", "ExportTask", "PairFile", "SceneFailed", "clean_depth",
@@ -215,7 +215,7 @@ def dense_fingerprint(scene_dir: Path, sfm_name: str | None) -> dict[str, str]:
 
 def image_done(out_dir: Path, name: str, formats: Sequence[str]) -> bool:
     """Whether every per-image file of `formats` exists for image `name`."""
-    return is_done(out_dir, name) and ("megadepth_scene_info" not in formats or depth_path(out_dir, name).is_file())
+    return is_done(out_dir, name) and (SCENE_INFO not in formats or depth_path(out_dir, name).is_file())
 
 
 def export_scene(scene_dir: Path, names: Sequence[str], export: ExportRoot, max_depth: float = DEFAULT_MAX_DEPTH,
@@ -232,18 +232,17 @@ def export_scene(scene_dir: Path, names: Sequence[str], export: ExportRoot, max_
     check_folder_settings(out_dir, settings, overwrite, inputs)
     pending = [name for name in names if overwrite or not image_done(out_dir, name, formats)]
     stats = ExportStats(skipped=len(names) - len(pending))
-    scene_files = [path for path, f in ((export.scene_info(scene), "megadepth_scene_info"),
-                                        (export.covisibility(scene), "covisibility")) if f in formats]
-    if not pending and all(path.is_file() for path in scene_files):
+    files = scene_files(export, scene, formats)
+    if not pending and all(path.is_file() for path in files):
         return stats
     remove_stale_temporaries(out_dir)  # of a run killed while writing its files
     model = read_dense_model(find_dense_dir(scene_dir, sfm_name))
     record_folder_settings(out_dir, settings, inputs)
-    tasks = export_tasks(model, pending, out_dir, max_depth, stats, "megadepth_scene_info" in formats)
+    tasks = export_tasks(model, pending, out_dir, max_depth, stats, SCENE_INFO in formats)
     run_tasks(tasks, pool, stats, scene)
     failed = {name for name, _ in stats.missing}
     exported = [name for name in names if name not in failed]
-    if exported and scene_files:
+    if exported and files:
         index = {name: k for k, name in enumerate(exported)}
         kept = [(index[a], index[b], score) for a, b, score in pairs if a in index and b in index]
         write_scene_formats(export, scene, model, exported,

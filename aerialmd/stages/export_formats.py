@@ -25,6 +25,7 @@ from aerialmd.formats.dense_model import DenseModel
 from aerialmd.formats.megadepth_scene_info import write_scene_info
 from aerialmd.geometry.camera import opencv_to_colmap_intrinsics
 from aerialmd.layout import ExportRoot, is_aerial
+from aerialmd.sfm.pairs_from_poses import axis_angles_deg
 from aerialmd.stages.make_pairs import (
     PairsConf,
     candidate_pairs,
@@ -34,7 +35,7 @@ from aerialmd.stages.make_pairs import (
 )
 from aerialmd.stages.preprocess_megadepth import output_paths
 
-FORMATS = ("dust3r", "megadepth_scene_info", "covisibility")
+DUST3R, SCENE_INFO, COVISIBILITY = FORMATS = ("dust3r", "megadepth_scene_info", "covisibility")
 DEPTH_H5_SUFFIX = ".h5"  # megadepth_scene_info's per-image depth, next to the dust3r files
 
 
@@ -67,6 +68,12 @@ class SceneMatrices:
         return ratio
 
 
+def scene_files(export: ExportRoot, scene: str, formats: Sequence[str]) -> list[Path]:
+    """The scene-level files `formats` ask for."""
+    return [path for path, name in ((export.scene_info(scene), SCENE_INFO), (export.covisibility(scene), COVISIBILITY))
+            if name in formats]
+
+
 def depth_path(out_dir: Path, name: str) -> Path:
     """The megadepth_scene_info format's depth file of an image in its scene folder."""
     return out_dir / f"{name}{DEPTH_H5_SUFFIX}"
@@ -88,33 +95,25 @@ def scene_matrices(model: DenseModel, names: Sequence[str], depths: Sequence[np.
     return SceneMatrices(overlap, depth_ratio)
 
 
-def axis_angles_deg(cam2world: np.ndarray) -> np.ndarray:
-    """(N, N) angles between the optical axes (camera z) of camera-to-world poses (N, 4, 4), degrees."""
-    axes = cam2world[:, :3, 2]
-    return np.degrees(np.arccos(np.clip(axes @ axes.T, -1.0, 1.0)))
-
-
 def write_scene_formats(export: ExportRoot, scene: str, model: DenseModel, names: Sequence[str],
                         depths: Sequence[np.ndarray], pairs: np.ndarray, scores: np.ndarray,
                         formats: Sequence[str]) -> None:
     """The scene-level files of `formats` for the exported images `names` (their depths as exported) and the pair
     file's pairs between them (index pairs into names, and scores)."""
-    if not {"megadepth_scene_info", "covisibility"} & set(formats):
-        return
     out_dir = export.scene(scene)
     views = [model.views[name] for name in names]
     cam2world = np.stack([view.cam2world for view in views]).astype(np.float64)
     matrices = scene_matrices(model, names, depths)
     photos, dust3r_depths = zip(*[[str(p.relative_to(export.path)) for p in output_paths(out_dir, name)[:2]]
                                   for name in names])
-    if "megadepth_scene_info" in formats:
+    if SCENE_INFO in formats:
         focal_lengths = np.array([(view.K[0, 0] + view.K[1, 1]) / 2 for view in views])
         write_scene_info(export.scene_info(scene), photos,
                          [str(depth_path(out_dir, name).relative_to(export.path)) for name in names],
                          np.stack([opencv_to_colmap_intrinsics(view.K) for view in views]), np.linalg.inv(cam2world),
                          pairs, scores, matrices.d2net_overlap(), matrices.scale_ratio(focal_lengths),
-                         axis_angles_deg(cam2world))
-    if "covisibility" in formats:
+                         axis_angles_deg(cam2world[:, :3, 2]))  # the optical axes
+    if COVISIBILITY in formats:
         write_covisibility(export.covisibility(scene), names, photos, dust3r_depths,
                            np.stack([view.K for view in views]), cam2world, [is_aerial(n, scene) for n in names],
                            matrices.covisibility())

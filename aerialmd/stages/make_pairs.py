@@ -180,10 +180,14 @@ def target_agreement(points: np.ndarray, targets: Sequence[ScoringView],
     return inside & (d > 0) & (np.abs(z - d) <= rel_tol * d), z
 
 
-def target_chunks(num_points: int, num_targets: int) -> Iterator[slice]:
-    """Slices of the targets to project `num_points` points into at once (TARGET_CHUNK_ELEMENTS per batch)."""
-    chunk = max(1, TARGET_CHUNK_ELEMENTS // max(num_points, 1))
-    return (slice(start, start + chunk) for start in range(0, num_targets, chunk))
+def chunked_agreement(points: np.ndarray, targets: Sequence[ScoringView],
+                      rel_tol: float) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """target_agreement over the targets in batches of about TARGET_CHUNK_ELEMENTS (points x targets): per batch its
+    slice of the targets, the agreement and the depths in the targets."""
+    chunk = max(1, TARGET_CHUNK_ELEMENTS // max(len(points), 1))
+    for start in range(0, len(targets), chunk):
+        part = slice(start, start + chunk)
+        yield (part, *target_agreement(points, targets[part], rel_tol))
 
 
 def directed_overlaps(source: ScoringView, targets: Sequence[ScoringView], rel_tol: float = DEFAULT_REL_TOL) -> np.ndarray:
@@ -192,8 +196,7 @@ def directed_overlaps(source: ScoringView, targets: Sequence[ScoringView], rel_t
     out = np.zeros(len(targets))
     if not len(points):
         return out
-    for part in target_chunks(len(points), len(targets)):
-        agree, _ = target_agreement(points, targets[part], rel_tol)
+    for part, agree, _ in chunked_agreement(points, targets, rel_tol):
         out[part] = np.count_nonzero(agree, axis=0) / len(points)
     return out
 
@@ -207,8 +210,7 @@ def directed_depth_ratios(source: ScoringView, targets: Sequence[ScoringView],
     shares, ratios = np.zeros(len(targets)), np.full(len(targets), np.nan)
     if not len(points):
         return shares, ratios
-    for part in target_chunks(len(points), len(targets)):
-        agree, z = target_agreement(points, targets[part], rel_tol)
+    for part, agree, z in chunked_agreement(points, targets, rel_tol):
         shares[part] = np.count_nonzero(agree, axis=0) / len(points)
         ratios[part] = [np.median(source_depth[seen] / z[seen, m]) if seen.any() else np.nan
                         for m, seen in enumerate(agree.T)]

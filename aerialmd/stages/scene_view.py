@@ -26,9 +26,8 @@ MAX_SPARSE_POINTS = 20000
 FRUSTUM_SIZE = 0.03  # frustum depth, of the scene's extent
 
 
-def scene_frame(model: pycolmap.Reconstruction) -> tuple[np.ndarray, float]:
-    """The view's origin (median sparse point, else median camera) and the scene's extent (metres)."""
-    points = np.array([p.xyz for p in model.points3D.values()]).reshape(-1, 3)
+def scene_frame(model: pycolmap.Reconstruction, points: np.ndarray) -> tuple[np.ndarray, float]:
+    """The view's origin (median of the sparse points (N, 3), else of the cameras) and the scene's extent (metres)."""
     if not len(points):
         points = np.array([image.projection_center() for image in model.images.values()]).reshape(-1, 3)
     low, high = np.percentile(points, [5, 95], axis=0)
@@ -71,8 +70,8 @@ def rounded(points: np.ndarray, origin: np.ndarray) -> list[float]:
 def view_data(sfm_dir: Path, scene: str) -> dict:
     """Everything the page draws, by layer: point coordinates and segment end points (flat lists) and a colour."""
     model = pycolmap.Reconstruction(str(sfm_dir / LOCALIZED_MODEL))
-    origin, extent = scene_frame(model)
     sparse = np.array([p.xyz for p in model.points3D.values()]).reshape(-1, 3)
+    origin, extent = scene_frame(model, sparse)
     layers = [{"name": "sparse points", "colour": COLOURS["sparse"], "size": 1,
                "points": rounded(sparse[:: max(1, len(sparse) // MAX_SPARSE_POINTS)], origin)}]
     if (sfm_dir / DENSE_DIR).is_dir():
