@@ -30,6 +30,7 @@ from aerialmd.layout import DENSE_DIR, IMAGES_DIR, LOCALIZED_MODEL
 from aerialmd.run.pipeline import build_stages, run_stages, sample_pipeline
 from aerialmd.sample_scene import SAMPLE_ROOTS, SAMPLE_SIZES
 from aerialmd.sample_scene.evaluation import (
+    MATCHABLE_FOOTPRINT_RATIO,
     cross_view_visibility,
     dense_accuracy,
     load_ground_truth,
@@ -41,7 +42,6 @@ from aerialmd.stages.preprocess_megadepth import scene_info_cam2world
 
 TARGETS = dict(coverage=0.70, within_2pct=0.90, off_10pct=0.03)
 STREET_HEIGHT_M = 0.3  # the sample's ground is at world height 0
-MATCHABLE_FOOTPRINT_RATIO = 3.0  # views at most this much finer or coarser count (matching needs similar resolution)
 REAL_SCENE_INFO = Path(__file__).resolve().parents[2] / "shared/data/real/megadepth_test1500_scene_info"
 REAL_SCENES = ("0015_0.1_0.3.npz", "0022_0.1_0.3.npz")
 SAMPLE_OPTIONS = ("seed", "num_ground", "ground_spots", "street_detail_texel_m", "wall_detail_texel_m")  # default: the sample's  # all posed photos of MegaDepth scenes 0015 and 0022

@@ -35,3 +35,22 @@ def test_verdicts_apply_the_registration_issue_targets():
     assert not off["scale within 0.5 % in every scene"] and off["no kept photo worse than 1 % of extent"]
     failed = {what: met for what, _, met in verdicts([row(20, 20), {"failed": True}])}
     assert not failed["no scene failed"] and not failed["every scene registers >= 80 % of its photos"]
+
+
+def dense_row(coverage: float = 0.75, ceiling: float = 0.9, within: float = 0.95, off: float = 0.01,
+              sky: int = 10, raw_sky: int = 500, raw_coverage: float = 0.76) -> dict:
+    kind = {"images": 10, "coverage": coverage, "ceiling": ceiling, "within_2pct": within, "off_10pct": off,
+            "on_sky": sky, "produced": 10000, "raw": {"coverage": raw_coverage, "on_sky": raw_sky, "produced": 10500}}
+    return {"scene": "s", "dense": {"aerial": kind, "ground": kind}}
+
+
+def test_dense_verdicts_apply_the_dense_issue_targets_and_the_cleaning_rule():
+    verdicts = bench_sweep().dense_verdicts
+    assert all(met for _, _, met in verdicts([dense_row(), dense_row(coverage=0.40, ceiling=0.44, raw_coverage=0.41)]))
+    short = {what: met for what, _, met in verdicts([dense_row(), dense_row(coverage=0.38, ceiling=0.44)])}
+    assert not short["ground: coverage >= min(0.70, 0.9 ceiling)"] and short["ground: < 3 % off by > 10 %"]
+    wrong = {what: met for what, _, met in verdicts([dense_row(within=0.85, off=0.031)])}
+    assert not wrong["aerial: >= 90 % within 2 %"] and not wrong["aerial: < 3 % off by > 10 %"]
+    sky = {what: met for what, _, met in verdicts([dense_row(sky=25, raw_coverage=0.78)])}
+    assert not sky["ground: cleaning leaves < 0.2 % on sky"] and not sky["ground: cleaning costs < 2 coverage points"]
+    assert {what for what, _, _ in verdicts([{"scene": "s", "failed": True}])} == set()

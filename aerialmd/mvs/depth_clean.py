@@ -2,11 +2,16 @@
 image and the depth alone (no network weights).
 
 Sky: the windowed matching cost spreads a building's depth a few pixels over the sky beside it, and other views agree
-with that band, so the consistency filter keeps it. The sky is found as the region of low local contrast (grey-level
-standard deviation under `max_std` in a `window` around each pixel) connected to the image's top row, counted as sky
-only where at most `max_depth_share` of it has a depth (a plain wall reaching the top of a photo has its depths, even
-when few; the sky has none but the band); it is grown by `margin` pixels, which takes the band, and depths inside are
-removed.
+with that band, so the consistency filter keeps it. The sky is found as the regions of low local contrast (standard
+deviation of any colour channel under `max_std` in a `window` around each pixel: a blue sky and a green wall can have
+the same grey level) that reach the image's top `window` rows (an undistorted photo's first row can be a black border)
+and look like sky rather than a plain wall or street: smooth (at least half of the region under `smooth_std`), at
+least as bright as the image's median grey, and with a depth on at most `max_depth_share` of it (a plain wall reaching
+the top of a photo has its depths on most of it once holes are closed; the sky has none but the band and stray blobs
+matched on its gradient). They are grown by `margin` pixels (the region stops half a contrast window short of the
+skyline, and the band reaches beyond it as far as the matching window spreads: a few pixels, more where the sweep ran
+coarse-to-fine) and depths inside are removed. A region that fails a test keeps its depths: the rule errs towards
+leaving sky, never towards cutting a wall.
 
 Flying pixels: at a depth discontinuity the matching window mixes both surfaces and the winner lands in between. A
 depth goes when, along one of the four directions through it (row, column, diagonals), it differs by more than
@@ -23,27 +28,34 @@ import cv2
 import numpy as np
 
 
-def local_std(gray: np.ndarray, window: int) -> np.ndarray:
-    """Standard deviation of the grey levels in a window x window box around each pixel."""
-    gray = gray.astype(np.float32)
-    mean = cv2.blur(gray, (window, window), borderType=cv2.BORDER_REFLECT)
-    square = cv2.blur(gray * gray, (window, window), borderType=cv2.BORDER_REFLECT)
-    return np.sqrt(np.maximum(square - mean * mean, 0.0))
+def local_std(image: np.ndarray, window: int) -> np.ndarray:
+    """Standard deviation of the levels in a window x window box around each pixel; for a colour image the largest
+    over its channels (blue sky and a green wall can have the same grey level)."""
+    image = image.astype(np.float32)
+    mean = cv2.blur(image, (window, window), borderType=cv2.BORDER_REFLECT)
+    square = cv2.blur(image * image, (window, window), borderType=cv2.BORDER_REFLECT)
+    std = np.sqrt(np.maximum(square - mean * mean, 0.0))
+    return std.max(axis=2) if std.ndim == 3 else std
 
 
-def sky_mask(rgb: np.ndarray, depth: np.ndarray, window: int, max_std: float, margin: int,
+def sky_mask(rgb: np.ndarray, depth: np.ndarray, window: int, max_std: float, smooth_std: float, margin: int,
              max_depth_share: float) -> np.ndarray:
-    """Pixels of the sky (module doc): low-contrast regions touching the top row with depth on at most
-    `max_depth_share` of their pixels, grown by `margin` pixels."""
-    flat = (local_std(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), window) < max_std).astype(np.uint8)
+    """Pixels of the sky (module doc): low-contrast regions reaching the top `window` rows that are smooth, bright
+    and mostly without depth, grown by `margin` pixels."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    contrast = local_std(rgb, window)
+    flat = (contrast < max_std).astype(np.uint8)
     count, labels = cv2.connectedComponents(flat, connectivity=4)
-    top = np.unique(labels[0][flat[0] > 0])
+    top = np.unique(labels[:window][flat[:window] > 0])
     if not len(top):
         return np.zeros(depth.shape, bool)
-    with_depth = np.bincount(labels.ravel(), weights=(depth > 0).ravel(), minlength=count)
-    size = np.bincount(labels.ravel(), minlength=count)
-    sky_labels = top[with_depth[top] <= max_depth_share * size[top]]
-    sky = np.isin(labels, sky_labels).astype(np.uint8)
+    regions = labels.ravel()
+    size = np.bincount(regions, minlength=count)[top]
+    with_depth = np.bincount(regions, weights=(depth > 0).ravel(), minlength=count)[top]
+    smooth = np.bincount(regions, weights=(contrast < smooth_std).ravel(), minlength=count)[top]
+    brightness = np.bincount(regions, weights=gray.ravel().astype(np.float64), minlength=count)[top]
+    sky_like = (with_depth <= max_depth_share * size) & (smooth >= 0.5 * size) & (brightness >= np.median(gray) * size)
+    sky = np.isin(labels, top[sky_like]).astype(np.uint8)
     if margin > 0 and sky.any():
         sky = cv2.dilate(sky, disc(margin))
     return sky.astype(bool)
@@ -51,7 +63,6 @@ def sky_mask(rgb: np.ndarray, depth: np.ndarray, window: int, max_std: float, ma
 
 def disc(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-
 
 
 def neighbour(depth: np.ndarray, dv: int, du: int) -> np.ndarray:
@@ -80,11 +91,11 @@ def supported(depth: np.ndarray, rel_tol: float, min_neighbours: int) -> np.ndar
     return valid & ~flying & (agreeing >= min_neighbours)
 
 
-def clean_depth_map(rgb: np.ndarray, depth: np.ndarray, window: int, max_std: float, max_depth_share: float,
-                    margin: int | None, rel_tol: float, min_neighbours: int) -> np.ndarray:
+def clean_depth_map(rgb: np.ndarray, depth: np.ndarray, window: int, max_std: float, smooth_std: float,
+                    max_depth_share: float, margin: int | None, rel_tol: float, min_neighbours: int) -> np.ndarray:
     """The depth map (float32, 0 = invalid) without its sky (unless `margin` is None) and its flying pixels and
     speckles (unless `min_neighbours` is 0); `rgb` is the image it was made for."""
     keep = supported(depth, rel_tol, min_neighbours) if min_neighbours > 0 else depth > 0
     if margin is not None:
-        keep &= ~sky_mask(rgb, depth, window, max_std, margin, max_depth_share)
+        keep &= ~sky_mask(rgb, depth, window, max_std, smooth_std, margin, max_depth_share)
     return np.where(keep, depth, 0.0).astype(np.float32)

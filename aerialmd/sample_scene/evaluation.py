@@ -15,6 +15,8 @@ from aerialmd.formats.depth import read_depth_exr, read_depth_h5
 from aerialmd.geometry.camera import cam2world_from_cam_from_world, pose_errors
 from aerialmd.layout import DEPTHS_DIR, PROCESSED_SUFFIX
 
+MATCHABLE_FOOTPRINT_RATIO = 3.0  # views at most this much finer or coarser count (matching needs similar resolution)
+
 # MegaDepth photos are named '<name>' in the ground truth and '<name>.jpg' once preprocessed (the published layout).
 
 
@@ -110,6 +112,13 @@ def cross_view_visibility(ground_truth_dir: Path, kind: str = "ground", step: in
         for part in ("street", "above_street"):
             out[part] = {"pixels": int(totals[part][0]), **seen_shares(totals[part])}
     return out
+
+
+def coverage_ceiling(ground_truth_dir: Path, kind: str) -> float:
+    """The dense issue's ceiling of an image kind's coverage: the share of its true-valid pixels that at least two
+    other views of any kind see at a pixel footprint within MATCHABLE_FOOTPRINT_RATIO (cross_view_visibility)."""
+    return cross_view_visibility(ground_truth_dir, kind, other_kinds=("ground", "aerial"),
+                                 max_footprint_ratio=MATCHABLE_FOOTPRINT_RATIO)["seen_by_2"]
 
 
 def footprints(image: dict, points: np.ndarray) -> np.ndarray:

@@ -77,11 +77,13 @@ class DenseConf:
     fill_max_residual: float = 0.02  # RMS of the window's plane fit in inverse depth, relative to the pixel's
     fill_quadrant_support: float = 0.05  # share of each quadrant of the window that must hold depths
     # Depth cleaning (aerialmd.mvs.depth_clean), both backends, after the hole closing:
-    clean_sky: bool = True  # remove depths on the sky (low-contrast regions at the top without depth), grown by:
-    sky_margin: float = 1.0 / 100.0  # fraction of the long side (3 px at 320 px): the band the matching window spreads
-    sky_window: int = 5  # pixels of the window whose grey-level standard deviation tells contrast
-    sky_max_std: float = 8.0  # grey levels (0-255) under which a pixel has no contrast
-    sky_max_depth_share: float = 0.2  # a low-contrast region at the top with depth on more of it is a wall
+    clean_sky: bool = True  # remove depths on the sky (smooth bright regions at the top without depth), grown by:
+    sky_margin: float = 1.0 / 120.0  # fraction of the long side (3 px at 320 px, 4 at 480): the band the matching
+    # window spreads over the sky and the strip the contrast window misses (wider where the sweep is coarse-to-fine)
+    sky_window: int = 5  # pixels of the window whose standard deviation (largest of the channels) tells contrast
+    sky_max_std: float = 8.0  # levels (0-255) under which a pixel has no contrast
+    sky_smooth_std: float = 3.0  # levels under which at least half of a sky region lies (walls are rougher)
+    sky_max_depth_share: float = 0.5  # a smooth bright region at the top with depth on more of it is a wall
     flying_min_neighbours: int = 1  # of the 8 neighbours, those within flying_tol a depth needs (0: no such step)
     flying_tol: float = 0.02  # relative depth tolerance of the flying-pixel step
     device: str = "auto"
@@ -127,8 +129,8 @@ def cleaned(depth: np.ndarray, image_path: Path, conf: DenseConf) -> np.ndarray:
     """The depth map without its sky and flying pixels as configured (aerialmd.mvs.depth_clean)."""
     rgb = cv2.cvtColor(cv2.imread(str(image_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     margin = round(conf.sky_margin * max(depth.shape)) if conf.clean_sky else None
-    return clean_depth_map(rgb, depth, conf.sky_window, conf.sky_max_std, conf.sky_max_depth_share, margin,
-                           conf.flying_tol, conf.flying_min_neighbours)
+    return clean_depth_map(rgb, depth, conf.sky_window, conf.sky_max_std, conf.sky_smooth_std,
+                           conf.sky_max_depth_share, margin, conf.flying_tol, conf.flying_min_neighbours)
 
 
 def megadepth_agreement(depth: np.ndarray, megadepth_depth: np.ndarray, scale: float) -> float | None:
