@@ -36,6 +36,7 @@ from aerialmd.sample_scene.evaluation import (
     load_ground_truth,
     neighbour_distance_ratios,
     registration_accuracy,
+    sky_share,
 )
 from aerialmd.stages.dense import DenseConf, cleaned, dense_scene
 from aerialmd.stages.preprocess_megadepth import scene_info_cam2world
@@ -74,10 +75,9 @@ def main() -> None:
     sfm_dir = paths.data_root / "data" / config.scene_id / "sfm_output_localization" / "sfm_sift+nn-ratio"
     conf = DenseConf(backend="torch", max_image_size=args.max_image_size,
                      horizontal_planes=args.horizontal_planes == "on")
-    raw_conf = dataclasses.replace(conf, clean_sky=False, flying_min_neighbours=0)
     start = time.perf_counter()
     dense_scene(sfm_dir, paths.data_root / "data" / config.scene_id,
-                [paths.megadepth_processed / config.scene_id / "0"], raw_conf, overwrite=True)
+                [paths.megadepth_processed / config.scene_id / "0"], conf.without_cleaning(), overwrite=True)
     seconds = time.perf_counter() - start
     report = json.loads((sfm_dir / DENSE_DIR / "dense.json").read_text())
     dense_dir, truth_dir = sfm_dir / DENSE_DIR, args.root / "ground_truth" / config.scene_id
@@ -91,8 +91,8 @@ def main() -> None:
         print(f"{kind:<8} {f['images']:>6} {f['coverage']:>9.3f} {f['within_2pct']:>10.3f} {f['off_10pct']:>9.3f} "
               f"{f['on_sky']:>10}")
     for kind, f in figures.items():
-        print(f"depth cleaning, {kind}: depths on the sky {100 * raw[kind]['on_sky'] / raw[kind]['produced']:.2f} % "
-              f"-> {100 * f['on_sky'] / f['produced']:.2f} % (rule < 0.2 %), coverage {raw[kind]['coverage']:.3f} -> "
+        print(f"depth cleaning, {kind}: depths on the sky {100 * sky_share(raw[kind]):.2f} % "
+              f"-> {100 * sky_share(f):.2f} % (rule < 0.2 %), coverage {raw[kind]['coverage']:.3f} -> "
               f"{f['coverage']:.3f}, off >10% {raw[kind]['off_10pct']:.4f} -> {f['off_10pct']:.4f}")
     agreement = report["summary"]["megadepth_median_rel_diff"]
     print(f"MegaDepth vs MVS median relative difference: {agreement:.4f} (target < 0.03) over "

@@ -22,7 +22,6 @@ issue's targets and the cleaning rule with PASS or FAIL. Figures: docs/mvs.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import time
@@ -34,7 +33,13 @@ import pycolmap
 from aerialmd.layout import DENSE_DIR, DENSE_REPORT, IMAGES_DIR, LOCALIZATION_DIR
 from aerialmd.run.markers import SETTINGS_KEY
 from aerialmd.sample_scene import generate_sample
-from aerialmd.sample_scene.evaluation import coverage_ceiling, dense_accuracy, load_ground_truth, registration_accuracy
+from aerialmd.sample_scene.evaluation import (
+    coverage_ceiling,
+    dense_accuracy,
+    load_ground_truth,
+    registration_accuracy,
+    sky_share,
+)
 from aerialmd.sample_scene.family import family_config
 from aerialmd.stages.dense import DenseConf, cleaned, dense_scene
 from aerialmd.stages.localization import LocalizationConf, localize
@@ -104,18 +109,12 @@ def measure_dense(sfm_dir: Path, scene_dir: Path, processed_dir: Path, truth_dir
         if settings["clean_sky"] or settings["flying_min_neighbours"]:
             raise SystemExit(f"{dense_dir}: made with depth cleaning on; run without --measure_only")
     else:
-        dense_scene(sfm_dir, scene_dir, [processed_dir],
-                    dataclasses.replace(conf, clean_sky=False, flying_min_neighbours=0), overwrite=True)
+        dense_scene(sfm_dir, scene_dir, [processed_dir], conf.without_cleaning(), overwrite=True)
     seconds = time.perf_counter() - start
     raw = dense_accuracy(dense_dir, truth_dir)
     after = dense_accuracy(dense_dir, truth_dir, lambda name, depth: cleaned(depth, dense_dir / IMAGES_DIR / name, conf))
     figures = {kind: {**after[kind], "raw": raw[kind], "ceiling": coverage_ceiling(truth_dir, kind)} for kind in after}
     return {"dense": figures, "dense_s": seconds}
-
-
-def sky_share(figures: dict) -> float:
-    """Share of a kind's produced depths that lie on the sky."""
-    return figures["on_sky"] / max(figures["produced"], 1)
 
 
 def coverage_target(figures: dict) -> float:

@@ -165,6 +165,11 @@ def depth_accuracy(depth: np.ndarray, truth: np.ndarray) -> dict:
             "on_sky": int(((depth > 0) & (truth == 0)).sum()), "produced": int((depth > 0).sum())}
 
 
+def sky_share(figures: dict) -> float:
+    """Share of the produced depths that lie on the sky (depth_accuracy's figures)."""
+    return figures["on_sky"] / max(figures["produced"], 1)
+
+
 def dense_accuracy(dense_dir: Path, ground_truth_dir: Path,
                    transform: Callable[[str, np.ndarray], np.ndarray] | None = None) -> dict[str, dict]:
     """depth_accuracy of a `localized_dense_metric` folder against the sample's true depth, pooled per image kind

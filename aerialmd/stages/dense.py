@@ -92,6 +92,10 @@ class DenseConf:
         """The plane sweep for an image of this long side: coarse-to-fine above coarse_to_fine_above, else full."""
         return coarse_to_fine_depth if long_side > self.coarse_to_fine_above else plane_sweep_depth
 
+    def without_cleaning(self) -> DenseConf:
+        """These settings with depth cleaning off: benchmarks measure before and after it from one run."""
+        return dataclasses.replace(self, clean_sky=False, flying_min_neighbours=0)
+
     def settings(self) -> dict:
         """What determines the outputs (the device does not)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "device"}
