@@ -169,3 +169,26 @@ def test_scene_refinement_follows_the_majority_not_a_coherent_minority():
     for photo, pose in zip(photos, truth):
         distance, angle = pose_errors(predict_cam2world(refined, photo.cam2world_sfm), pose)
         assert distance < 0.05 and angle < 0.08  # with a soft-L1 loss: 0.15 deg
+
+
+@pytest.mark.slow
+def test_a_photo_with_a_wrong_megadepth_pose_is_rejected(localized, tmp_path):
+    """MegaDepth's SfM misregisters a photo now and then. One registered photo of the sample gets a MegaDepth pose
+    3 deg off (its stage-3 camera file rewritten) and stage 4a runs again: neither its aerial matches nor the
+    registered photos may confirm that pose, so it is rejected with the reason, and the others stay registered."""
+    out, truth, paths, processed = copy_localized(localized, tmp_path / "sample")
+    before = json.loads((out / "registration.json").read_text())["images"]
+    registered = sorted(name for name, image in before.items() if image["status"] == "registered")
+    victim = registered[len(registered) // 2]
+    (camera_file,) = processed.rglob(f"{Path(victim).stem}.npz")
+    data = dict(np.load(camera_file))
+    data["cam2world"][:3, :3] = Rotation.from_rotvec(np.radians(3.0) * np.array([0.0, 0.6, 0.8])).as_matrix() \
+        @ data["cam2world"][:3, :3]
+    np.savez(camera_file, **data)
+    assert localize(paths.root / "data", processed, paths.scene_list, overwrite=True) == 0
+    after = json.loads((out / "registration.json").read_text())["images"]
+    assert after[victim]["status"] == "rejected" and "registered photos" in after[victim]["reason"]
+    assert sorted(name for name, image in after.items() if image["status"] == "registered") == \
+        [name for name in registered if name != victim]
+    accuracy = registration_accuracy(pycolmap.Reconstruction(str(out / "localized")), truth)
+    assert accuracy["max_rotation_deg"] <= 0.2

@@ -15,7 +15,9 @@ not localised one by one from scratch:
 4. every photo is localised by PnP on its matches, and registered when its own matches confirm its predicted pose:
    enough of them, and a share far above chance, reproject within a few pixels, or its PnP pose agrees with it
    (place_registered_photos). No photo is kept on an unconfirmed pose; every rejected photo gets its reason in
-   registration.json.
+   registration.json;
+5. the photos left are tested the same way against the registered photos that see them, round after round
+   (aerialmd/sfm/photo_neighbours.py): across the appearance gap many photos have no correct aerial match at all.
 
 Which pose a registered photo keeps (`RegistrationConf.registered_pose`): `predicted`, its MegaDepth pose through the
 refined Sim(3), because MegaDepth's own bundle adjustment ties its photos together far more tightly than a few hundred
@@ -55,6 +57,7 @@ POSE_PREDICTED = "predicted"  # the MegaDepth SfM pose through the scene Sim(3)
 POSE_PNP = "pnp"  # the photo's own PnP pose against the aerial points
 CONFIRMED_BY_SUPPORT = "support"  # its matches reproject tightly (place_registered_photos)
 CONFIRMED_BY_PNP = "pnp"  # its PnP pose agreed with the prediction
+CONFIRMED_BY_NEIGHBOURS = "neighbours"  # its matches to registered photos agree with it (sfm/photo_neighbours.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +75,8 @@ class RegistrationConf:
     support_radius_px: float = 3.0  # a match confirms a predicted pose when it reprojects this close
     min_support_share: float = 0.08  # of the keypoints matched around a predicted pose, those that must confirm it
     refine_radius_px: float = 6.0  # search radius around the projections of the first PnP pose
+    neighbour_pairs: int = 5  # registered photos a rejected photo's pose is tested against (sfm/photo_neighbours.py)
+    min_neighbour_overlap: float = 0.1  # share of the photo a registered photo must see to be one of them
     registered_pose: str = POSE_PREDICTED  # pose kept for a "registered" photo: predicted | pnp (see the module doc)
     seed: int = 0
 
@@ -105,6 +110,8 @@ class PhotoResult:
     predicted_pose_inliers: int | None = None  # matches found around the predicted pose that it explains (kept)
     reason: str | None = None  # why it was rejected
     confirmed_by: str | None = None  # what confirmed a registered photo's predicted pose: CONFIRMED_BY_*
+    neighbour_support: int | None = None  # keypoints on which registered photos confirm its pose (photo_neighbours)
+    neighbour_matches: int | None = None  # its keypoints matched to theirs around the projections through its pose
     cam_from_world: pycolmap.Rigid3d | None = None
     inlier_keypoints: np.ndarray | None = None  # keypoint index per inlier
     inlier_point3D_ids: np.ndarray | None = None
@@ -266,14 +273,17 @@ def aerial_frames_seeing(points: np.ndarray, model: pycolmap.Reconstruction, top
     return [name for score, name in sorted(scores)[:top] if score < 0]
 
 
-def photo_depth_points(photo: GroundPhoto, sim: pycolmap.Sim3d, step: int = 16) -> np.ndarray:
-    """Metric 3D points of a grid of the photo's pixels with depth, through the predicted pose."""
+def depth_samples_sfm(photo: GroundPhoto, step: int) -> np.ndarray:
+    """SfM-frame 3D points of a grid of the photo's pixels (every `step` pixels) that have depth."""
     depth = read_depth_exr(photo.depth_path)
     v, u = np.mgrid[0:depth.shape[0]:step, 0:depth.shape[1]:step]
     keep = depth[v, u] > 0
-    xy = np.column_stack([u[keep], v[keep]]).astype(np.float64)
-    sfm, _ = sfm_points_of_keypoints(photo, xy)
-    return transform_points(sim, sfm)
+    return sfm_points_of_keypoints(photo, np.column_stack([u[keep], v[keep]]).astype(np.float64))[0]
+
+
+def photo_depth_points(photo: GroundPhoto, sim: pycolmap.Sim3d, step: int = 16) -> np.ndarray:
+    """Metric 3D points of a grid of the photo's pixels with depth, through the predicted pose."""
+    return transform_points(sim, depth_samples_sfm(photo, step))
 
 
 def judge(prediction: np.ndarray, found: tuple[pycolmap.Rigid3d, np.ndarray] | None, corr: Correspondences,
@@ -380,13 +390,19 @@ def place_registered_photos(sim: pycolmap.Sim3d, photos: list[GroundPhoto], resu
             result.reason = (f"predicted pose confirmed by {count} of the {total} keypoints matched around it (needs "
                              f"{conf.min_inliers} and {conf.min_support_share:.0%}); {result.reason}")
             continue
-        tight = matches_around(i, pose)
-        inliers = explained(photos[i].camera, pose, tight, conf.pnp_max_error_px)
+        keep_predicted_pose(result, photos[i].camera, pose, matches_around(i, pose), conf)
         result.confirmed_by = CONFIRMED_BY_SUPPORT if supported else CONFIRMED_BY_PNP
-        result.status, result.reason = STATUS_REGISTERED, None
-        result.predicted_pose_inliers = int(inliers.sum())
-        result.pose, result.cam_from_world = POSE_PREDICTED, cam_from_world_from_cam2world(pose)
-        result.inlier_keypoints, result.inlier_point3D_ids = tight.keypoints[inliers], tight.point3D_ids[inliers]
+
+
+def keep_predicted_pose(result: PhotoResult, camera: pycolmap.Camera, pose: np.ndarray, tight: Correspondences,
+                        conf: RegistrationConf) -> None:
+    """Register a photo on its predicted pose (cam2world `pose`), observing the aerial points among `tight` (the
+    matches within refine_radius_px of its projections) that it reprojects within pnp_max_error_px."""
+    inliers = explained(camera, pose, tight, conf.pnp_max_error_px)
+    result.status, result.reason = STATUS_REGISTERED, None
+    result.predicted_pose_inliers = int(inliers.sum())
+    result.pose, result.cam_from_world = POSE_PREDICTED, cam_from_world_from_cam2world(pose)
+    result.inlier_keypoints, result.inlier_point3D_ids = tight.keypoints[inliers], tight.point3D_ids[inliers]
 
 
 @dataclasses.dataclass

@@ -42,6 +42,7 @@ from aerialmd.run.markers import MADE_FROM_KEY, SETTINGS_KEY, cameras_fingerprin
 from aerialmd.run.scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
 from aerialmd.sfm.features import FeatureConf, ImageInput, extract_features
 from aerialmd.sfm.matching import MatcherConf, match_pairs, resolve_configs
+from aerialmd.sfm.photo_neighbours import confirm_through_neighbours
 from aerialmd.sfm.registration import (
     POSE_PREDICTED,
     STATUS_REJECTED,
@@ -56,6 +57,7 @@ from aerialmd.sfm.registration import (
     evenly_spaced,
     guided_radius_px,
     judge,
+    keep_predicted_pose,
     load_ground_photos,
     localize_photo,
     matches_near_pose,
@@ -83,7 +85,8 @@ def register_photos(model: pycolmap.Reconstruction, photos: list[GroundPhoto], w
                     feature_conf: FeatureConf, matcher_conf: MatcherConf, conf: RegistrationConf,
                     timer: Timer) -> SceneRegistration:
     """Anchors -> scene Sim(3) -> pose-guided matching -> Sim(3) from all photos, refined -> predicted poses confirmed
-    by each photo's own matches (aerialmd/sfm/registration.py)."""
+    by each photo's own matches to the aerial points (aerialmd/sfm/registration.py), then, for the photos left, by
+    the registered photos (aerialmd/sfm/photo_neighbours.py; with the `predicted` pose only)."""
     features, matches = work_dir / FEATURES_FILE, work_dir / GROUND_MATCHES_FILE
     with timer.step("extraction"):
         extract_features([ImageInput(p.name, p.path) for p in photos], features, feature_conf)
@@ -116,6 +119,12 @@ def register_photos(model: pycolmap.Reconstruction, photos: list[GroundPhoto], w
                                          conf.refine_radius_px)
 
             place_registered_photos(sim3, photos, results, wide_matches, matches_around, conf)
+
+            def keep(index: int) -> None:
+                pose = predict_cam2world(sim3, photos[index].cam2world_sfm)
+                keep_predicted_pose(results[index], photos[index].camera, pose, matches_around(index, pose), conf)
+
+            confirm_through_neighbours(photos, results, features, keep, conf)
     return SceneRegistration(sim3, sim3_inliers, anchors.correspondences, refined_on, anchors.names, results, extent)
 
 

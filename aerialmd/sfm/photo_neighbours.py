@@ -1,0 +1,173 @@
+"""Photos confirmed through registered neighbours: a photo with too few matches to the aerial points across the
+appearance gap is registered when the photos already registered confirm its MegaDepth pose.
+
+Photo-to-photo matching has no appearance gap to cross (tourist photos against tourist photos). The check is the
+predicted-pose support test of the aerial step (registration.place_registered_photos), with a registered neighbour's
+keypoints in the place of the aerial points, all in the MegaDepth SfM frame (no Sim(3) involved): each neighbour
+keypoint with MegaDepth depth is lifted to 3D and projected into the photo through the photo's MegaDepth pose, and
+matched to the photo's keypoints within guided_radius_fraction of the image diagonal around that projection. Through
+the right pose the matches reproject within support_radius_px; through a wrong one they land anywhere in the search
+disc, and only (support_radius_px / radius)^2 of them (about 1 %) that close by chance. A pose 1 deg off already moves
+the projections by 1.7 % of the focal length (7 px at 480 px wide), beyond the support radius. Neighbours are photos
+whose own pose is confirmed (by the aerial matches first, then by neighbours, round after round), so the evidence
+chains back to the aerial frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from aerialmd.formats.depth import read_depth_exr
+from aerialmd.formats.hloc_h5 import COLMAP_KEYPOINT_SHIFT, read_features
+from aerialmd.geometry.camera import cam_from_world_from_cam2world
+from aerialmd.sfm.pairs_from_poses import in_image
+from aerialmd.sfm.registration import (
+    CONFIRMED_BY_NEIGHBOURS,
+    STATUS_REGISTERED,
+    GroundPhoto,
+    PhotoResult,
+    PointDescriptors,
+    RegistrationConf,
+    depth_samples_sfm,
+    explained,
+    guided_radius_px,
+    projection_guided_correspondences,
+    sfm_points_of_keypoints,
+    unit_rows,
+)
+
+OVERLAP_GRID_STEP_PX = 16  # pixel step of the depth samples that measure how much of a photo another one sees
+OVERLAP_DEPTH_TOLERANCE = 0.05  # relative depth difference within which a sample is seen, not hidden (photo_overlaps)
+OVERLAP_MAX_FOOTPRINT_RATIO = 3.0  # coarsest pixel footprint, relative to the photo's own, at which a sample is seen
+
+
+@dataclasses.dataclass(frozen=True)
+class NeighbourSupport:
+    """What a photo's registered neighbours say about its MegaDepth pose."""
+
+    neighbours: list[str]  # the registered photos it was matched to
+    matched: int  # its keypoints matched to their keypoints around the projections through its pose
+    support: int  # of those, the keypoints its pose reprojects their match onto (support_radius_px)
+
+    def confirms(self, conf: RegistrationConf) -> bool:
+        return self.support >= conf.min_inliers and self.support >= conf.min_support_share * self.matched
+
+    def describe(self, conf: RegistrationConf) -> str:
+        """Why these neighbours did not confirm the pose, for registration.json."""
+        if not self.neighbours:
+            return f"no registered photo overlaps it by {conf.min_neighbour_overlap:.0%}"
+        return (f"{self.support} of its {self.matched} keypoints matched to {len(self.neighbours)} registered photos "
+                f"confirm its pose (needs {conf.min_inliers} and {conf.min_support_share:.0%})")
+
+
+def photo_overlaps(photos: list[GroundPhoto], rows: list[int]) -> np.ndarray:
+    """(N, N) matrix, filled in the given rows: [i, j] is the share of photo i's depth samples (SfM frame) that photo
+    j sees well enough to match (matchable_samples); 0 on the diagonal. Only the photos to test need a row, so the
+    cost grows with the number of photos times the number rejected by the aerial step."""
+    samples = {i: depth_samples_sfm(photos[i], OVERLAP_GRID_STEP_PX) for i in rows}
+    overlaps = np.zeros((len(photos), len(photos)))
+    for j, photo in enumerate(photos):
+        depth = read_depth_exr(photo.depth_path)
+        for i, points in samples.items():
+            if i != j and len(points):
+                overlaps[i, j] = float(matchable_samples(photos[i], photo, depth, points).mean())
+    return overlaps
+
+
+def matchable_samples(photo: GroundPhoto, other: GroundPhoto, other_depth: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Which of the photo's SfM points `other` sees well enough to match: in front of it, inside its image, not hidden
+    (its own depth there agrees within OVERLAP_DEPTH_TOLERANCE) and at a pixel footprint at most
+    OVERLAP_MAX_FOOTPRINT_RATIO times the photo's. Each test removed false neighbours on sweep scenes: photos facing
+    the same street from behind different buildings; a wall a few metres from the photo that is a strip of 16 x 1
+    pixels in the other. (A limit on the angle between the two views' rays did not: one photo was confirmed by a
+    neighbour 60-80 deg away, 79 of 167 matched keypoints.)"""
+    footprint_ok = pixel_footprints(other, points) <= OVERLAP_MAX_FOOTPRINT_RATIO * pixel_footprints(photo, points)
+    return seen_unhidden(other, other_depth, points) & footprint_ok
+
+
+def pixel_footprints(photo: GroundPhoto, points: np.ndarray) -> np.ndarray:
+    """Size of one pixel of the photo at each SfM point (its depth over the focal length, SfM units)."""
+    depth = (cam_from_world_from_cam2world(photo.cam2world_sfm) * points)[:, 2]
+    return np.abs(depth) / float(np.mean(photo.camera.params[:2]))
+
+
+def seen_unhidden(photo: GroundPhoto, depth: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Mask of the SfM points (N, 3) a photo sees: in front, inside the image, and at the depth its depth map has
+    there."""
+    cam_from_world = cam_from_world_from_cam2world(photo.cam2world_sfm)
+    cam = cam_from_world * points
+    seen = in_image(photo.camera, cam_from_world, points)
+    uv = photo.camera.img_from_cam(cam[seen], check_cheirality=False) - COLMAP_KEYPOINT_SHIFT
+    u = np.clip(np.round(uv[:, 0]).astype(int), 0, depth.shape[1] - 1)
+    v = np.clip(np.round(uv[:, 1]).astype(int), 0, depth.shape[0] - 1)
+    there = depth[v, u]
+    seen[seen] = (there > 0) & (np.abs(cam[seen, 2] - there) <= OVERLAP_DEPTH_TOLERANCE * there)
+    return seen
+
+
+def closest_registered(index: int, registered: list[int], overlaps: np.ndarray, count: int,
+                       min_overlap: float) -> list[int]:
+    """Up to `count` registered photos that see most of photo `index` (`overlaps[index, j]`), at least `min_overlap`
+    of it; best first, ties by index. One direction only: a photo taken close to a facade is a small part of a wide
+    view from farther away (on a sweep scene, every photo of a popular spot was within a fifth to a half of such
+    views, and they saw under 1 % of them)."""
+    seen = overlaps[index, registered]
+    order = sorted(range(len(registered)), key=lambda k: (-seen[k], registered[k]))
+    return [registered[k] for k in order[:count] if seen[k] >= min_overlap]
+
+
+def lifted_keypoints(photo: GroundPhoto, features_path: Path) -> PointDescriptors:
+    """A photo's keypoints that have MegaDepth depth, as SfM-frame points with their descriptors (id: keypoint)."""
+    features = read_features(features_path, photo.name)
+    xyz, valid = sfm_points_of_keypoints(photo, features.keypoints.astype(np.float64))
+    return PointDescriptors(np.flatnonzero(valid), xyz, unit_rows(features.descriptors)[valid])
+
+
+def neighbour_support(photo: GroundPhoto, neighbours: list[PointDescriptors], names: list[str], features_path: Path,
+                      conf: RegistrationConf) -> NeighbourSupport:
+    """The support test of a photo's MegaDepth pose, pooled over its registered neighbours' lifted keypoints."""
+    matched, supported = set(), set()
+    for points in neighbours:
+        corr = projection_guided_correspondences(photo, photo.cam2world_sfm, points, features_path,
+                                                 guided_radius_px(photo, conf))
+        matched.update(corr.keypoints.tolist())
+        supported.update(corr.keypoints[explained(photo.camera, photo.cam2world_sfm, corr,
+                                                  conf.support_radius_px)].tolist())
+    return NeighbourSupport(names, len(matched), len(supported))
+
+
+def confirm_through_neighbours(photos: list[GroundPhoto], results: list[PhotoResult], features_path: Path,
+                               keep: Callable[[int], None], conf: RegistrationConf) -> None:
+    """Round after round, test every rejected photo's MegaDepth pose against the conf.neighbour_pairs registered
+    photos it overlaps most, and register (`keep(index)`, which gives it its predicted pose) those it confirms; until
+    a round registers none. A photo still rejected gets the reason; every tested photo's support is recorded."""
+    overlaps = photo_overlaps(photos, [i for i, r in enumerate(results) if r.status != STATUS_REGISTERED])
+    lifted: dict[int, PointDescriptors] = {}
+    last: dict[int, NeighbourSupport] = {}
+    while True:
+        registered = [i for i, r in enumerate(results) if r.status == STATUS_REGISTERED]
+        confirmed = []
+        for i in [i for i, r in enumerate(results) if r.status != STATUS_REGISTERED]:
+            chosen = closest_registered(i, registered, overlaps, conf.neighbour_pairs, conf.min_neighbour_overlap)
+            names = [photos[j].name for j in chosen]
+            if i in last and last[i].neighbours == names:
+                continue  # the same neighbours as in the last round: the same verdict
+            for j in chosen:
+                if j not in lifted:
+                    lifted[j] = lifted_keypoints(photos[j], features_path)
+            last[i] = neighbour_support(photos[i], [lifted[j] for j in chosen], names, features_path, conf)
+            if last[i].confirms(conf):
+                confirmed.append(i)
+        for i in confirmed:
+            keep(i)
+            results[i].confirmed_by = CONFIRMED_BY_NEIGHBOURS
+        if not confirmed:
+            break
+    for i, support in last.items():
+        results[i].neighbour_support, results[i].neighbour_matches = support.support, support.matched
+        if results[i].status != STATUS_REGISTERED:
+            results[i].reason = f"{results[i].reason}; {support.describe(conf)}"
