@@ -93,7 +93,8 @@ def point_depth_errors(rec: pycolmap.Reconstruction, depth_dir) -> np.ndarray:
         iu, iv = np.floor(xy[:, 0]).astype(int), np.floor(xy[:, 1]).astype(int)
         inside = (iu >= 0) & (iu < depth.shape[1]) & (iv >= 0) & (iv < depth.shape[0])
         truth = depth[iv[inside], iu[inside]]
-        errors.append(np.abs(cam[inside, 2] - truth) / truth)
+        on_sky = truth <= 0  # a point seen on the sky is wrong by any amount
+        errors.append(np.where(on_sky, np.inf, np.abs(cam[inside, 2] - truth) / np.where(on_sky, 1.0, truth)))
     return np.concatenate(errors)
 
 
