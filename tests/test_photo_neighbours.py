@@ -48,7 +48,8 @@ def render_photo(folder: Path, name: str, texture: np.ndarray, cam2world: np.nda
     homography = K @ (world2cam[:3, :3] @ wall_from_texel + np.outer(world2cam[:3, 3], [0, 0, 1]))
     image = cv2.warpPerspective(texture, homography, (WIDTH, HEIGHT), flags=cv2.INTER_AREA)
     v, u = np.mgrid[0:HEIGHT, 0:WIDTH]
-    rays = np.stack([(u - WIDTH / 2) / FOCAL, (v - HEIGHT / 2) / FOCAL, np.ones_like(u, float)], -1) @ cam2world[:3, :3].T
+    rays = np.stack([(u - WIDTH / 2) / FOCAL, (v - HEIGHT / 2) / FOCAL, np.ones_like(u, float)], -1)
+    rays = rays @ cam2world[:3, :3].T
     along = (WALL_Z - cam2world[2, 3]) / rays[..., 2]
     hit = cam2world[:3, 3] + along[..., None] * rays
     on_wall = (along > 0) & (np.abs(hit[..., 0]) < WALL_HALF) & (np.abs(hit[..., 1]) < WALL_HALF)

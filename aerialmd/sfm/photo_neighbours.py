@@ -78,7 +78,8 @@ def photo_overlaps(photos: list[GroundPhoto], rows: list[int]) -> np.ndarray:
     return overlaps
 
 
-def matchable_samples(photo: GroundPhoto, other: GroundPhoto, other_depth: np.ndarray, points: np.ndarray) -> np.ndarray:
+def matchable_samples(photo: GroundPhoto, other: GroundPhoto, other_depth: np.ndarray,
+                      points: np.ndarray) -> np.ndarray:
     """Which of the photo's SfM points `other` sees well enough to match: in front of it, inside its image, not hidden
     (its own depth there agrees within OVERLAP_DEPTH_TOLERANCE) and at a pixel footprint at most
     OVERLAP_MAX_FOOTPRINT_RATIO times the photo's. Each test removed false neighbours on sweep scenes: photos facing
