@@ -32,7 +32,6 @@ from aerialmd.sfm.registration import (
     PhotoResult,
     PointDescriptors,
     RegistrationConf,
-    depth_samples_sfm,
     explained,
     guided_radius_px,
     projection_guided_correspondences,
@@ -43,6 +42,7 @@ from aerialmd.sfm.registration import (
 OVERLAP_GRID_STEP_PX = 16  # pixel step of the depth samples that measure how much of a photo another one sees
 OVERLAP_DEPTH_TOLERANCE = 0.05  # relative depth difference within which a sample is seen, not hidden (photo_overlaps)
 OVERLAP_MAX_FOOTPRINT_RATIO = 3.0  # coarsest pixel footprint, relative to the photo's own, at which a sample is seen
+MAX_FORESHORTENING = 10.0  # a surface seen edge-on counts as seen at 10x its pixel footprint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,36 +64,77 @@ class NeighbourSupport:
                 f"confirm its pose (needs {conf.min_inliers} and {conf.min_support_share:.0%})")
 
 
+@dataclasses.dataclass(frozen=True)
+class SurfaceSamples:
+    """A photo's depth samples in the SfM frame with the surface normal there (zero where unknown)."""
+
+    points: np.ndarray  # (N, 3)
+    normals: np.ndarray  # (N, 3) unit vectors or zeros
+
+
+def surface_samples(photo: GroundPhoto, step: int, offset: int = 2) -> SurfaceSamples:
+    """The photo's depth on a grid of `step` pixels, lifted to the SfM frame, with normals from the points `offset`
+    pixels to the right and below (zero where those have no depth)."""
+    depth = read_depth_exr(photo.depth_path)
+    v, u = np.mgrid[0:depth.shape[0]:step, 0:depth.shape[1]:step]
+    keep = depth[v, u] > 0
+    xy = np.column_stack([u[keep], v[keep]]).astype(np.float64)
+    points, _ = sfm_points_of_keypoints(photo, xy)
+    right, right_ok = lifted_everywhere(photo, xy + [offset, 0])
+    below, below_ok = lifted_everywhere(photo, xy + [0, offset])
+    normals = np.cross(right - points, below - points)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    known = right_ok & below_ok & (length[:, 0] > 0)
+    normals = np.where(known[:, None], normals / np.maximum(length, 1e-12), 0.0)
+    return SurfaceSamples(points, normals)
+
+
+def lifted_everywhere(photo: GroundPhoto, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SfM points of pixels (clipped to the image), NaN where the depth is missing, and where it is not."""
+    xy = np.clip(xy, 0, [photo.camera.width - 1, photo.camera.height - 1])
+    points, valid = sfm_points_of_keypoints(photo, xy)
+    out = np.full((len(xy), 3), np.nan)
+    out[valid] = points
+    return out, valid
+
+
 def photo_overlaps(photos: list[GroundPhoto], rows: list[int]) -> np.ndarray:
     """(N, N) matrix, filled in the given rows: [i, j] is the share of photo i's depth samples (SfM frame) that photo
     j sees well enough to match (matchable_samples); 0 on the diagonal. Only the photos to test need a row, so the
     cost grows with the number of photos times the number rejected by the aerial step."""
-    samples = {i: depth_samples_sfm(photos[i], OVERLAP_GRID_STEP_PX) for i in rows}
+    samples = {i: surface_samples(photos[i], OVERLAP_GRID_STEP_PX) for i in rows}
     overlaps = np.zeros((len(photos), len(photos)))
     for j, photo in enumerate(photos):
         depth = read_depth_exr(photo.depth_path)
-        for i, points in samples.items():
-            if i != j and len(points):
-                overlaps[i, j] = float(matchable_samples(photos[i], photo, depth, points).mean())
+        for i, surface in samples.items():
+            if i != j and len(surface.points):
+                overlaps[i, j] = float(matchable_samples(photos[i], photo, depth, surface).mean())
     return overlaps
 
 
 def matchable_samples(photo: GroundPhoto, other: GroundPhoto, other_depth: np.ndarray,
-                      points: np.ndarray) -> np.ndarray:
-    """Which of the photo's SfM points `other` sees well enough to match: in front of it, inside its image, not hidden
-    (its own depth there agrees within OVERLAP_DEPTH_TOLERANCE) and at a pixel footprint at most
-    OVERLAP_MAX_FOOTPRINT_RATIO times the photo's. Each test removed false neighbours on sweep scenes: photos facing
-    the same street from behind different buildings; a wall a few metres from the photo that is a strip of 16 x 1
-    pixels in the other. (A limit on the angle between the two views' rays did not: one photo was confirmed by a
-    neighbour 60-80 deg away, 79 of 167 matched keypoints.)"""
-    footprint_ok = pixel_footprints(other, points) <= OVERLAP_MAX_FOOTPRINT_RATIO * pixel_footprints(photo, points)
-    return seen_unhidden(other, other_depth, points) & footprint_ok
+                      surface: SurfaceSamples) -> np.ndarray:
+    """Which of the photo's surface samples `other` sees well enough to match: in front of it, inside its image, not
+    hidden (its own depth there agrees within OVERLAP_DEPTH_TOLERANCE) and at a pixel footprint on the surface
+    (foreshortened by the viewing angle) at most OVERLAP_MAX_FOOTPRINT_RATIO times the photo's. Each test removed
+    false neighbours on sweep scenes: photos facing the same street from behind different buildings; a wall a few
+    metres from the photo that is a strip of 16 x 1 pixels in the other; a facade seen square on by the photo and at
+    a grazing angle by the other. (A limit on the angle between the two views' rays did not: one photo was confirmed
+    by a neighbour 60-80 deg away, 79 of 167 matched keypoints.)"""
+    coarser = surface_footprints(other, surface) / surface_footprints(photo, surface)
+    return seen_unhidden(other, other_depth, surface.points) & (coarser <= OVERLAP_MAX_FOOTPRINT_RATIO)
 
 
-def pixel_footprints(photo: GroundPhoto, points: np.ndarray) -> np.ndarray:
-    """Size of one pixel of the photo at each SfM point (its depth over the focal length, SfM units)."""
-    depth = (cam_from_world_from_cam2world(photo.cam2world_sfm) * points)[:, 2]
-    return np.abs(depth) / float(np.mean(photo.camera.params[:2]))
+def surface_footprints(photo: GroundPhoto, surface: SurfaceSamples) -> np.ndarray:
+    """Size on the surface of one pixel of the photo at each sample: depth over focal length, divided by the cosine
+    of the angle between the viewing ray and the normal (at most MAX_FORESHORTENING; 1 where the normal is unknown)."""
+    cam_from_world = cam_from_world_from_cam2world(photo.cam2world_sfm)
+    depth = np.abs((cam_from_world * surface.points)[:, 2])
+    rays = surface.points - photo.cam2world_sfm[:3, 3]
+    rays /= np.maximum(np.linalg.norm(rays, axis=1, keepdims=True), 1e-12)
+    cosine = np.abs(np.einsum("ij,ij->i", rays, surface.normals))
+    cosine = np.where(np.any(surface.normals != 0, axis=1), np.maximum(cosine, 1.0 / MAX_FORESHORTENING), 1.0)
+    return depth / float(np.mean(photo.camera.params[:2])) / cosine
 
 
 def seen_unhidden(photo: GroundPhoto, depth: np.ndarray, points: np.ndarray) -> np.ndarray:
