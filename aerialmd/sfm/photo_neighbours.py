@@ -32,6 +32,7 @@ from aerialmd.sfm.registration import (
     PhotoResult,
     PointDescriptors,
     RegistrationConf,
+    confirms_pose,
     explained,
     guided_radius_px,
     projection_guided_correspondences,
@@ -54,7 +55,7 @@ class NeighbourSupport:
     support: int  # of those, the keypoints its pose reprojects their match onto (support_radius_px)
 
     def confirms(self, conf: RegistrationConf) -> bool:
-        return self.support >= conf.min_inliers and self.support >= conf.min_support_share * self.matched
+        return confirms_pose(self.support, self.matched, conf)
 
     def describe(self, conf: RegistrationConf) -> str:
         """Why these neighbours did not confirm the pose, for registration.json."""
@@ -79,23 +80,17 @@ def surface_samples(photo: GroundPhoto, step: int, offset: int = 2) -> SurfaceSa
     v, u = np.mgrid[0:depth.shape[0]:step, 0:depth.shape[1]:step]
     keep = depth[v, u] > 0
     xy = np.column_stack([u[keep], v[keep]]).astype(np.float64)
-    points, _ = sfm_points_of_keypoints(photo, xy)
-    right, right_ok = lifted_everywhere(photo, xy + [offset, 0])
-    below, below_ok = lifted_everywhere(photo, xy + [0, offset])
+    around = np.clip(np.concatenate([xy, xy + [offset, 0], xy + [0, offset]]), 0,
+                     [photo.camera.width - 1, photo.camera.height - 1])
+    lifted, valid = sfm_points_of_keypoints(photo, around)
+    everywhere = np.full((len(around), 3), np.nan)
+    everywhere[valid] = lifted
+    (points, right, below), (_, right_ok, below_ok) = np.split(everywhere, 3), np.split(valid, 3)
     normals = np.cross(right - points, below - points)
     length = np.linalg.norm(normals, axis=1, keepdims=True)
     known = right_ok & below_ok & (length[:, 0] > 0)
     normals = np.where(known[:, None], normals / np.maximum(length, 1e-12), 0.0)
     return SurfaceSamples(points, normals)
-
-
-def lifted_everywhere(photo: GroundPhoto, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """SfM points of pixels (clipped to the image), NaN where the depth is missing, and where it is not."""
-    xy = np.clip(xy, 0, [photo.camera.width - 1, photo.camera.height - 1])
-    points, valid = sfm_points_of_keypoints(photo, xy)
-    out = np.full((len(xy), 3), np.nan)
-    out[valid] = points
-    return out, valid
 
 
 def photo_overlaps(photos: list[GroundPhoto], rows: list[int]) -> np.ndarray:

@@ -273,17 +273,14 @@ def aerial_frames_seeing(points: np.ndarray, model: pycolmap.Reconstruction, top
     return [name for score, name in sorted(scores)[:top] if score < 0]
 
 
-def depth_samples_sfm(photo: GroundPhoto, step: int) -> np.ndarray:
-    """SfM-frame 3D points of a grid of the photo's pixels (every `step` pixels) that have depth."""
+def photo_depth_points(photo: GroundPhoto, sim: pycolmap.Sim3d, step: int = 16) -> np.ndarray:
+    """Metric 3D points of a grid of the photo's pixels with depth, through the predicted pose."""
     depth = read_depth_exr(photo.depth_path)
     v, u = np.mgrid[0:depth.shape[0]:step, 0:depth.shape[1]:step]
     keep = depth[v, u] > 0
-    return sfm_points_of_keypoints(photo, np.column_stack([u[keep], v[keep]]).astype(np.float64))[0]
-
-
-def photo_depth_points(photo: GroundPhoto, sim: pycolmap.Sim3d, step: int = 16) -> np.ndarray:
-    """Metric 3D points of a grid of the photo's pixels with depth, through the predicted pose."""
-    return transform_points(sim, depth_samples_sfm(photo, step))
+    xy = np.column_stack([u[keep], v[keep]]).astype(np.float64)
+    sfm, _ = sfm_points_of_keypoints(photo, xy)
+    return transform_points(sim, sfm)
 
 
 def judge(prediction: np.ndarray, found: tuple[pycolmap.Rigid3d, np.ndarray] | None, corr: Correspondences,
@@ -383,7 +380,7 @@ def place_registered_photos(sim: pycolmap.Sim3d, photos: list[GroundPhoto], resu
         confirming = corr.keypoints[explained(photos[i].camera, pose, corr, conf.support_radius_px)]
         count, total = len(np.unique(confirming)), len(np.unique(corr.keypoints))
         result.predicted_pose_support = count
-        supported = count >= conf.min_inliers and count >= conf.min_support_share * total
+        supported = confirms_pose(count, total, conf)
         agreed = result.status == STATUS_REGISTERED  # judge: its PnP pose agreed with the prediction
         if not (supported or agreed):
             result.status, result.pose, result.cam_from_world = STATUS_REJECTED, None, None
@@ -392,6 +389,12 @@ def place_registered_photos(sim: pycolmap.Sim3d, photos: list[GroundPhoto], resu
             continue
         keep_predicted_pose(result, photos[i].camera, pose, matches_around(i, pose), conf)
         result.confirmed_by = CONFIRMED_BY_SUPPORT if supported else CONFIRMED_BY_PNP
+
+
+def confirms_pose(support: int, matched: int, conf: RegistrationConf) -> bool:
+    """The support test of a predicted pose: of the `matched` keypoints found around its projections, at least
+    conf.min_inliers and conf.min_support_share reproject within support_radius_px (`support`)."""
+    return support >= conf.min_inliers and support >= conf.min_support_share * matched
 
 
 def keep_predicted_pose(result: PhotoResult, camera: pycolmap.Camera, pose: np.ndarray, tight: Correspondences,
