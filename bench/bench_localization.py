@@ -59,7 +59,8 @@ def run(features: str, registered_pose: str, sample, config: SampleConfig) -> di
 
 
 def report(results: list[dict]) -> None:
-    steps = ("pairs", "extraction", "matching", "database", "verification", "triangulation", "registration")
+    steps = ("pairs", "extraction", "matching", "database", "verification", "triangulation", "registration",
+             "aerial views")
     print(f"\n{'':<28}" + "".join(f"{r['label']:>18}" for r in results))
     for step in steps:
         print(f"{step + ' (s)':<28}" + "".join(f"{r.get('timings', {}).get(step, float('nan')):>18.1f}" for r in results))

@@ -6,8 +6,8 @@ family, with the defaults a user gets.
 
 The scenes (SWEEP, chosen once: both photo layouts, the appearance gap on and off, small and larger scenes; see
 aerialmd/sample_scene/family.py) are generated under --root if needed, preprocessed (stages 2-3) and registered from
-scratch. One table: per scene the photos registered (nbrs: of them, those confirmed by registered photos rather than
-by the aerial frames), median and worst rotation and position error (position as a share of the scene extent) and
+scratch. One table: per scene the photos registered (views: of them, those confirmed by the aerial frames warped to
+their viewpoint; nbrs: by registered photos; the others by their matches to the aerial points), median and worst rotation and position error (position as a share of the scene extent) and
 the scale error of the registered cameras against the truth; then pooled figures and each target of the registration
 issue with PASS or FAIL, then every rejected photo's reason. One set of defaults for every scene: nothing here is
 chosen per scene. Figures: docs/registration.md.
@@ -42,7 +42,7 @@ from aerialmd.sample_scene.evaluation import (
     sky_share,
 )
 from aerialmd.sample_scene.family import family_config
-from aerialmd.sfm.registration import CONFIRMED_BY_NEIGHBOURS
+from aerialmd.sfm.registration import CONFIRMED_BY_NEIGHBOURS, CONFIRMED_BY_VIEWS
 from aerialmd.stages.dense import DenseConf, cleaned, dense_scene
 from aerialmd.stages.localization import LocalizationConf, localize
 from aerialmd.stages.preprocess_ge import preprocess_ge
@@ -93,8 +93,9 @@ def run_scene(root: Path, seed: int, size: str, layout: str, gap: bool, conf: Lo
     rejected = {name: {k: photo.get(k) for k in ("reason", "num_correspondences", "num_inliers",
                                                  "rotation_vs_prediction_deg", "position_vs_prediction_m")}
                 for name, photo in document["images"].items() if photo["status"] == "rejected"}
-    by_neighbours = sum(photo.get("confirmed_by") == CONFIRMED_BY_NEIGHBOURS for photo in document["images"].values())
-    row = {**row, "accuracy": accuracy, "rejected": rejected, "by_neighbours": by_neighbours}
+    confirmed_by = [photo.get("confirmed_by") for photo in document["images"].values()]
+    row = {**row, "accuracy": accuracy, "rejected": rejected, "by_views": confirmed_by.count(CONFIRMED_BY_VIEWS),
+           "by_neighbours": confirmed_by.count(CONFIRMED_BY_NEIGHBOURS)}
     if dense:
         row |= measure_dense(out, sample.root / "data" / config.scene_id, processed / config.scene_id / "0",
                              sample.ground_truth_dir, measure_only)
@@ -164,8 +165,8 @@ def dense_verdicts(rows: list[dict]) -> list[tuple[str, str, bool]]:
 
 
 def print_table(rows: list[dict]) -> None:
-    header = (f"{'scene':<11}{'layout':>10}{'gap':>5}{'frames':>7}{'photos':>7}{'reg':>8}{'nbrs':>5}{'rate':>7}"
-              f"{'rot med':>9}{'rot max':>9}{'pos med%':>9}{'pos max%':>9}{'scale err%':>11}{'time s':>8}")
+    header = (f"{'scene':<11}{'layout':>10}{'gap':>5}{'frames':>7}{'photos':>7}{'reg':>8}{'views':>6}{'nbrs':>5}"
+              f"{'rate':>7}{'rot med':>9}{'rot max':>9}{'pos med%':>9}{'pos max%':>9}{'scale err%':>11}{'time s':>8}")
     print("\n" + header)
     for row in rows:
         gap = "on" if row["gap"] else "off"
@@ -175,7 +176,7 @@ def print_table(rows: list[dict]) -> None:
             continue
         a = row["accuracy"]
         rate = a["registered"] / a["total"]
-        print(start + f"{a['registered']:>4}/{a['total']:<3}{row['by_neighbours']:>5}{rate:>7.2f}"
+        print(start + f"{a['registered']:>4}/{a['total']:<3}{row['by_views']:>6}{row['by_neighbours']:>5}{rate:>7.2f}"
               f"{a.get('median_rotation_deg', np.nan):>9.3f}"
               f"{a.get('max_rotation_deg', np.nan):>9.3f}{100 * a.get('median_position_fraction', np.nan):>9.3f}"
               f"{100 * a.get('max_position_fraction', np.nan):>9.3f}{100 * abs(a.get('scale', np.nan) - 1):>11.3f}"

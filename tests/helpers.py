@@ -10,13 +10,18 @@ import shutil
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
+import pycolmap
 import pytest
+from scipy.spatial.transform import Rotation
 
-from aerialmd.formats.depth import read_depth_exr
+from aerialmd.formats.depth import read_depth_exr, write_depth_exr
 from aerialmd.geometry.geodesy import SpherePoint
 from aerialmd.run.scenes import save_scene_list
 from aerialmd.sample_scene.evaluation import load_ground_truth
+from aerialmd.sample_scene.textures import draw_random_shapes, fractal_noise
+from aerialmd.sfm.registration import GroundPhoto
 from aerialmd.stages.dense import DenseConf
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -197,3 +202,60 @@ def depth_errors(points: np.ndarray, K: np.ndarray, cam2world: np.ndarray, depth
         seen = z <= stored * (1 + occluded_beyond)
         z, stored = z[seen], stored[seen]
     return np.abs(z - stored) / stored
+
+
+# A textured wall rendered into photos with known poses (tests of the registration steps that match photos).
+WALL_Z, WALL_HALF, TEXELS = 10.0, 8.0, 768  # the wall: z = 10 in the SfM frame, x and y within +-8
+WIDTH, HEIGHT, FOCAL = 480, 360, 400.0
+
+
+def wall_texture(seed: int) -> np.ndarray:
+    """Plaster noise with marks 10 cm to 1 m wide, as the sample's facades have."""
+    rng = np.random.default_rng(seed)
+    image = 0.5 + 0.5 * fractal_noise(rng, (TEXELS, TEXELS), 96.0, octaves=6)
+    texel = 2 * WALL_HALF / TEXELS
+    draw_random_shapes(rng, image, 1500, (0.1 / texel, 1.0 / texel), np.full(3, 0.4, np.float32), 0.35)
+    return (255 * np.clip(image, 0, 1)).astype(np.uint8)
+
+
+def render_photo(folder: Path, name: str, texture: np.ndarray, cam2world: np.ndarray,
+                 cam2world_sfm: np.ndarray) -> GroundPhoto:
+    """The wall seen from `cam2world` (OpenCV axes), written as an image and a depth map; the photo's SfM pose is
+    `cam2world_sfm` (the true pose, or a wrong one)."""
+    K = np.array([[FOCAL, 0, WIDTH / 2], [0, FOCAL, HEIGHT / 2], [0, 0, 1]])
+    world2cam = np.linalg.inv(cam2world)
+    texel = 2 * WALL_HALF / TEXELS
+    wall_from_texel = np.array([[texel, 0, -WALL_HALF], [0, texel, -WALL_HALF], [0, 0, WALL_Z]])
+    homography = K @ (world2cam[:3, :3] @ wall_from_texel + np.outer(world2cam[:3, 3], [0, 0, 1]))
+    image = cv2.warpPerspective(texture, homography, (WIDTH, HEIGHT), flags=cv2.INTER_AREA)
+    v, u = np.mgrid[0:HEIGHT, 0:WIDTH]
+    rays = np.stack([(u - WIDTH / 2) / FOCAL, (v - HEIGHT / 2) / FOCAL, np.ones_like(u, float)], -1)
+    rays = rays @ cam2world[:3, :3].T
+    along = (WALL_Z - cam2world[2, 3]) / rays[..., 2]
+    hit = cam2world[:3, 3] + along[..., None] * rays
+    on_wall = (along > 0) & (np.abs(hit[..., 0]) < WALL_HALF) & (np.abs(hit[..., 1]) < WALL_HALF)
+    path = folder / f"{name}.jpg"
+    cv2.imwrite(str(path), image * on_wall[..., None].astype(np.uint8))
+    write_depth_exr(folder / f"{name}.exr", np.where(on_wall, along, 0.0).astype(np.float32))
+    camera = pycolmap.Camera(model="PINHOLE", width=WIDTH, height=HEIGHT,
+                             params=[FOCAL, FOCAL, WIDTH / 2 + 0.5, HEIGHT / 2 + 0.5])
+    return GroundPhoto(path.name, path, camera, cam2world_sfm, folder / f"{name}.exr")
+
+
+def pose(yaw_deg: float, position: list[float]) -> np.ndarray:
+    out = np.eye(4)
+    out[:3, :3] = Rotation.from_euler("y", yaw_deg, degrees=True).as_matrix()
+    out[:3, 3] = position
+    return out
+
+
+def rotated(cam2world: np.ndarray, degrees: float) -> np.ndarray:
+    out = cam2world.copy()
+    out[:3, :3] = Rotation.from_rotvec(np.radians(degrees) * np.array([0.6, 0.8, 0.0])).as_matrix() @ out[:3, :3]
+    return out
+
+
+def shifted(cam2world: np.ndarray, offset: list[float]) -> np.ndarray:
+    out = cam2world.copy()
+    out[:3, 3] += offset
+    return out

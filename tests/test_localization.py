@@ -18,6 +18,7 @@ from aerialmd.sfm.registration import (
     PhotoResult,
     RegistrationConf,
     place_registered_photos,
+    pose_support,
     predict_cam2world,
     projections,
     refine_scene_sim3,
@@ -147,9 +148,31 @@ def test_a_photo_is_kept_only_on_a_predicted_pose_its_own_matches_confirm():
     assert [r.pose for r in results] == ["predicted", "predicted", "predicted", None]
     assert [r.confirmed_by for r in results] == ["support", "pnp", "support", None]
     assert results[2].predicted_pose_support >= 190 and results[3].predicted_pose_support < 10
-    assert results[3].cam_from_world is None and "predicted pose confirmed by" in results[3].reason
+    assert results[3].cam_from_world is None and results[3].reason.startswith("predicted pose: ")
     distance, angle = pose_errors(cam2world_from_cam_from_world(results[2].cam_from_world), truth[2])
     assert distance < 1e-6 and angle < 1e-6  # its PnP pose: 3 deg off
+
+
+def test_a_pose_rolled_about_its_optical_axis_is_not_confirmed_by_the_matches_near_the_centre():
+    """The matches fit a pose rolled by 3 deg about the optical axis, and 60 of the 200 lie within 40 px of the image
+    centre, where that roll moves them by under 2 px: enough support for the count and the share, but the pose the
+    matches pull it to (rolled back) explains all of them, so the pose is not confirmed. The true pose is."""
+    photos, observations, truth = synthetic_photos(1, np.random.default_rng(8))
+    camera, rng = photos[0].camera, np.random.default_rng(9)
+    angle, radius = rng.uniform(0, 2 * np.pi, 60), 40 * np.sqrt(rng.uniform(0, 1, 60))
+    pixels = np.concatenate([np.column_stack([320 + radius * np.cos(angle), 240 + radius * np.sin(angle)]),
+                             rng.uniform([0, 0], [640, 480], (140, 2))])
+    rays = np.column_stack([(pixels - [320, 240]) / 500, np.ones(200)]) * rng.uniform(20, 60, (200, 1))
+    rolled = truth[0].copy()
+    rolled[:3, :3] = truth[0][:3, :3] @ Rotation.from_rotvec([0, 0, np.radians(3)]).as_matrix()
+    xyz = rays @ rolled[:3, :3].T + rolled[:3, 3]
+    corr = Correspondences(np.arange(200), pixels, xyz, np.arange(200))
+    conf = RegistrationConf()
+    wrong = pose_support(camera, truth[0], corr, [], conf)
+    assert wrong.support >= max(conf.min_inliers, conf.min_support_share * wrong.matched)
+    assert not wrong.confirms(conf) and wrong.refined_support == 200
+    right = pose_support(camera, rolled, corr, [], conf)
+    assert right.confirms(conf) and right.support == right.refined_support == 200
 
 
 def test_scene_refinement_follows_the_majority_not_a_coherent_minority():
@@ -174,8 +197,9 @@ def test_scene_refinement_follows_the_majority_not_a_coherent_minority():
 @pytest.mark.slow
 def test_a_photo_with_a_wrong_megadepth_pose_is_rejected(localized, tmp_path):
     """MegaDepth's SfM misregisters a photo now and then. One registered photo of the sample gets a MegaDepth pose
-    3 deg off (its stage-3 camera file rewritten) and stage 4a runs again: neither its aerial matches nor the
-    registered photos may confirm that pose, so it is rejected with the reason, and the others stay registered."""
+    3 deg off (its stage-3 camera file rewritten) and stage 4a runs again: neither its aerial matches, nor the aerial
+    frames warped to its viewpoint, nor the registered photos may confirm that pose, so it is rejected with the
+    reason, and the others stay registered."""
     out, truth, paths, processed = copy_localized(localized, tmp_path / "sample")
     before = json.loads((out / "registration.json").read_text())["images"]
     registered = sorted(name for name, image in before.items() if image["status"] == "registered")
@@ -188,6 +212,7 @@ def test_a_photo_with_a_wrong_megadepth_pose_is_rejected(localized, tmp_path):
     assert localize(paths.root / "data", processed, paths.scene_list, overwrite=True) == 0
     after = json.loads((out / "registration.json").read_text())["images"]
     assert after[victim]["status"] == "rejected" and "registered photos" in after[victim]["reason"]
+    assert "aerial frames seen from its predicted pose" in after[victim]["reason"]
     assert sorted(name for name, image in after.items() if image["status"] == "registered") == \
         [name for name in registered if name != victim]
     accuracy = registration_accuracy(pycolmap.Reconstruction(str(out / "localized")), truth)

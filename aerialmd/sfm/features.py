@@ -160,16 +160,25 @@ DETECTORS: dict[str, tuple[Callable[[FeatureConf], Detector], bool]] = {  # name
 }
 
 
-def extract_one(detect: Detector, image: ImageInput, conf: FeatureConf, grayscale: bool) -> Features:
-    """Features of one image in its original pixels, without keypoints in the GES logo when asked."""
-    original = read_image(image.path, grayscale)
-    image_size = (original.shape[1], original.shape[0])
-    resized, scale = resize_to_max(original, conf.resize_max)
+def features_of_array(detect: Detector, image: np.ndarray, conf: FeatureConf,
+                      keep: Callable[[np.ndarray], np.ndarray] | None = None) -> Features:
+    """Features of an image array (as read_image gives it) in its own pixels; `keep` (keypoints -> mask) drops
+    keypoints after detection."""
+    image_size = (image.shape[1], image.shape[0])
+    resized, scale = resize_to_max(image, conf.resize_max)
     keypoints, descriptors, scores = detect(resized)
     keypoints = unscale_keypoints(keypoints, scale).astype(np.float32)
-    keep = outside_attribution(keypoints, image_size) if image.mask_attribution else np.ones(len(keypoints), bool)
-    return Features(keypoints[keep], np.ascontiguousarray(descriptors[keep].T), scores[keep].astype(np.float32),
+    kept = keep(keypoints) if keep is not None else np.ones(len(keypoints), bool)
+    return Features(keypoints[kept], np.ascontiguousarray(descriptors[kept].T), scores[kept].astype(np.float32),
                     image_size)
+
+
+def extract_one(detect: Detector, image: ImageInput, conf: FeatureConf, grayscale: bool) -> Features:
+    """Features of one image file in its original pixels, without keypoints in the GES logo when asked."""
+    original = read_image(image.path, grayscale)
+    size = (original.shape[1], original.shape[0])
+    return features_of_array(detect, original, conf,
+                             (lambda keypoints: outside_attribution(keypoints, size)) if image.mask_attribution else None)
 
 
 def extract_features(images: list[ImageInput], features_path: Path | str, conf: FeatureConf, overwrite: bool = False,

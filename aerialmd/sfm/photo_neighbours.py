@@ -31,11 +31,9 @@ from aerialmd.sfm.registration import (
     GroundPhoto,
     PhotoResult,
     PointDescriptors,
+    PoseSupport,
     RegistrationConf,
-    confirms_pose,
-    explained,
-    guided_radius_px,
-    projection_guided_correspondences,
+    pooled_support,
     sfm_points_of_keypoints,
     unit_rows,
 )
@@ -44,25 +42,6 @@ OVERLAP_GRID_STEP_PX = 16  # pixel step of the depth samples that measure how mu
 OVERLAP_DEPTH_TOLERANCE = 0.05  # relative depth difference within which a sample is seen, not hidden (photo_overlaps)
 OVERLAP_MAX_FOOTPRINT_RATIO = 3.0  # coarsest pixel footprint, relative to the photo's own, at which a sample is seen
 MAX_FORESHORTENING = 10.0  # a surface seen edge-on counts as seen at 10x its pixel footprint
-
-
-@dataclasses.dataclass(frozen=True)
-class NeighbourSupport:
-    """What a photo's registered neighbours say about its MegaDepth pose."""
-
-    neighbours: list[str]  # the registered photos it was matched to
-    matched: int  # its keypoints matched to their keypoints around the projections through its pose
-    support: int  # of those, the keypoints its pose reprojects their match onto (support_radius_px)
-
-    def confirms(self, conf: RegistrationConf) -> bool:
-        return confirms_pose(self.support, self.matched, conf)
-
-    def describe(self, conf: RegistrationConf) -> str:
-        """Why these neighbours did not confirm the pose, for registration.json."""
-        if not self.neighbours:
-            return f"no registered photo overlaps it by {conf.min_neighbour_overlap:.0%}"
-        return (f"{self.support} of its {self.matched} keypoints matched to {len(self.neighbours)} registered photos "
-                f"confirm its pose (needs {conf.min_inliers} and {conf.min_support_share:.0%})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,17 +143,11 @@ def lifted_keypoints(photo: GroundPhoto, features_path: Path) -> PointDescriptor
     return PointDescriptors(np.flatnonzero(valid), xyz, unit_rows(features.descriptors)[valid])
 
 
-def neighbour_support(photo: GroundPhoto, neighbours: list[PointDescriptors], names: list[str], features_path: Path,
-                      conf: RegistrationConf) -> NeighbourSupport:
-    """The support test of a photo's MegaDepth pose, pooled over its registered neighbours' lifted keypoints."""
-    matched, supported = set(), set()
-    for points in neighbours:
-        corr = projection_guided_correspondences(photo, photo.cam2world_sfm, points, features_path,
-                                                 guided_radius_px(photo, conf))
-        matched.update(corr.keypoints.tolist())
-        supported.update(corr.keypoints[explained(photo.camera, photo.cam2world_sfm, corr,
-                                                  conf.support_radius_px)].tolist())
-    return NeighbourSupport(names, len(matched), len(supported))
+def neighbour_shortfall(support: PoseSupport, conf: RegistrationConf) -> str:
+    """Why a photo's registered neighbours did not confirm its pose, for registration.json."""
+    if not support.sources:
+        return f"no registered photo overlaps it by {conf.min_neighbour_overlap:.0%}"
+    return support.shortfall("registered photos", conf)
 
 
 def confirm_through_neighbours(photos: list[GroundPhoto], results: list[PhotoResult], features_path: Path,
@@ -184,19 +157,20 @@ def confirm_through_neighbours(photos: list[GroundPhoto], results: list[PhotoRes
     a round registers none. A photo still rejected gets the reason; every tested photo's support is recorded."""
     overlaps = photo_overlaps(photos, [i for i, r in enumerate(results) if r.status != STATUS_REGISTERED])
     lifted: dict[int, PointDescriptors] = {}
-    last: dict[int, NeighbourSupport] = {}
+    last: dict[int, PoseSupport] = {}
     while True:
         registered = [i for i, r in enumerate(results) if r.status == STATUS_REGISTERED]
         confirmed = []
         for i in [i for i, r in enumerate(results) if r.status != STATUS_REGISTERED]:
             chosen = closest_registered(i, registered, overlaps, conf.neighbour_pairs, conf.min_neighbour_overlap)
             names = [photos[j].name for j in chosen]
-            if i in last and last[i].neighbours == names:
+            if i in last and last[i].sources == names:
                 continue  # the same neighbours as in the last round: the same verdict
             for j in chosen:
                 if j not in lifted:
                     lifted[j] = lifted_keypoints(photos[j], features_path)
-            last[i] = neighbour_support(photos[i], [lifted[j] for j in chosen], names, features_path, conf)
+            last[i] = pooled_support(photos[i], photos[i].cam2world_sfm, [lifted[j] for j in chosen], names,
+                                     features_path, conf)
             if last[i].confirms(conf):
                 confirmed.append(i)
         for i in confirmed:
@@ -207,4 +181,4 @@ def confirm_through_neighbours(photos: list[GroundPhoto], results: list[PhotoRes
     for i, support in last.items():
         results[i].neighbour_support, results[i].neighbour_matches = support.support, support.matched
         if results[i].status != STATUS_REGISTERED:
-            results[i].reason = f"{results[i].reason}; {support.describe(conf)}"
+            results[i].reason = f"{results[i].reason}; {neighbour_shortfall(support, conf)}"

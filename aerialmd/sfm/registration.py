@@ -13,11 +13,13 @@ not localised one by one from scratch:
    Sim(3), which is refined on the 2D-3D matches it verified (reprojection error, robust loss), moving the MegaDepth
    scene as one rigid body;
 4. every photo is localised by PnP on its matches, and registered when its own matches confirm its predicted pose:
-   enough of them, and a share far above chance, reproject within a few pixels, or its PnP pose agrees with it
-   (place_registered_photos). No photo is kept on an unconfirmed pose; every rejected photo gets its reason in
-   registration.json;
-5. the photos left are tested the same way against the registered photos that see them, round after round
-   (aerialmd/sfm/photo_neighbours.py): across the appearance gap many photos have no correct aerial match at all.
+   enough of them, and a share far above chance, reproject within a few pixels and do not pull the pose away from
+   where it is (pose_support), or its PnP pose agrees with it (place_registered_photos). No photo is kept on an
+   unconfirmed pose; every rejected photo gets its reason in registration.json;
+5. the photos left are tested the same way against the aerial frames warped to their predicted viewpoint
+   (aerialmd/sfm/aerial_views.py: across the change of viewpoint few aerial descriptors match), then against the
+   registered photos that see them, round after round (aerialmd/sfm/photo_neighbours.py: across the appearance gap
+   many photos have no correct aerial match at all).
 
 Which pose a registered photo keeps (`RegistrationConf.registered_pose`): `predicted`, its MegaDepth pose through the
 refined Sim(3), because MegaDepth's own bundle adjustment ties its photos together far more tightly than a few hundred
@@ -57,6 +59,7 @@ POSE_PREDICTED = "predicted"  # the MegaDepth SfM pose through the scene Sim(3)
 POSE_PNP = "pnp"  # the photo's own PnP pose against the aerial points
 CONFIRMED_BY_SUPPORT = "support"  # its matches reproject tightly (place_registered_photos)
 CONFIRMED_BY_PNP = "pnp"  # its PnP pose agreed with the prediction
+CONFIRMED_BY_VIEWS = "aerial_views"  # its matches to aerial frames warped to its viewpoint agree (sfm/aerial_views.py)
 CONFIRMED_BY_NEIGHBOURS = "neighbours"  # its matches to registered photos agree with it (sfm/photo_neighbours.py)
 
 
@@ -74,7 +77,9 @@ class RegistrationConf:
     guided_radius_fraction: float = 0.04  # search radius around predicted projections, of the image diagonal
     support_radius_px: float = 3.0  # a match confirms a predicted pose when it reprojects this close
     min_support_share: float = 0.08  # of the keypoints matched around a predicted pose, those that must confirm it
+    min_refined_share: float = 0.7  # of the support of the pose its matches pull it to, what a pose must have
     refine_radius_px: float = 6.0  # search radius around the projections of the first PnP pose
+    view_frames: int = 6  # aerial frames warped to a rejected photo's predicted viewpoint (sfm/aerial_views.py)
     neighbour_pairs: int = 5  # registered photos a rejected photo's pose is tested against (sfm/photo_neighbours.py)
     min_neighbour_overlap: float = 0.1  # share of the photo a registered photo must see to be one of them
     registered_pose: str = POSE_PREDICTED  # pose kept for a "registered" photo: predicted | pnp (see the module doc)
@@ -110,6 +115,8 @@ class PhotoResult:
     predicted_pose_inliers: int | None = None  # matches found around the predicted pose that it explains (kept)
     reason: str | None = None  # why it was rejected
     confirmed_by: str | None = None  # what confirmed a registered photo's predicted pose: CONFIRMED_BY_*
+    view_support: int | None = None  # keypoints on which aerial frames seen from its pose confirm it (aerial_views)
+    view_matches: int | None = None  # its keypoints matched to those of the warped aerial frames
     neighbour_support: int | None = None  # keypoints on which registered photos confirm its pose (photo_neighbours)
     neighbour_matches: int | None = None  # its keypoints matched to theirs around the projections through its pose
     cam_from_world: pycolmap.Rigid3d | None = None
@@ -174,6 +181,13 @@ class Correspondences:
 
     def subset(self, mask: np.ndarray) -> Correspondences:
         return Correspondences(*(getattr(self, f.name)[mask] for f in dataclasses.fields(self)))
+
+    @staticmethod
+    def joined(parts: list[Correspondences]) -> Correspondences:
+        """All matches of several sets, as they are (a keypoint may appear once per set)."""
+        empty = Correspondences(np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros((0, 3)), np.zeros(0, np.int64))
+        return Correspondences(*(np.concatenate([getattr(c, f.name) for c in [empty, *parts]])
+                                 for f in dataclasses.fields(Correspondences)))
 
 
 def correspondences_2d3d(photo: str, aerial: list[str], features_path: Path, matches_path: Path,
@@ -365,36 +379,104 @@ def place_registered_photos(sim: pycolmap.Sim3d, photos: list[GroundPhoto], resu
                             conf: RegistrationConf) -> None:
     """Give every photo whose predicted pose its own matches confirm that pose (the MegaDepth pose through `sim`).
 
-    A predicted pose is confirmed by its support when, of the keypoints matched within guided_radius_fraction of its
-    projections (`wide_matches`, per photo, those its PnP started from), at least min_inliers and min_support_share
-    reproject within support_radius_px: matches found around a wrong pose land anywhere in the search disc, and only
-    (support_radius_px / radius)^2 of them (about 1 %) that close by chance; on a sweep scene, poses 3 deg off had at
-    most 7 such keypoints and 3 %, the true poses 11-29 %. Or it is confirmed by PnP: the photo's PnP pose, with
-    min_inliers inliers, agreed with it (`judge`), the test before the support one, which registers many photos with
-    few matches (on a sweep scene 48 of 55 photos, against 19 by support alone, all within 0.2 deg). A registered
-    photo keeps the predicted pose whatever its PnP pose; its observations are the matches within refine_radius_px
-    of its projections (`matches_around(photo index, cam2world)`) that it reprojects within pnp_max_error_px. A photo
-    confirmed neither way is rejected, with both reasons."""
+    A predicted pose is confirmed by its support (pose_support) over the keypoints matched within
+    guided_radius_fraction of its projections (`wide_matches`, per photo, those its PnP started from). Or it is
+    confirmed by PnP: the photo's PnP pose, with min_inliers inliers, agreed with it (`judge`), the test before the
+    support one, which registers many photos with few matches (on a sweep scene 48 of 55 photos, against 19 by support
+    alone, all within 0.2 deg). A registered photo keeps the predicted pose whatever its PnP pose; its observations
+    are the matches within refine_radius_px of its projections (`matches_around(photo index, cam2world)`) that it
+    reprojects within pnp_max_error_px. A photo confirmed neither way is rejected, with both reasons."""
     for i, result in enumerate(results):
-        pose, corr = predict_cam2world(sim, photos[i].cam2world_sfm), wide_matches[i]
-        confirming = corr.keypoints[explained(photos[i].camera, pose, corr, conf.support_radius_px)]
-        count, total = len(np.unique(confirming)), len(np.unique(corr.keypoints))
-        result.predicted_pose_support = count
-        supported = confirms_pose(count, total, conf)
+        pose = predict_cam2world(sim, photos[i].cam2world_sfm)
+        support = pose_support(photos[i].camera, pose, wide_matches[i], [], conf)
+        result.predicted_pose_support = support.support
         agreed = result.status == STATUS_REGISTERED  # judge: its PnP pose agreed with the prediction
-        if not (supported or agreed):
+        if not (support.confirms(conf) or agreed):
             result.status, result.pose, result.cam_from_world = STATUS_REJECTED, None, None
-            result.reason = (f"predicted pose confirmed by {count} of the {total} keypoints matched around it (needs "
-                             f"{conf.min_inliers} and {conf.min_support_share:.0%}); {result.reason}")
+            result.reason = f"predicted pose: {support.shortfall('aerial points', conf)}; {result.reason}"
             continue
         keep_predicted_pose(result, photos[i].camera, pose, matches_around(i, pose), conf)
-        result.confirmed_by = CONFIRMED_BY_SUPPORT if supported else CONFIRMED_BY_PNP
+        result.confirmed_by = CONFIRMED_BY_SUPPORT if support.confirms(conf) else CONFIRMED_BY_PNP
 
 
-def confirms_pose(support: int, matched: int, conf: RegistrationConf) -> bool:
-    """The support test of a predicted pose: of the `matched` keypoints found around its projections, at least
-    conf.min_inliers and conf.min_support_share reproject within support_radius_px (`support`)."""
-    return support >= conf.min_inliers and support >= conf.min_support_share * matched
+@dataclasses.dataclass(frozen=True)
+class PoseSupport:
+    """What matches found around a photo's projections through a pose say about that pose (pose_support)."""
+
+    sources: list[str]  # the images the matches come from (registered photos, warped aerial frames), or none
+    matched: int  # the photo's keypoints matched around the projections through the pose
+    support: int  # of those, the keypoints the pose reprojects their match onto (support_radius_px)
+    refined_support: int  # the same count for the pose the matches pull it to (refined_pose)
+
+    def counted(self, conf: RegistrationConf) -> bool:
+        """Enough supporting keypoints: at least min_inliers and min_support_share of those matched."""
+        return self.support >= conf.min_inliers and self.support >= conf.min_support_share * self.matched
+
+    def confirms(self, conf: RegistrationConf) -> bool:
+        return self.counted(conf) and self.support >= conf.min_refined_share * self.refined_support
+
+    def shortfall(self, what: str, conf: RegistrationConf) -> str:
+        """Why the matches (to `what`, e.g. "registered photos") did not confirm the pose, for registration.json."""
+        counted = f"{self.support} of its {self.matched} keypoints matched to {what} confirm it"
+        if not self.counted(conf):
+            return f"{counted} (needs {conf.min_inliers} and {conf.min_support_share:.0%})"
+        return (f"{counted}, but {self.refined_support} confirm the pose they pull it to (it needs "
+                f"{conf.min_refined_share:.0%} of that)")
+
+
+def pose_support(camera: pycolmap.Camera, cam2world: np.ndarray, corr: Correspondences, sources: list[str],
+                 conf: RegistrationConf) -> PoseSupport:
+    """The support test of a pose (cam2world, in the frame of the matches' 3D points) by the 2D-3D matches found
+    within guided_radius_fraction of its projections. Of the keypoints matched, at least min_inliers and
+    min_support_share must reproject within support_radius_px: matches found around a wrong pose land anywhere in the
+    search disc, and only (support_radius_px / radius)^2 of them (about 1 %) that close by chance; on a sweep scene,
+    poses 3 deg off had at most 7 such keypoints and 3 %, the true poses 11-29 %. And the pose must keep
+    min_refined_share of the support of the pose the matches pull it to (refined_pose): a roll about the optical axis
+    moves the projections near the image centre by less than support_radius_px, so a rolled pose keeps the support
+    there while the refined pose, rolled back, gains the matches farther out. A share of support rather than the
+    angle between the two poses, because a pan and a sideways shift move nearby projections alike: with few matches
+    the refinement trades one for the other by degrees without changing what it explains (docs/registration.md)."""
+    matched = len(np.unique(corr.keypoints))
+
+    def supported(pose: np.ndarray) -> int:
+        return len(np.unique(corr.keypoints[explained(camera, pose, corr, conf.support_radius_px)]))
+
+    support = supported(cam2world)
+    refined = supported(refined_pose(camera, cam2world, corr)) if support else 0
+    return PoseSupport(sources, matched, support, refined)
+
+
+def pooled_support(photo: GroundPhoto, cam2world: np.ndarray, point_sets: list[PointDescriptors], names: list[str],
+                   features_path: Path, conf: RegistrationConf) -> PoseSupport:
+    """pose_support of a photo's pose `cam2world` (in the frame of the points) by the matches to several sets of 3D points with descriptors (`names`), each matched around its projections
+    (projection_guided_correspondences)."""
+    radius = guided_radius_px(photo, conf)
+    corr = Correspondences.joined([projection_guided_correspondences(photo, cam2world, points, features_path, radius)
+                                   for points in point_sets])
+    return pose_support(photo.camera, cam2world, corr, names, conf)
+
+
+def refined_pose(camera: pycolmap.Camera, cam2world: np.ndarray, corr: Correspondences) -> np.ndarray:
+    """The pose (cam2world) that minimises the robust (Cauchy, ROBUST_SCALE_PX) reprojection error of the matches,
+    starting from `cam2world`: a rotation about the camera centre and a shift of it. The matches found around a pose's
+    projections pull the refined pose to where they agree, so a pose the support test cannot tell from the right one
+    (a roll about the optical axis moves the projections near the image centre by under support_radius_px) is
+    moved back to the right one, and its distance from the start shows the error."""
+    centre = cam2world[:3, 3]
+
+    def moved(x: np.ndarray) -> np.ndarray:
+        out = cam2world.copy()
+        out[:3, :3] = cam2world[:3, :3] @ Rotation.from_rotvec(x[:3]).as_matrix()
+        out[:3, 3] = centre + x[3:]
+        return out
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        return (projections(camera, moved(x), corr.xyz)[0] - corr.xy).ravel()
+
+    if len(corr.xy) < 3:
+        return cam2world
+    solution = least_squares(residuals, np.zeros(6), loss="cauchy", f_scale=ROBUST_SCALE_PX, x_scale="jac")
+    return moved(solution.x)
 
 
 def keep_predicted_pose(result: PhotoResult, camera: pycolmap.Camera, pose: np.ndarray, tight: Correspondences,

@@ -27,6 +27,7 @@ from aerialmd.layout import (
     AERIAL_MODEL,
     CAMERAS_FILE,
     FEATURES_FILE,
+    FOOTAGE_DIR,
     GROUND_MATCHES_FILE,
     GROUND_PAIRS_FILE,
     LOCALIZATION_DIR,
@@ -40,6 +41,7 @@ from aerialmd.layout import (
 )
 from aerialmd.run.markers import MADE_FROM_KEY, SETTINGS_KEY, cameras_fingerprint, is_finished, is_preprocessed
 from aerialmd.run.scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
+from aerialmd.sfm.aerial_views import AerialScene, confirm_through_aerial_views
 from aerialmd.sfm.features import FeatureConf, ImageInput, extract_features
 from aerialmd.sfm.matching import MatcherConf, match_pairs, resolve_configs
 from aerialmd.sfm.photo_neighbours import confirm_through_neighbours
@@ -81,12 +83,13 @@ from aerialmd.stages.preprocess_megadepth import outputs_fingerprint
 STAGE = "localization"
 
 
-def register_photos(model: pycolmap.Reconstruction, photos: list[GroundPhoto], work_dir: Path,
+def register_photos(model: pycolmap.Reconstruction, footage: Path, photos: list[GroundPhoto], work_dir: Path,
                     feature_conf: FeatureConf, matcher_conf: MatcherConf, conf: RegistrationConf,
                     timer: Timer) -> SceneRegistration:
     """Anchors -> scene Sim(3) -> pose-guided matching -> Sim(3) from all photos, refined -> predicted poses confirmed
-    by each photo's own matches to the aerial points (aerialmd/sfm/registration.py), then, for the photos left, by
-    the registered photos (aerialmd/sfm/photo_neighbours.py; with the `predicted` pose only)."""
+    by each photo's own matches to the aerial points (aerialmd/sfm/registration.py), then, for the photos left
+    (with the `predicted` pose only), by the aerial frames (in `footage`) warped to their viewpoint
+    (aerialmd/sfm/aerial_views.py), then by the registered photos (aerialmd/sfm/photo_neighbours.py)."""
     features, matches = work_dir / FEATURES_FILE, work_dir / GROUND_MATCHES_FILE
     with timer.step("extraction"):
         extract_features([ImageInput(p.name, p.path) for p in photos], features, feature_conf)
@@ -113,18 +116,24 @@ def register_photos(model: pycolmap.Reconstruction, photos: list[GroundPhoto], w
                                                   guided_radius_px(photo, conf)))
             corr, found = localize_photo(photo, wide_matches[-1], pairs, points, features, conf)
             results.append(judge(prediction, found, corr, extent, conf, photo.name))
-        if conf.registered_pose == POSE_PREDICTED:
-            def matches_around(index: int, cam2world: np.ndarray) -> Correspondences:
-                return matches_near_pose(photos[index], cam2world, pair_matches[index], points, features,
-                                         conf.refine_radius_px)
+        if conf.registered_pose != POSE_PREDICTED:
+            return SceneRegistration(sim3, sim3_inliers, anchors.correspondences, refined_on, anchors.names, results,
+                                     extent)
 
-            place_registered_photos(sim3, photos, results, wide_matches, matches_around, conf)
+        def matches_around(index: int, cam2world: np.ndarray) -> Correspondences:
+            return matches_near_pose(photos[index], cam2world, pair_matches[index], points, features,
+                                     conf.refine_radius_px)
 
-            def keep(index: int) -> None:
-                pose = predict_cam2world(sim3, photos[index].cam2world_sfm)
-                keep_predicted_pose(results[index], photos[index].camera, pose, matches_around(index, pose), conf)
+        def keep(index: int) -> None:
+            pose = predict_cam2world(sim3, photos[index].cam2world_sfm)
+            keep_predicted_pose(results[index], photos[index].camera, pose, matches_around(index, pose), conf)
 
-            confirm_through_neighbours(photos, results, features, keep, conf)
+        place_registered_photos(sim3, photos, results, wide_matches, matches_around, conf)
+    with timer.step("aerial views"):
+        confirm_through_aerial_views(photos, results, AerialScene(model, footage, sim3), features,
+                                     feature_conf, keep, conf)
+    with timer.step("registration"):
+        confirm_through_neighbours(photos, results, features, keep, conf)
     return SceneRegistration(sim3, sim3_inliers, anchors.correspondences, refined_on, anchors.names, results, extent)
 
 
@@ -277,7 +286,7 @@ def localize_scene(scene_dir: Path, processed_dirs: dict[str, Path], subscene_im
     timer = Timer()
     with atomic_dir(out_dir) as tmp:
         aerial, _ = build_aerial_model(scene_dir, tmp, feature_conf, matcher_conf, conf=conf.triangulation, timer=timer)
-        registration = register_photos(aerial, photos, tmp, feature_conf, matcher_conf, conf.registration, timer)
+        registration = register_photos(aerial, scene_dir / FOOTAGE_DIR, photos, tmp, feature_conf, matcher_conf, conf.registration, timer)
         model = localized_model(tmp / AERIAL_MODEL, photos, registration.results, tmp / FEATURES_FILE)
         assert_poses_unchanged(reference, model)
         write_model(model, tmp / LOCALIZED_MODEL, text_model(tmp / LOCALIZED_MODEL))
