@@ -62,6 +62,7 @@ class AerialObservations:
 
 
 def aerial_observations(model: pycolmap.Reconstruction) -> AerialObservations:
+    """The model's points and observations, gathered once per scene."""
     point_ids = np.array(sorted(model.points3D), dtype=np.int64)
     row_of = {int(pid): row for row, pid in enumerate(point_ids)}
     observed = {image_id: np.array([row_of[p.point3D_id] for p in image.points2D if p.has_point3D()], dtype=np.int64)
@@ -80,6 +81,7 @@ class PhotoSurface:
 
 
 def photo_surface(photo: GroundPhoto, sim: pycolmap.Sim3d) -> PhotoSurface:
+    """The photo's MegaDepth depth through its pose predicted by `sim`; its depth map must have the image's size."""
     depth = read_depth_exr(photo.depth_path)
     if depth.shape != (photo.camera.height, photo.camera.width):
         raise ValueError(f"{photo.depth_path}: depth map is {depth.shape[1]}x{depth.shape[0]}, its image "
@@ -188,8 +190,8 @@ class AerialScene:
 def view_support(photo: GroundPhoto, scene: AerialScene, aerial: AerialObservations, detect: Detector,
                  grayscale: bool, features_path: Path, feature_conf: FeatureConf,
                  conf: RegistrationConf) -> PoseSupport:
-    """The support test of a photo's predicted pose, pooled over the conf.view_frames aerial frames that observed its
-    surface, each warped to its viewpoint (no frames: nothing matched)."""
+    """The support test of a photo's predicted pose, pooled over the conf.view_frames aerial frames frames_to_warp
+    chooses, each warped to its viewpoint (no frames: nothing matched)."""
     cam2world = predict_cam2world(scene.sim, photo.cam2world_sfm)
     surface = photo_surface(photo, scene.sim)
     frame_ids = frames_to_warp(photo, cam2world, surface, scene.model, aerial, conf.view_frames, conf.min_inliers)
