@@ -22,9 +22,10 @@ from aerialmd.sfm.registration import (
 from tests.helpers import HEIGHT, WALL_Z, WIDTH, pose, render_photo, rotated, shifted, wall_texture
 
 
-def oblique_frame(folder: Path, texture: np.ndarray) -> pycolmap.Reconstruction:
+def oblique_frame(folder: Path, texture: np.ndarray, observed: bool = True) -> pycolmap.Reconstruction:
     """An aerial frame 25 m from the wall's centre, 55 deg off its normal (its pixels 4x coarser on the wall than a
-    photo's square on at 10 m), written as footage/frame.jpg; the model holds it and the wall points it observed."""
+    photo's square on at 10 m), written as footage/frame.jpg; the model holds it and (if `observed`) the wall points
+    it observed."""
     to_wall = Rotation.from_euler("xy", [-40, 40], degrees=True).as_matrix()
     cam2world = np.eye(4)
     cam2world[:3, :3] = to_wall
@@ -37,7 +38,7 @@ def oblique_frame(folder: Path, texture: np.ndarray) -> pycolmap.Reconstruction:
     wall = np.column_stack([x.ravel(), y.ravel(), np.full(x.size, WALL_Z)])
     cam_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(to_wall.T), -to_wall.T @ cam2world[:3, 3])
     xy = frame.camera.img_from_cam(cam_from_world * wall)
-    inside = (xy[:, 0] > 0) & (xy[:, 0] < WIDTH) & (xy[:, 1] > 0) & (xy[:, 1] < HEIGHT)
+    inside = (xy[:, 0] > 0) & (xy[:, 0] < WIDTH) & (xy[:, 1] > 0) & (xy[:, 1] < HEIGHT) & observed
     image = pycolmap.Image(name=frame.name, camera_id=1, image_id=1)
     image.points2D = pycolmap.Point2DList([pycolmap.Point2D(p) for p in xy[inside]])
     model.add_image_with_trivial_frame(image, cam_from_world)
@@ -84,6 +85,29 @@ def test_a_photo_is_registered_by_the_aerial_frame_seen_from_its_viewpoint_only_
     assert results[3].view_support >= max(12, 0.08 * results[3].view_matches), "the geometry changed: no roll test"
     assert "confirm the pose they pull it to" in results[3].reason
     assert results[4].reason == "aerial matches; no aerial frame sees its surface from within 60 deg of its view"
+
+
+def test_a_frame_that_triangulated_nothing_of_the_photo_s_surface_is_warped_when_it_sees_it_from_near_its_view(
+        tmp_path):
+    """The aerial model has no point on the wall (a facade triangulated from nowhere above), but the frame sees the wall
+    within 60 deg of the photo's rays: it is warped and confirms the photo's true pose."""
+    texture = wall_texture(11)
+    footage = tmp_path / "footage"
+    footage.mkdir()
+    model = oblique_frame(footage, texture, observed=False)
+    assert model.num_points3D() == 0
+    photo = render_photo(tmp_path, "photo", texture, pose(0, [0.5, -0.5, 0]), pose(0, [0.5, -0.5, 0]))
+    features = tmp_path / "features.h5"
+    extract_features([ImageInput(photo.name, photo.path)], features, FeatureConf())
+    results = [PhotoResult(photo.name, STATUS_REJECTED, reason="aerial matches")]
+
+    def keep(index: int) -> None:
+        keep_predicted_pose(results[index], photo.camera, photo.cam2world_sfm, Correspondences.joined([]),
+                            RegistrationConf())
+
+    confirm_through_aerial_views([photo], results, AerialScene(model, footage, pycolmap.Sim3d()), features,
+                                 FeatureConf(), keep, RegistrationConf())
+    assert results[0].status == "registered" and results[0].confirmed_by == "aerial_views"
 
 
 def test_keypoints_are_not_taken_on_the_photo_s_own_depth_edges():
