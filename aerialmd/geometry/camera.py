@@ -86,3 +86,10 @@ def pose_errors(cam2world_a: np.ndarray, cam2world_b: np.ndarray) -> tuple[float
     rotation vector, precise near zero unlike arccos of the trace)."""
     angle = np.degrees(Rotation.from_matrix(cam2world_a[:3, :3].T @ cam2world_b[:3, :3]).magnitude())
     return float(np.linalg.norm(cam2world_a[:3, 3] - cam2world_b[:3, 3])), float(angle)
+
+
+def values_at_pixels(image: np.ndarray, xy_opencv: np.ndarray) -> np.ndarray:
+    """The image's values at the nearest pixel to each (x, y) in OpenCV pixel coordinates, clamped to the image."""
+    u = np.clip(np.round(xy_opencv[:, 0]).astype(int), 0, image.shape[1] - 1)
+    v = np.clip(np.round(xy_opencv[:, 1]).astype(int), 0, image.shape[0] - 1)
+    return image[v, u]

@@ -29,7 +29,7 @@ import pycolmap
 
 from aerialmd.formats.depth import read_depth_exr
 from aerialmd.formats.hloc_h5 import COLMAP_KEYPOINT_SHIFT
-from aerialmd.geometry.camera import cam_from_world_from_cam2world
+from aerialmd.geometry.camera import cam_from_world_from_cam2world, values_at_pixels
 from aerialmd.sfm.features import DETECTORS, Detector, FeatureConf, features_of_array, read_image
 from aerialmd.sfm.pairs_from_poses import in_image
 from aerialmd.sfm.registration import (
@@ -42,6 +42,7 @@ from aerialmd.sfm.registration import (
     RegistrationConf,
     pooled_support,
     predict_cam2world,
+    seen_at_depth,
     sfm_points_of_keypoints,
     transform_points,
     unit_rows,
@@ -77,7 +78,8 @@ class PhotoSurface:
 
     pixels: np.ndarray  # (N, 2) integer (x, y), OpenCV convention
     xyz: np.ndarray  # (N, 3) metric
-    depth: np.ndarray  # (H, W) metric depth, 0 where none
+    depth_sfm: np.ndarray  # (H, W) the MegaDepth depth map as read (SfM units), 0 where none
+    scale: float  # metres per SfM unit (the scene Sim(3)'s scale)
 
 
 def photo_surface(photo: GroundPhoto, sim: pycolmap.Sim3d) -> PhotoSurface:
@@ -88,8 +90,8 @@ def photo_surface(photo: GroundPhoto, sim: pycolmap.Sim3d) -> PhotoSurface:
                          f"{photo.camera.width}x{photo.camera.height}")
     v, u = np.nonzero(depth > 0)
     pixels = np.column_stack([u, v])
-    sfm, _ = sfm_points_of_keypoints(photo, pixels.astype(np.float64))
-    return PhotoSurface(pixels, transform_points(sim, sfm), depth * float(sim.scale))
+    sfm, _ = sfm_points_of_keypoints(photo, pixels.astype(np.float64), depth)
+    return PhotoSurface(pixels, transform_points(sim, sfm), depth, float(sim.scale))
 
 
 def frames_to_warp(photo: GroundPhoto, cam2world: np.ndarray, surface: PhotoSurface, model: pycolmap.Reconstruction,
@@ -121,22 +123,15 @@ def points_on_surface(photo: GroundPhoto, cam2world: np.ndarray, surface: PhotoS
                       aerial: AerialObservations) -> np.ndarray:
     """Mask of the aerial points that lie on the photo's surface seen from `cam2world`: inside the photo, at a depth
     within SURFACE_DEPTH_TOLERANCE of the photo's there."""
-    cam_from_world = cam_from_world_from_cam2world(cam2world)
-    on_surface = in_image(photo.camera, cam_from_world, aerial.xyz)
-    cam = cam_from_world * aerial.xyz[on_surface]
-    uv = photo.camera.img_from_cam(cam, check_cheirality=False) - COLMAP_KEYPOINT_SHIFT
-    u = np.clip(np.round(uv[:, 0]).astype(int), 0, surface.depth.shape[1] - 1)
-    v = np.clip(np.round(uv[:, 1]).astype(int), 0, surface.depth.shape[0] - 1)
-    there = surface.depth[v, u]
-    on_surface[on_surface] = (there > 0) & (np.abs(cam[:, 2] - there) <= SURFACE_DEPTH_TOLERANCE * there)
-    return on_surface
+    return seen_at_depth(photo.camera, cam_from_world_from_cam2world(cam2world), surface.depth_sfm * surface.scale,
+                         aerial.xyz, SURFACE_DEPTH_TOLERANCE)
 
 
 def warped_frame(frame: np.ndarray, camera: pycolmap.Camera, cam_from_world: pycolmap.Rigid3d,
                  surface: PhotoSurface) -> tuple[np.ndarray, np.ndarray]:
     """The aerial frame (image array) resampled at the photo's pixels: each pixel with depth shows the frame where
     its surface point projects. Also the mask of the pixels where keypoints may be taken (matchable_area)."""
-    height, width = surface.depth.shape
+    height, width = surface.depth_sfm.shape
     map_x = np.full((height, width), -1.0, np.float32)
     map_y = np.full((height, width), -1.0, np.float32)
     seen = in_image(camera, cam_from_world, surface.xyz)
@@ -146,7 +141,7 @@ def warped_frame(frame: np.ndarray, camera: pycolmap.Camera, cam_from_world: pyc
     warped = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     shown = np.zeros((height, width), bool)
     shown[y, x] = True
-    return warped, matchable_area(shown, surface.depth)
+    return warped, matchable_area(shown, surface.depth_sfm)
 
 
 def matchable_area(shown: np.ndarray, depth: np.ndarray) -> np.ndarray:
@@ -160,21 +155,12 @@ def matchable_area(shown: np.ndarray, depth: np.ndarray) -> np.ndarray:
     return cv2.erode((shown & smooth).astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool)
 
 
-def inside_mask(mask: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """keypoints (N, 2) OpenCV convention -> which lie on True pixels of the mask."""
-    def keep(keypoints: np.ndarray) -> np.ndarray:
-        u = np.clip(np.round(keypoints[:, 0]).astype(int), 0, mask.shape[1] - 1)
-        v = np.clip(np.round(keypoints[:, 1]).astype(int), 0, mask.shape[0] - 1)
-        return mask[v, u]
-
-    return keep
-
-
-def warped_keypoints(photo: GroundPhoto, warped: np.ndarray, shown: np.ndarray, detect: Detector,
-                     feature_conf: FeatureConf) -> PointDescriptors:
-    """Keypoints of a warped frame, lifted to the SfM-frame surface point the photo's depth puts at their pixel."""
-    features = features_of_array(detect, warped, feature_conf, inside_mask(shown))
-    xyz, valid = sfm_points_of_keypoints(photo, features.keypoints.astype(np.float64))
+def warped_keypoints(photo: GroundPhoto, surface: PhotoSurface, warped: np.ndarray, shown: np.ndarray,
+                     detect: Detector, feature_conf: FeatureConf) -> PointDescriptors:
+    """Keypoints of a warped frame (only on `shown` pixels), lifted to the SfM-frame surface point the photo's depth
+    puts at their pixel."""
+    features = features_of_array(detect, warped, feature_conf, lambda keypoints: values_at_pixels(shown, keypoints))
+    xyz, valid = sfm_points_of_keypoints(photo, features.keypoints.astype(np.float64), surface.depth_sfm)
     return PointDescriptors(np.flatnonzero(valid), xyz, unit_rows(features.descriptors)[valid])
 
 
@@ -200,7 +186,7 @@ def view_support(photo: GroundPhoto, scene: AerialScene, aerial: AerialObservati
         image = scene.model.image(image_id)
         frame = read_image(scene.footage / image.name, grayscale)
         warped, shown = warped_frame(frame, scene.model.camera(image.camera_id), image.cam_from_world(), surface)
-        point_sets.append(warped_keypoints(photo, warped, shown, detect, feature_conf))
+        point_sets.append(warped_keypoints(photo, surface, warped, shown, detect, feature_conf))
         names.append(image.name)
     return pooled_support(photo, photo.cam2world_sfm, point_sets, names, features_path, conf)
 

@@ -177,8 +177,8 @@ def extract_one(detect: Detector, image: ImageInput, conf: FeatureConf, grayscal
     """Features of one image file in its original pixels, without keypoints in the GES logo when asked."""
     original = read_image(image.path, grayscale)
     size = (original.shape[1], original.shape[0])
-    return features_of_array(detect, original, conf,
-                             (lambda keypoints: outside_attribution(keypoints, size)) if image.mask_attribution else None)
+    logo_free = (lambda keypoints: outside_attribution(keypoints, size)) if image.mask_attribution else None
+    return features_of_array(detect, original, conf, logo_free)
 
 
 def extract_features(images: list[ImageInput], features_path: Path | str, conf: FeatureConf, overwrite: bool = False,

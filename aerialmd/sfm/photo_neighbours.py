@@ -22,9 +22,8 @@ from typing import Callable
 import numpy as np
 
 from aerialmd.formats.depth import read_depth_exr
-from aerialmd.formats.hloc_h5 import COLMAP_KEYPOINT_SHIFT, read_features
+from aerialmd.formats.hloc_h5 import read_features
 from aerialmd.geometry.camera import cam_from_world_from_cam2world
-from aerialmd.sfm.pairs_from_poses import in_image
 from aerialmd.sfm.registration import (
     CONFIRMED_BY_NEIGHBOURS,
     STATUS_REGISTERED,
@@ -34,6 +33,7 @@ from aerialmd.sfm.registration import (
     PoseSupport,
     RegistrationConf,
     pooled_support,
+    seen_at_depth,
     sfm_points_of_keypoints,
     unit_rows,
 )
@@ -61,7 +61,7 @@ def surface_samples(photo: GroundPhoto, step: int, offset: int = 2) -> SurfaceSa
     xy = np.column_stack([u[keep], v[keep]]).astype(np.float64)
     around = np.clip(np.concatenate([xy, xy + [offset, 0], xy + [0, offset]]), 0,
                      [photo.camera.width - 1, photo.camera.height - 1])
-    lifted, valid = sfm_points_of_keypoints(photo, around)
+    lifted, valid = sfm_points_of_keypoints(photo, around, depth)
     everywhere = np.full((len(around), 3), np.nan)
     everywhere[valid] = lifted
     (points, right, below), (_, right_ok, below_ok) = np.split(everywhere, 3), np.split(valid, 3)
@@ -114,15 +114,8 @@ def surface_footprints(photo: GroundPhoto, surface: SurfaceSamples) -> np.ndarra
 def seen_unhidden(photo: GroundPhoto, depth: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Mask of the SfM points (N, 3) a photo sees: in front, inside the image, and at the depth its depth map has
     there."""
-    cam_from_world = cam_from_world_from_cam2world(photo.cam2world_sfm)
-    cam = cam_from_world * points
-    seen = in_image(photo.camera, cam_from_world, points)
-    uv = photo.camera.img_from_cam(cam[seen], check_cheirality=False) - COLMAP_KEYPOINT_SHIFT
-    u = np.clip(np.round(uv[:, 0]).astype(int), 0, depth.shape[1] - 1)
-    v = np.clip(np.round(uv[:, 1]).astype(int), 0, depth.shape[0] - 1)
-    there = depth[v, u]
-    seen[seen] = (there > 0) & (np.abs(cam[seen, 2] - there) <= OVERLAP_DEPTH_TOLERANCE * there)
-    return seen
+    return seen_at_depth(photo.camera, cam_from_world_from_cam2world(photo.cam2world_sfm), depth, points,
+                         OVERLAP_DEPTH_TOLERANCE)
 
 
 def closest_registered(index: int, registered: list[int], overlaps: np.ndarray, count: int,

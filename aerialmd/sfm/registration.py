@@ -49,8 +49,9 @@ from aerialmd.geometry.camera import (
     opencv_intrinsics,
     opencv_to_colmap_intrinsics,
     pose_errors,
+    values_at_pixels,
 )
-from aerialmd.sfm.pairs_from_poses import PairView, visible_fractions
+from aerialmd.sfm.pairs_from_poses import PairView, in_image, visible_fractions
 
 MIN_SIM3_CORRESPONDENCES = 10  # 3D-3D pairs below which no Sim(3) is tried
 STATUS_REGISTERED = "registered"  # its pose is confirmed by its own matches (see the module doc)
@@ -222,19 +223,29 @@ def absolute_pose(camera: pycolmap.Camera, corr: Correspondences, conf: Registra
     return result["cam_from_world"], np.asarray(result["inlier_mask"], dtype=bool).reshape(-1)
 
 
-def sfm_points_of_keypoints(photo: GroundPhoto, keypoints_xy_opencv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """3D points in the MegaDepth SfM frame of keypoints, from the photo's depth; and which keypoints had depth."""
-    depth = read_depth_exr(photo.depth_path)
-    h, w = depth.shape
-    u = np.clip(np.round(keypoints_xy_opencv[:, 0]).astype(int), 0, w - 1)
-    v = np.clip(np.round(keypoints_xy_opencv[:, 1]).astype(int), 0, h - 1)
-    d = depth[v, u]
+def sfm_points_of_keypoints(photo: GroundPhoto, keypoints_xy_opencv: np.ndarray,
+                            depth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """3D points in the MegaDepth SfM frame of keypoints, from the photo's depth (read from its file unless given);
+    and which keypoints had depth."""
+    depth = read_depth_exr(photo.depth_path) if depth is None else depth
+    d = values_at_pixels(depth, keypoints_xy_opencv)
     valid = d > 0
     K = opencv_intrinsics(photo.camera)
     rays = np.column_stack([keypoints_xy_opencv, np.ones(len(d))]) @ np.linalg.inv(K).T
     cam = rays * d[:, None]
     world = cam @ photo.cam2world_sfm[:3, :3].T + photo.cam2world_sfm[:3, 3]
     return world[valid], valid
+
+
+def seen_at_depth(camera: pycolmap.Camera, cam_from_world: pycolmap.Rigid3d, depth: np.ndarray, points: np.ndarray,
+                  tolerance: float) -> np.ndarray:
+    """Mask of the points (N, 3) a camera sees unhidden: in front, inside the image, and at the depth its depth map
+    (same units as the points) has there, within `tolerance` of it."""
+    seen = in_image(camera, cam_from_world, points)
+    cam = cam_from_world * points[seen]
+    there = values_at_pixels(depth, camera.img_from_cam(cam, check_cheirality=False) - COLMAP_KEYPOINT_SHIFT)
+    seen[seen] = (there > 0) & (np.abs(cam[:, 2] - there) <= tolerance * there)
+    return seen
 
 
 def estimate_scene_sim3(src_sfm: np.ndarray, dst_metric: np.ndarray, max_error: float, seed: int) -> tuple[pycolmap.Sim3d, int]:
@@ -390,13 +401,14 @@ def place_registered_photos(sim: pycolmap.Sim3d, photos: list[GroundPhoto], resu
         pose = predict_cam2world(sim, photos[i].cam2world_sfm)
         support = pose_support(photos[i].camera, pose, wide_matches[i], [], conf)
         result.predicted_pose_support = support.support
+        supported = support.confirms(conf)
         agreed = result.status == STATUS_REGISTERED  # judge: its PnP pose agreed with the prediction
-        if not (support.confirms(conf) or agreed):
+        if not (supported or agreed):
             result.status, result.pose, result.cam_from_world = STATUS_REJECTED, None, None
             result.reason = f"predicted pose: {support.shortfall('aerial points', conf)}; {result.reason}"
             continue
         keep_predicted_pose(result, photos[i].camera, pose, matches_around(i, pose), conf)
-        result.confirmed_by = CONFIRMED_BY_SUPPORT if support.confirms(conf) else CONFIRMED_BY_PNP
+        result.confirmed_by = CONFIRMED_BY_SUPPORT if supported else CONFIRMED_BY_PNP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -448,8 +460,8 @@ def pose_support(camera: pycolmap.Camera, cam2world: np.ndarray, corr: Correspon
 
 def pooled_support(photo: GroundPhoto, cam2world: np.ndarray, point_sets: list[PointDescriptors], names: list[str],
                    features_path: Path, conf: RegistrationConf) -> PoseSupport:
-    """pose_support of a photo's pose `cam2world` (in the frame of the points) by the matches to several sets of 3D points with descriptors (`names`), each matched around its projections
-    (projection_guided_correspondences)."""
+    """pose_support of a photo's pose `cam2world` (in the frame of the points) by the matches to several sets of 3D
+    points with descriptors (`names`), each matched around its projections (projection_guided_correspondences)."""
     radius = guided_radius_px(photo, conf)
     corr = Correspondences.joined([projection_guided_correspondences(photo, cam2world, points, features_path, radius)
                                    for points in point_sets])
@@ -461,7 +473,7 @@ def refined_pose(camera: pycolmap.Camera, cam2world: np.ndarray, corr: Correspon
     starting from `cam2world`: a rotation about the camera centre and a shift of it. The matches found around a pose's
     projections pull the refined pose to where they agree, so a pose the support test cannot tell from the right one
     (a roll about the optical axis moves the projections near the image centre by under support_radius_px) is
-    moved back to the right one, and its distance from the start shows the error."""
+    moved back towards the right one, where it explains more of them (pose_support)."""
     centre = cam2world[:3, 3]
 
     def moved(x: np.ndarray) -> np.ndarray:

@@ -116,9 +116,10 @@ def register_photos(model: pycolmap.Reconstruction, footage: Path, photos: list[
                                                   guided_radius_px(photo, conf)))
             corr, found = localize_photo(photo, wide_matches[-1], pairs, points, features, conf)
             results.append(judge(prediction, found, corr, extent, conf, photo.name))
+        registration = SceneRegistration(sim3, sim3_inliers, anchors.correspondences, refined_on, anchors.names,
+                                         results, extent)  # the later steps register more of `results`
         if conf.registered_pose != POSE_PREDICTED:
-            return SceneRegistration(sim3, sim3_inliers, anchors.correspondences, refined_on, anchors.names, results,
-                                     extent)
+            return registration
 
         def matches_around(index: int, cam2world: np.ndarray) -> Correspondences:
             return matches_near_pose(photos[index], cam2world, pair_matches[index], points, features,
@@ -134,7 +135,7 @@ def register_photos(model: pycolmap.Reconstruction, footage: Path, photos: list[
                                      feature_conf, keep, conf)
     with timer.step("registration"):
         confirm_through_neighbours(photos, results, features, keep, conf)
-    return SceneRegistration(sim3, sim3_inliers, anchors.correspondences, refined_on, anchors.names, results, extent)
+    return registration
 
 
 def refined_scene_sim3(photos: list[GroundPhoto], pair_matches: list[Correspondences], anchors: "SceneAnchors",
@@ -286,7 +287,8 @@ def localize_scene(scene_dir: Path, processed_dirs: dict[str, Path], subscene_im
     timer = Timer()
     with atomic_dir(out_dir) as tmp:
         aerial, _ = build_aerial_model(scene_dir, tmp, feature_conf, matcher_conf, conf=conf.triangulation, timer=timer)
-        registration = register_photos(aerial, scene_dir / FOOTAGE_DIR, photos, tmp, feature_conf, matcher_conf, conf.registration, timer)
+        registration = register_photos(aerial, scene_dir / FOOTAGE_DIR, photos, tmp, feature_conf, matcher_conf,
+                                       conf.registration, timer)
         model = localized_model(tmp / AERIAL_MODEL, photos, registration.results, tmp / FEATURES_FILE)
         assert_poses_unchanged(reference, model)
         write_model(model, tmp / LOCALIZED_MODEL, text_model(tmp / LOCALIZED_MODEL))
