@@ -19,10 +19,13 @@ from aerialmd.sample_scene.viewpoints import look_at
 from aerialmd.sfm.features import FeatureConf
 from aerialmd.sfm.matching import MatcherConf
 from aerialmd.sfm.pairs_from_poses import (
+    MAX_PAIR_CANDIDATES,
     PairView,
-    angle_matrix_deg,
+    axis_angles_deg,
+    candidate_pairs,
     model_views,
     observations,
+    pair_overlaps,
     pairs_by_overlap,
     pairs_from_poses,
 )
@@ -230,7 +233,7 @@ def test_pairs_from_poses_overlap_in_ground_truth(tiny_sample):
     chosen = [overlap[p] for p in pairs]
     assert len(pairs) >= config.num_frames and min(chosen) > 0.25  # measured: 0.29-0.65
     views = {v.name: v for v in model_views(model)}
-    angles = angle_matrix_deg([views[n] for n in names])
+    angles = axis_angles_deg(np.array([views[n].direction for n in names]))
     far = [(a, b) for (i, a) in enumerate(names) for (j, b) in enumerate(names) if i < j and angles[i, j] > 60]
     assert far and not set(far) & set(pairs)  # opposite sides of the orbit are never paired
     assert min(overlap[p] for p in far) < min(chosen)
@@ -249,6 +252,37 @@ def test_pairs_by_overlap_on_a_nadir_strip():
     assert gaps == {1, 2, 3}  # frame width 200 m: overlap 75%, 50%, 25%; 4 apart is 0%
     assert pairs_by_overlap(views[::-1], num_neighbors=5, min_overlap=0.2) == pairs
     assert all(int(b[6]) - int(a[6]) == 1 for a, b in pairs_by_overlap(views, num_neighbors=1))
+
+
+def test_pairs_among_pose_neighbours_overlap_nearly_as_much_as_the_best_on_long_orbits():
+    """Three orbits of 60 frames around a target: the overlap is computed for each frame's MAX_PAIR_CANDIDATES
+    nearest others only (a bounded cost per frame). Every frame still gets partners whose overlaps are, rank by rank,
+    within 5 % (of its samples) of its best possible ones among all frames (where most frames see the whole target, so
+    many overlaps are near-equal, the frames chosen may differ)."""
+    camera = pycolmap.Camera(model="PINHOLE", width=480, height=270, params=[400, 400, 240, 135])
+    views = []
+    for orbit, (radius, height) in enumerate([(150.0, 120.0), (220.0, 160.0), (110.0, 60.0)]):
+        for k in range(60):
+            angle = 2 * np.pi * k / 60
+            center = np.array([radius * np.cos(angle), radius * np.sin(angle), height])
+            target = np.array([30.0 * np.sin(3 * angle), 0.0, 0.0])
+            pose = cam_from_world_from_cam2world(look_at(center, target))
+            views.append(PairView(f"o{orbit}_{k:02d}.jpg", camera, pose, depth=float(np.linalg.norm(target - center))))
+    count = len(views)
+    assert len(candidate_pairs(views)) <= count * MAX_PAIR_CANDIDATES < count * (count - 1) // 2
+    every = np.column_stack(np.triu_indices(count, 1))
+    overlap = np.full((count, count), -1.0)
+    overlap[every[:, 0], every[:, 1]] = overlap[every[:, 1], every[:, 0]] = pair_overlaps(views, every)
+    overlap[axis_angles_deg(np.array([view.direction for view in views])) > 60.0] = -1.0
+    index = {view.name: i for i, view in enumerate(views)}
+    partners: dict[int, list[float]] = {i: [] for i in range(count)}
+    for a, b in pairs_by_overlap(views, num_neighbors=10):
+        partners[index[a]].append(overlap[index[a], index[b]])
+        partners[index[b]].append(overlap[index[a], index[b]])
+    for i in range(count):
+        best = np.sort(overlap[i][overlap[i] >= 0.2])[::-1][:10]
+        chosen = np.sort(partners[i])[::-1][:10]
+        assert len(chosen) == len(best) and np.all(chosen >= best - 0.05)
 
 
 # --- real data ---------------------------------------------------------------------------------------------------------

@@ -1,11 +1,21 @@
-"""bench/bench_scale.py: its scenes grow the image count of one town and nothing else, and its verdict applies the
-issue's 1.5x rule per step (a full run takes about a quarter of an hour: docs/performance.md)."""
+"""bench/bench_scale.py: its scenes grow the image count of one town and nothing else (each smaller one a subset of
+the largest), and its verdict applies the issue's 1.5x rule per step (a full run takes about half an hour:
+docs/performance.md)."""
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
+import pycolmap
+import pytest
+
+from aerialmd.layout import DataRoot
+from aerialmd.run.markers import cameras_fingerprint
+from aerialmd.run.scenes import load_scene_list
 from aerialmd.sample_scene.family import family_config
+from aerialmd.stages.preprocess_ge import preprocess_ge
+from aerialmd.stages.preprocess_megadepth import preprocess_megadepth
 from tests.helpers import script_module
 
 
@@ -24,8 +34,40 @@ def test_scaled_scenes_multiply_photos_and_frames_of_one_town():
 def test_verdict_fails_exactly_the_steps_that_grow_over_the_limit(capsys):
     bench = script_module("bench/bench_scale.py")
     rows = [{"scene": f"scale{f}x", "images": 64 * f, "frames": 32 * f, "photos": 32 * f, "registered": 32 * f,
-             "depth_maps": 64 * f, "peak_rss_mb": {},
+             "depth_maps": 64 * f, "peak_rss_mb": {}, "observations_per_frame": 300.0,
              "seconds_per_image": {"flat": 1.0, "n log n": 1.0 * (1 + 0.3 * (f - 1) / 3), "quadratic": 0.01 * f}}
             for f in (1, 2, 4)]
     assert bench.print_table(rows) == ["quadratic"]
     assert "quadratic" in capsys.readouterr().out
+
+
+def test_a_smaller_scene_is_every_kth_frame_and_photo_of_the_town(tiny_sample, tmp_path):
+    bench = script_module("bench/bench_scale.py")
+    paths, config = tiny_sample
+    town = DataRoot(tmp_path / "town")
+    shutil.copytree(paths.root, town.path)
+    preprocess_ge(town.path, town.scene_list)
+    preprocess_megadepth(paths.megadepth_root, town.scene_list, town.megadepth_processed)
+    scene = config.scene_id
+    subset = bench.subset_root(town, scene, 2, tmp_path / "half")
+    all_frames = sorted(image.name for image in pycolmap.Reconstruction(str(town.scene(scene).sparse_ge)).images.values())
+    model = pycolmap.Reconstruction(str(subset.scene(scene).sparse_ge))
+    frames = sorted(image.name for image in model.images.values())
+    assert frames == all_frames[::2] and len(frames) < len(all_frames)
+    assert sorted(p.name for p in subset.scene(scene).footage.iterdir()) == frames
+    assert all((subset.scene(scene).footage / name).read_bytes() == (town.scene(scene).footage / name).read_bytes()
+               for name in frames)
+    for name in frames:  # the town's poses, unchanged
+        kept = next(image for image in model.images.values() if image.name == name)
+        assert kept.cam_from_world().translation.tolist() == pytest.approx(
+            town_pose(town, scene, name).translation.tolist())
+    photos = load_scene_list(subset.scene_list)[scene]
+    assert {sub: names for sub, names in photos.items()} == {
+        sub: sorted(names)[::2] for sub, names in load_scene_list(town.scene_list)[scene].items()}
+    assert subset.megadepth_processed.resolve() == town.megadepth_processed.resolve()
+    assert cameras_fingerprint(subset.scene(scene).path) == cameras_fingerprint(town.scene(scene).path)
+
+
+def town_pose(town: DataRoot, scene: str, name: str) -> pycolmap.Rigid3d:
+    model = pycolmap.Reconstruction(str(town.scene(scene).sparse_ge))
+    return next(image for image in model.images.values() if image.name == name).cam_from_world()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,12 +17,16 @@ from aerialmd.sfm.registration import (
     Correspondences,
     GroundPhoto,
     PhotoResult,
+    PointDescriptors,
     RegistrationConf,
+    pairs_within,
     place_registered_photos,
     pose_support,
     predict_cam2world,
     projections,
     refine_scene_sim3,
+    thinned_rows,
+    two_nearest,
 )
 from aerialmd.stages.localization import LocalizationConf, localize
 from tests.helpers import ALIKED_OPTIONS, copy_localized
@@ -217,3 +222,32 @@ def test_a_photo_with_a_wrong_megadepth_pose_is_rejected(localized, tmp_path):
         [name for name in registered if name != victim]
     accuracy = registration_accuracy(pycolmap.Reconstruction(str(out / "localized")), truth)
     assert accuracy["max_rotation_deg"] <= 0.2
+
+
+def test_the_search_pairs_and_two_nearest_match_a_brute_force_search():
+    rng = np.random.default_rng(0)
+    keypoints, projections = rng.uniform(0, 100, (300, 2)), rng.uniform(-5, 105, (200, 2))
+    near, candidates = pairs_within(projections, keypoints, 6.0)
+    apart = np.linalg.norm(projections[:, None] - keypoints[None], axis=2)
+    expected = np.argwhere(apart <= 6.0)  # row-major: by projection, then keypoint
+    assert np.array_equal(np.column_stack([near, candidates]), expected)
+    distances = rng.integers(0, 4, len(near)).astype(np.float32)  # many ties
+    best, second = two_nearest(near, distances)
+    for group, b, s in zip(np.unique(near), best, second):
+        members = np.flatnonzero(near == group)
+        by_distance = members[np.argsort(distances[members], kind="stable")]
+        assert b == by_distance[0]
+        assert s == (by_distance[1] if len(members) > 1 else -1)
+
+
+def test_the_search_keeps_the_longest_tracks_per_cell_and_every_row_of_a_kept_point():
+    # three points in cell (0, 0) with tracks 5, 9, 2 (two rows each), one alone in cell (1, 0)
+    ids = np.array([10, 10, 11, 11, 12, 12, 13])
+    tracks = np.array([5, 5, 9, 9, 2, 2, 3])
+    uv = np.array([[1, 1], [1, 1], [5, 5], [5, 5], [7, 2], [7, 2], [12, 3]], dtype=float)
+    points = PointDescriptors(ids, np.zeros((7, 3)), np.zeros((7, 4), np.float32), tracks, max_per_cell=2)
+    rows = np.arange(7)
+    assert thinned_rows(rows, uv, points, cell_px=10.0).tolist() == [0, 1, 2, 3, 6]
+    uncapped = dataclasses.replace(points, max_per_cell=None)
+    assert thinned_rows(rows, uv, uncapped, cell_px=10.0).tolist() == rows.tolist()
+    assert thinned_rows(rows, uv, points, cell_px=4.0).tolist() == rows.tolist()  # every point in a cell of its own

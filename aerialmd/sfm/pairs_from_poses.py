@@ -12,9 +12,11 @@ import dataclasses
 
 import numpy as np
 import pycolmap
+from scipy.spatial import cKDTree
 
 GRID_SIZE = (12, 8)  # sample points across the image (columns, rows)
 PARALLEL_AXES_SIN2 = np.sin(np.radians(3.0)) ** 2  # axes closer to parallel than this fix no common point
+MAX_PAIR_CANDIDATES = 64  # others whose overlap is computed per view in a larger scene (candidate_pairs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,41 +63,61 @@ def visible_fractions(view: PairView, points: np.ndarray) -> np.ndarray:
     return visible.reshape(points.shape[:2]).mean(axis=1)
 
 
-def overlap_matrix(views: list[PairView]) -> np.ndarray:
-    """Symmetric (N, N) overlap: min over both directions of the visible share of one view's samples in the other."""
-    samples = np.stack([sample_points(view) for view in views])
-    directed = np.stack([visible_fractions(target, samples) for target in views], axis=1)  # [source, target]
-    overlap = np.minimum(directed, directed.T)
-    np.fill_diagonal(overlap, 0.0)
-    return overlap
-
-
-def angle_matrix_deg(views: list[PairView]) -> np.ndarray:
-    """(N, N) angles between the views' optical axes, degrees."""
-    return axis_angles_deg(np.array([view.direction for view in views]))
-
-
 def axis_angles_deg(directions: np.ndarray) -> np.ndarray:
     """(N, N) angles between unit directions (N, 3), degrees."""
     return np.degrees(np.arccos(np.clip(directions @ directions.T, -1.0, 1.0)))
 
 
+def candidate_pairs(views: list[PairView], limit: int = MAX_PAIR_CANDIDATES) -> np.ndarray:
+    """(P, 2) index pairs i < j whose overlap pairs_by_overlap computes: every pair among at most `limit` + 1 views;
+    else each view with its `limit` nearest others in where it looks from and at (its centre and the point at its
+    scene depth on its axis, one 6-D point per view), so that the cost per view stays bounded as scenes grow
+    (bench/bench_scale.py). Views that share much of what they see look at nearby points from nearby places; the
+    `limit` (the full sample's size) is several times the neighbours kept."""
+    count = len(views)
+    if count <= limit + 1:
+        return np.column_stack(np.triu_indices(count, 1))
+    where = np.array([np.r_[view.center, view.center + view.depth * view.direction] for view in views])
+    _, nearest = cKDTree(where).query(where, k=limit + 1)
+    pairs = np.sort(np.column_stack([np.repeat(np.arange(count), limit + 1), nearest.ravel()]), axis=1)
+    pairs = np.unique(pairs, axis=0)
+    return pairs[pairs[:, 0] != pairs[:, 1]]
+
+
+def pair_overlaps(views: list[PairView], pairs: np.ndarray) -> np.ndarray:
+    """Overlap of each index pair (P, 2): the smaller of the visible shares of either view's samples in the other."""
+    samples = np.stack([sample_points(view) for view in views])
+    directed = np.zeros((2, len(pairs)))
+    for side, (source, target) in enumerate((pairs.T, pairs[:, ::-1].T)):
+        for index in np.unique(target):
+            chosen = np.flatnonzero(target == index)
+            directed[side, chosen] = visible_fractions(views[index], samples[source[chosen]])
+    return directed.min(axis=0)
+
+
 def pairs_by_overlap(views: list[PairView], num_neighbors: int = 10, min_overlap: float = 0.2,
-                     max_angle_deg: float = 60.0) -> list[tuple[str, str]]:
-    """For each view, its `num_neighbors` best-overlapping others (overlap >= min_overlap, axes within max_angle_deg).
+                     max_angle_deg: float = 60.0, max_candidates: int = MAX_PAIR_CANDIDATES) -> list[tuple[str, str]]:
+    """For each view, its `num_neighbors` best-overlapping others (overlap >= min_overlap, axes within max_angle_deg)
+    among its candidates (candidate_pairs, `max_candidates` per view).
 
     Each unordered pair appears once, as (smaller name, larger name); the list is sorted: the result is deterministic."""
     names = [view.name for view in views]
     if len(set(names)) != len(names):
         raise ValueError("pairs_by_overlap: view names must be unique")
-    overlap = overlap_matrix(views)
-    overlap[angle_matrix_deg(views) > max_angle_deg] = -1.0  # never selected, whatever min_overlap
-    pairs = set()
-    for i, name in enumerate(names):
-        candidates = [j for j in np.flatnonzero(overlap[i] >= min_overlap) if j != i]
-        candidates.sort(key=lambda j: (-overlap[i, j], names[j]))
-        pairs.update(tuple(sorted((name, names[j]))) for j in candidates[:num_neighbors])
-    return sorted(pairs)
+    pairs = candidate_pairs(views, max_candidates)
+    directions = np.array([view.direction for view in views])
+    cosines = np.einsum("ij,ij->i", directions[pairs[:, 0]], directions[pairs[:, 1]]) if len(pairs) else np.zeros(0)
+    overlap = pair_overlaps(views, pairs)
+    usable = (overlap >= min_overlap) & (np.degrees(np.arccos(np.clip(cosines, -1.0, 1.0))) <= max_angle_deg)
+    own, other = np.concatenate([pairs[usable], pairs[usable][:, ::-1]]).T
+    score = np.tile(overlap[usable], 2)
+    name_rank = np.argsort(np.argsort(names))
+    order = np.lexsort((name_rank[other], -score, own))
+    own, other = own[order], other[order]
+    starts = np.searchsorted(own, np.arange(len(views)))
+    rank = np.arange(len(own)) - starts[own]
+    chosen = rank < num_neighbors
+    return sorted({tuple(sorted((names[a], names[b]))) for a, b in zip(own[chosen], other[chosen])})
 
 
 def observations(model: pycolmap.Reconstruction, image: pycolmap.Image) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,6 @@ bench/bench_localization.py measures both on the sample, bench/bench_sweep.py th
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from pathlib import Path
 from typing import Callable
 
@@ -80,6 +79,7 @@ class RegistrationConf:
     min_support_share: float = 0.08  # of the keypoints matched around a predicted pose, those that must confirm it
     min_refined_share: float = 0.7  # of the support of the pose its matches pull it to, what a pose must have
     refine_radius_px: float = 6.0  # search radius around the projections of the first PnP pose
+    max_points_per_cell: int = 32  # aerial points searched per cell of the search radius (registration.thinned_rows)
     view_frames: int = 6  # aerial frames warped to a rejected photo's predicted viewpoint (sfm/aerial_views.py)
     neighbour_pairs: int = 5  # registered photos a rejected photo's pose is tested against (sfm/photo_neighbours.py)
     min_neighbour_overlap: float = 0.1  # share of the photo a registered photo must see to be one of them
@@ -564,11 +564,33 @@ def evenly_spaced(names: list[str], count: int) -> list[str]:
 
 @dataclasses.dataclass
 class PointDescriptors:
-    """Aerial 3D points with one unit descriptor per observation (several rows may share a point)."""
+    """Aerial 3D points with one unit descriptor per observation (several rows may share a point). With
+    `max_per_cell`, a search around their projections takes at most that many points per cell of the search radius's
+    size, those with the longest tracks (`thinned_rows`)."""
 
     point3D_ids: np.ndarray  # (M,)
     xyz: np.ndarray  # (M, 3)
     descriptors: np.ndarray  # (M, D) float32, L2-normalised
+    track_lengths: np.ndarray | None = None  # (M,) the track length of each row's point
+    max_per_cell: int | None = None
+
+
+def thinned_rows(rows: np.ndarray, uv: np.ndarray, points: PointDescriptors, cell_px: float) -> np.ndarray:
+    """The `rows` (of `points`, projecting at `uv`) whose point is one of the points.max_per_cell with the longest
+    tracks (then the lowest id) among those projecting into its square cell of side `cell_px`; all of them without a
+    cap. A photo's search then costs at most the cap per neighbourhood of a keypoint however dense the aerial model
+    (denser orbits triangulate more points of the same surfaces: bench/bench_scale.py), and the points it keeps are
+    the ones seen from most frames. The order of `rows` is kept."""
+    if points.max_per_cell is None or points.track_lengths is None or not len(rows):
+        return rows
+    cells = np.floor(uv / cell_px).astype(np.int64)
+    ids = points.point3D_ids[rows]
+    order = np.lexsort((ids, -points.track_lengths[rows], cells[:, 1], cells[:, 0]))
+    sorted_cells, sorted_ids = cells[order], ids[order]
+    new_cell = np.r_[True, (sorted_cells[1:] != sorted_cells[:-1]).any(axis=1)]
+    point_number = np.cumsum(new_cell | np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    rank_in_cell = point_number - np.maximum.accumulate(np.where(new_cell, point_number, 0))
+    return rows[np.sort(order[rank_in_cell < points.max_per_cell])]
 
 
 def unit_rows(descriptors_dn: np.ndarray) -> np.ndarray:
@@ -577,8 +599,10 @@ def unit_rows(descriptors_dn: np.ndarray) -> np.ndarray:
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
-def aerial_point_descriptors(model: pycolmap.Reconstruction, features_path: Path, per_point: int = 3) -> PointDescriptors:
-    """Descriptors of every triangulated aerial point, taken from (up to `per_point` of) its observations."""
+def aerial_point_descriptors(model: pycolmap.Reconstruction, features_path: Path, per_point: int = 3,
+                             max_per_cell: int | None = None) -> PointDescriptors:
+    """Descriptors of every triangulated aerial point, taken from (up to `per_point` of) its observations; searched
+    with at most `max_per_cell` points per cell (PointDescriptors)."""
     by_image: dict[int, list[tuple[int, int]]] = {}
     for pid, point in model.points3D.items():
         for element in list(point.track.elements)[:per_point]:
@@ -590,7 +614,8 @@ def aerial_point_descriptors(model: pycolmap.Reconstruction, features_path: Path
         descriptors.append(rows[[idx for _, idx in entries]])
     point_ids = np.concatenate(ids)
     xyz = np.array([model.point3D(int(p)).xyz for p in point_ids])
-    return PointDescriptors(point_ids, xyz, np.concatenate(descriptors))
+    track_lengths = np.array([model.point3D(int(p)).track.length() for p in point_ids])
+    return PointDescriptors(point_ids, xyz, np.concatenate(descriptors), track_lengths, max_per_cell)
 
 
 def projection_guided_correspondences(photo: GroundPhoto, cam2world: np.ndarray, points: PointDescriptors,
@@ -609,10 +634,9 @@ def projection_guided_correspondences(photo: GroundPhoto, cam2world: np.ndarray,
     inside = front & (uv[:, 0] >= -radius_px) & (uv[:, 0] < photo.camera.width + radius_px) & \
         (uv[:, 1] >= -radius_px) & (uv[:, 1] < photo.camera.height + radius_px)
     rows = np.flatnonzero(inside)
-    neighbours = cKDTree(keypoints).query_ball_point(uv[rows], radius_px) if len(rows) else []
-    counts = np.array([len(n) for n in neighbours], dtype=np.int64)
-    point_rows = np.repeat(rows, counts)
-    candidates = np.fromiter(itertools.chain.from_iterable(neighbours), dtype=np.int64, count=int(counts.sum()))
+    rows = thinned_rows(rows, uv[rows], points, radius_px)
+    near, candidates = pairs_within(uv[rows], keypoints, radius_px)
+    point_rows = rows[near]
     distances = descriptor_distances(descriptors, candidates, points.descriptors, point_rows)
     best, second = two_nearest(point_rows, distances)
     passed = best[(second < 0) | (distances[best] <= ratio * distances[np.maximum(second, 0)])]
@@ -622,6 +646,17 @@ def projection_guided_correspondences(photo: GroundPhoto, cam2world: np.ndarray,
     kp_idx, rows = candidates[chosen], point_rows[chosen]
     return Correspondences(kp_idx, keypoints[kp_idx].reshape(-1, 2) + COLMAP_KEYPOINT_SHIFT,
                            points.xyz[rows].reshape(-1, 3), points.point3D_ids[rows])
+
+
+def pairs_within(queries: np.ndarray, points: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every (query, point) index pair of 2D `queries` and `points` at most `radius` apart, ordered by query, then
+    point (the order of cKDTree.query_ball_point's lists, without building them: a list per query cost more than
+    the search itself)."""
+    if not len(queries) or not len(points):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pairs = cKDTree(queries).sparse_distance_matrix(cKDTree(points), radius, output_type="ndarray")
+    keys = np.sort(pairs["i"].astype(np.int64) * len(points) + pairs["j"])
+    return keys // len(points), keys % len(points)
 
 
 def descriptor_distances(descriptors: np.ndarray, keypoints: np.ndarray, point_descriptors: np.ndarray,
@@ -640,14 +675,25 @@ def first_of_runs(values: np.ndarray) -> np.ndarray:
 
 
 def two_nearest(groups: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per group (one per distinct value of `groups`): the index of its smallest distance and of its second smallest
-    (-1 for a group of one)."""
-    order = np.lexsort((distances, groups))
-    starts = first_of_runs(groups[order])
-    has_second = (starts + 1 < len(order)) & np.isin(starts + 1, starts, invert=True)
-    second = np.full(len(starts), -1, np.int64)
-    second[has_second] = order[starts[has_second] + 1]
-    return order[starts], second
+    """Per group (one per run of equal values of `groups`, which must be sorted): the index of its smallest distance
+    and of its second smallest (-1 for a group of one); of equal distances the first. Per-run minima instead of a
+    sort: the search pairs are many (bench/bench_scale.py)."""
+    if not len(groups):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    starts = first_of_runs(groups)
+    run = np.cumsum(np.r_[False, groups[1:] != groups[:-1]])
+    best = first_at_run_minimum(distances, starts, run)
+    rest = distances.astype(np.float64)
+    rest[best] = np.inf
+    second = first_at_run_minimum(rest, starts, run)
+    second[np.isinf(rest[second])] = -1
+    return best, second
+
+
+def first_at_run_minimum(values: np.ndarray, starts: np.ndarray, run: np.ndarray) -> np.ndarray:
+    """Per run (beginning at `starts`; `run`: each value's run number) the index of the first of its smallest values."""
+    at_minimum = np.flatnonzero(values == np.minimum.reduceat(values, starts)[run])
+    return at_minimum[first_of_runs(run[at_minimum])]
 
 
 def merge_correspondences(a: Correspondences, b: Correspondences) -> Correspondences:
