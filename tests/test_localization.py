@@ -13,12 +13,15 @@ from scipy.spatial.transform import Rotation
 
 from aerialmd.geometry.camera import cam2world_from_cam_from_world, cam_from_world_from_cam2world, pose_errors
 from aerialmd.sample_scene.evaluation import registration_accuracy
+from aerialmd.sample_scene.viewpoints import look_at
+from aerialmd.sfm.pairs_from_poses import in_image
 from aerialmd.sfm.registration import (
     Correspondences,
     GroundPhoto,
     PhotoResult,
     PointDescriptors,
     RegistrationConf,
+    aerial_frames_seeing,
     pairs_within,
     place_registered_photos,
     pose_support,
@@ -251,3 +254,22 @@ def test_the_search_keeps_the_longest_tracks_per_cell_and_every_row_of_a_kept_po
     uncapped = dataclasses.replace(points, max_per_cell=None)
     assert thinned_rows(rows, uv, uncapped, cell_px=10.0).tolist() == rows.tolist()
     assert thinned_rows(rows, uv, points, cell_px=4.0).tolist() == rows.tolist()  # every point in a cell of its own
+
+
+def test_guided_frames_see_the_photos_surface_from_its_side_first():
+    """Frames behind a wall see all of it inside their image, as do those on the photo's side: the latter come first
+    (matches from behind are wrong), whatever their names; without frames on its side, those seeing most of it."""
+    wall = np.array([[0.0, y, z] for y in np.linspace(-5, 5, 11) for z in np.linspace(0, 10, 11)])
+    photo_center = np.array([20.0, 0.0, 2.0])
+    model = pycolmap.Reconstruction()
+    camera = pycolmap.Camera(model="PINHOLE", width=640, height=480, params=[500, 500, 320, 240], camera_id=1)
+    model.add_camera_with_trivial_rig(camera)
+    frames = {"a_behind_0": (-60.0, -10.0), "a_behind_1": (-60.0, 10.0), "z_front_0": (60.0, -10.0),
+              "z_front_1": (60.0, 10.0)}
+    for image_id, (name, (x, y)) in enumerate(sorted(frames.items()), start=1):
+        pose = cam_from_world_from_cam2world(look_at(np.array([x, y, 50.0]), np.array([0.0, 0.0, 5.0])))
+        model.add_image_with_trivial_frame(pycolmap.Image(name=name, camera_id=1, image_id=image_id), pose)
+    assert all(in_image(camera, model.images[i].cam_from_world(), wall).all() for i in model.images)
+    assert aerial_frames_seeing(wall, photo_center, model, 2) == ["z_front_0", "z_front_1"]
+    assert aerial_frames_seeing(wall, photo_center, model, 4)[2:] == ["a_behind_0", "a_behind_1"]
+    assert aerial_frames_seeing(wall[:0], photo_center, model, 2) == []

@@ -34,6 +34,7 @@ from aerialmd.sfm.features import DETECTORS, Detector, FeatureConf, features_of_
 from aerialmd.sfm.pairs_from_poses import in_image
 from aerialmd.sfm.registration import (
     CONFIRMED_BY_VIEWS,
+    MAX_VIEW_ANGLE_DEG,
     STATUS_REGISTERED,
     GroundPhoto,
     PhotoResult,
@@ -42,6 +43,7 @@ from aerialmd.sfm.registration import (
     RegistrationConf,
     pooled_support,
     predict_cam2world,
+    seen_alike,
     seen_at_depth,
     sfm_points_of_keypoints,
     transform_points,
@@ -49,7 +51,6 @@ from aerialmd.sfm.registration import (
 )
 
 SURFACE_DEPTH_TOLERANCE = 0.05  # relative depth difference within which an aerial point lies on the photo's surface
-MAX_VIEW_ANGLE_DEG = 60.0  # frames seeing the photo's surface from within this angle of its rays may be warped
 FACING_SAMPLES = 2000  # surface points that measure how much of the photo a frame sees from near its viewpoint
 WARP_BORDER_PX = 8  # keypoints this close to the edge of the warped area are dropped (the edge itself is no feature)
 
@@ -109,10 +110,7 @@ def frames_to_warp(photo: GroundPhoto, cam2world: np.ndarray, surface: PhotoSurf
     ranked = []
     for image_id, rows in aerial.observed.items():
         image = model.image(image_id)
-        seen = in_image(model.camera(image.camera_id), image.cam_from_world(), samples)
-        frame_rays = samples[seen] - image.projection_center()
-        frame_rays /= np.linalg.norm(frame_rays, axis=1, keepdims=True)
-        facing = int(np.sum(np.einsum("ij,ij->i", rays[seen], frame_rays) >= np.cos(np.radians(MAX_VIEW_ANGLE_DEG))))
+        facing = int(seen_alike(image, model.camera(image.camera_id), samples, rays)[1].sum())
         on_surface = int(observed[rows].sum())
         if on_surface >= min_points or facing:
             ranked.append((-(on_surface if on_surface >= min_points else 0), -facing, image_id))

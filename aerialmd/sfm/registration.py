@@ -50,7 +50,7 @@ from aerialmd.geometry.camera import (
     pose_errors,
     values_at_pixels,
 )
-from aerialmd.sfm.pairs_from_poses import PairView, in_image, visible_fractions
+from aerialmd.sfm.pairs_from_poses import in_image
 
 MIN_SIM3_CORRESPONDENCES = 10  # 3D-3D pairs below which no Sim(3) is tried
 STATUS_REGISTERED = "registered"  # its pose is confirmed by its own matches (see the module doc)
@@ -61,6 +61,9 @@ CONFIRMED_BY_SUPPORT = "support"  # its matches reproject tightly (place_registe
 CONFIRMED_BY_PNP = "pnp"  # its PnP pose agreed with the prediction
 CONFIRMED_BY_VIEWS = "aerial_views"  # its matches to aerial frames warped to its viewpoint agree (sfm/aerial_views.py)
 CONFIRMED_BY_NEIGHBOURS = "neighbours"  # its matches to registered photos agree with it (sfm/photo_neighbours.py)
+
+
+MAX_VIEW_ANGLE_DEG = 60.0  # an aerial frame sees a photo's surface alike from within this angle of the photo's rays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,16 +289,35 @@ def scene_extent(model: pycolmap.Reconstruction) -> float:
     return float(np.linalg.norm(hi - lo))
 
 
-def aerial_frames_seeing(points: np.ndarray, model: pycolmap.Reconstruction, top: int) -> list[str]:
-    """The aerial frames in whose view most of the given metric 3D points fall (in front, inside the image); none
-    for no points (a photo without depth)."""
+def seen_alike(image: pycolmap.Image, camera: pycolmap.Camera, samples: np.ndarray,
+               rays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the world points `samples` inside the aerial `image`, and of those it sees from within
+    MAX_VIEW_ANGLE_DEG of `rays` (unit, a photo's rays to them): such a frame sees the photo's surface from its side,
+    likely unhidden and alike."""
+    inside = in_image(camera, image.cam_from_world(), samples)
+    frame_rays = samples[inside] - image.projection_center()
+    frame_rays /= np.linalg.norm(frame_rays, axis=1, keepdims=True)
+    alike = np.zeros(len(samples), dtype=bool)
+    alike[inside] = np.einsum("ij,ij->i", rays[inside], frame_rays) >= np.cos(np.radians(MAX_VIEW_ANGLE_DEG))
+    return inside, alike
+
+
+def aerial_frames_seeing(points: np.ndarray, center: np.ndarray, model: pycolmap.Reconstruction,
+                         top: int) -> list[str]:
+    """The aerial frames that see most of the given metric 3D points (a photo's surface) from within
+    MAX_VIEW_ANGLE_DEG of the photo's rays from `center`, then most of them at all (in front, inside the image); none
+    for no points (a photo without depth). Wide orbits see the whole of a photo's surface from many frames, most of
+    them from behind or far aside, where the photo's keypoints do not match; the denser the orbits, the more such
+    frames tie on what they see (docs/registration.md)."""
     if not len(points):
         return []
+    rays = points - center
+    rays /= np.maximum(np.linalg.norm(rays, axis=1, keepdims=True), 1e-12)
     scores = []
     for image in model.images.values():
-        view = PairView(image.name, model.camera(image.camera_id), image.cam_from_world(), np.nan)
-        scores.append((-float(visible_fractions(view, points[None])[0]), image.name))
-    return [name for score, name in sorted(scores)[:top] if score < 0]
+        inside, alike = seen_alike(image, model.camera(image.camera_id), points, rays)
+        scores.append((-int(alike.sum()), -int(inside.sum()), image.name))
+    return [name for alike, inside, name in sorted(scores)[:top] if inside < 0]
 
 
 def photo_depth_points(photo: GroundPhoto, sim: pycolmap.Sim3d, step: int = 16) -> np.ndarray:

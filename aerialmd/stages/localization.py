@@ -97,7 +97,9 @@ def register_photos(model: pycolmap.Reconstruction, footage: Path, photos: list[
     point_ids = point3D_ids_per_keypoint(model)
     anchors = scene_anchors(model, point_ids, photos, features, matches, matcher_conf, conf, timer, extent)
     with timer.step("registration"):
-        guided = {p.name: aerial_frames_seeing(photo_depth_points(p, anchors.sim3), model, conf.guided_pairs)
+        guided = {p.name: aerial_frames_seeing(photo_depth_points(p, anchors.sim3),
+                                               predict_cam2world(anchors.sim3, p.cam2world_sfm)[:3, 3], model,
+                                               conf.guided_pairs)
                   for p in photos}
     guided_pairs = [(name, a) for name, frames in guided.items() for a in frames]
     write_pairs(work_dir / GROUND_PAIRS_FILE, sorted(set(anchors.pairs) | set(guided_pairs)))
