@@ -14,8 +14,9 @@ it runs on 2 cores). One table: per step the seconds per image (stage 4a: per fr
 map) and the peak resident memory of the process at each size (the stages' own records: timings.json and
 peak_memory.json of stage 4a, dense.json of stage 4b), then the ratio of seconds per image between the largest and
 the smallest scene (growth) and between the two largest (last: a step whose work per image grows with the views'
-density until a bound, such as the aerial points around a photo's keypoints, flattens there). Rule (issue #24): every step within 1.5x between N and 4N, that is no step grows faster than
-about N log N. Run it on an otherwise idle machine: the figures are seconds. Figures: docs/performance.md.
+density until a bound, such as the aerial points around a photo's keypoints, flattens there). Rule (issue #24):
+every step within 1.5x between N and 4N, that is no step grows faster than about N log N. Run it on an otherwise
+idle machine: the figures are seconds. Figures: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def prepare_town(root: Path, config: SampleConfig) -> DataRoot:
     """Generate (or reuse) the largest scene and run stages 2-3 on it."""
     sample = generate_sample(root / config.scene_id, config)
     preprocess_ge(sample.root, sample.scene_list)
-    preprocess_megadepth(sample.megadepth_root, sample.scene_list, DataRoot(sample.root).megadepth_processed)
-    return DataRoot(sample.root)
+    preprocess_megadepth(sample.megadepth_root, sample.scene_list, sample.data_root.megadepth_processed)
+    return sample.data_root
 
 
 def subset_root(town: DataRoot, scene: str, every: int, root: Path) -> DataRoot:

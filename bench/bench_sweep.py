@@ -10,7 +10,8 @@ scratch. One table: per scene the photos registered (views: of them, those confi
 their viewpoint; nbrs: by registered photos; the others by their matches to the aerial points), median and worst
 rotation and position error (position as a share of the scene extent) and the scale error of the registered cameras
 against the truth; then pooled figures and each target of the registration issue with PASS or FAIL, then every
-rejected photo's reason. One set of defaults for every scene: nothing here is chosen per scene. Figures: docs/registration.md.
+rejected photo's reason. One set of defaults for every scene: nothing here is chosen per scene. Figures:
+docs/registration.md.
 
 With --dense, stage 4b then runs on each registered scene (defaults, but its depth cleaning off so that the figures
 before and after it come from one run; the cleaned maps are made with the stage's own function) and a second table

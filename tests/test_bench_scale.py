@@ -50,7 +50,8 @@ def test_a_smaller_scene_is_every_kth_frame_and_photo_of_the_town(tiny_sample, t
     preprocess_megadepth(paths.megadepth_root, town.scene_list, town.megadepth_processed)
     scene = config.scene_id
     subset = bench.subset_root(town, scene, 2, tmp_path / "half")
-    all_frames = sorted(image.name for image in pycolmap.Reconstruction(str(town.scene(scene).sparse_ge)).images.values())
+    town_model = pycolmap.Reconstruction(str(town.scene(scene).sparse_ge))
+    all_frames = sorted(image.name for image in town_model.images.values())
     model = pycolmap.Reconstruction(str(subset.scene(scene).sparse_ge))
     frames = sorted(image.name for image in model.images.values())
     assert frames == all_frames[::2] and len(frames) < len(all_frames)

@@ -105,12 +105,10 @@ def frames_to_warp(photo: GroundPhoto, cam2world: np.ndarray, surface: PhotoSurf
     unhidden and alike). Ties by id."""
     observed = points_on_surface(photo, cam2world, surface, aerial)
     samples = surface.xyz[::max(1, len(surface.xyz) // FACING_SAMPLES)]
-    rays = samples - cam2world[:3, 3]
-    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
     ranked = []
     for image_id, rows in aerial.observed.items():
         image = model.image(image_id)
-        facing = int(seen_alike(image, model.camera(image.camera_id), samples, rays)[1].sum())
+        facing = int(seen_alike(image, model.camera(image.camera_id), samples, cam2world[:3, 3])[1].sum())
         on_surface = int(observed[rows].sum())
         if on_surface >= min_points or facing:
             ranked.append((-(on_surface if on_surface >= min_points else 0), -facing, image_id))

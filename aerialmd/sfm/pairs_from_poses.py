@@ -106,7 +106,7 @@ def pairs_by_overlap(views: list[PairView], num_neighbors: int = 10, min_overlap
         raise ValueError("pairs_by_overlap: view names must be unique")
     pairs = candidate_pairs(views, max_candidates)
     directions = np.array([view.direction for view in views])
-    cosines = np.einsum("ij,ij->i", directions[pairs[:, 0]], directions[pairs[:, 1]]) if len(pairs) else np.zeros(0)
+    cosines = np.einsum("ij,ij->i", directions[pairs[:, 0]], directions[pairs[:, 1]])
     overlap = pair_overlaps(views, pairs)
     usable = (overlap >= min_overlap) & (np.degrees(np.arccos(np.clip(cosines, -1.0, 1.0))) <= max_angle_deg)
     own, other = np.concatenate([pairs[usable], pairs[usable][:, ::-1]]).T

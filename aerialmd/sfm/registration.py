@@ -61,8 +61,6 @@ CONFIRMED_BY_SUPPORT = "support"  # its matches reproject tightly (place_registe
 CONFIRMED_BY_PNP = "pnp"  # its PnP pose agreed with the prediction
 CONFIRMED_BY_VIEWS = "aerial_views"  # its matches to aerial frames warped to its viewpoint agree (sfm/aerial_views.py)
 CONFIRMED_BY_NEIGHBOURS = "neighbours"  # its matches to registered photos agree with it (sfm/photo_neighbours.py)
-
-
 MAX_VIEW_ANGLE_DEG = 60.0  # an aerial frame sees a photo's surface alike from within this angle of the photo's rays
 
 
@@ -289,16 +287,22 @@ def scene_extent(model: pycolmap.Reconstruction) -> float:
     return float(np.linalg.norm(hi - lo))
 
 
+def unit_rays(center: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Unit directions (N, 3) from `center` to the world points (N, 3)."""
+    rays = points - center
+    return rays / np.linalg.norm(rays, axis=1, keepdims=True)
+
+
 def seen_alike(image: pycolmap.Image, camera: pycolmap.Camera, samples: np.ndarray,
-               rays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+               viewpoint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Masks of the world points `samples` inside the aerial `image`, and of those it sees from within
-    MAX_VIEW_ANGLE_DEG of `rays` (unit, a photo's rays to them): such a frame sees the photo's surface from its side,
-    likely unhidden and alike."""
+    MAX_VIEW_ANGLE_DEG of the rays to them from `viewpoint` (a photo's centre): such a frame sees the photo's surface
+    from its side, likely unhidden and alike."""
     inside = in_image(camera, image.cam_from_world(), samples)
-    frame_rays = samples[inside] - image.projection_center()
-    frame_rays /= np.linalg.norm(frame_rays, axis=1, keepdims=True)
+    cosines = np.einsum("ij,ij->i", unit_rays(viewpoint, samples[inside]),
+                        unit_rays(image.projection_center(), samples[inside]))
     alike = np.zeros(len(samples), dtype=bool)
-    alike[inside] = np.einsum("ij,ij->i", rays[inside], frame_rays) >= np.cos(np.radians(MAX_VIEW_ANGLE_DEG))
+    alike[inside] = cosines >= np.cos(np.radians(MAX_VIEW_ANGLE_DEG))
     return inside, alike
 
 
@@ -311,11 +315,9 @@ def aerial_frames_seeing(points: np.ndarray, center: np.ndarray, model: pycolmap
     frames tie on what they see (docs/registration.md)."""
     if not len(points):
         return []
-    rays = points - center
-    rays /= np.maximum(np.linalg.norm(rays, axis=1, keepdims=True), 1e-12)
     scores = []
     for image in model.images.values():
-        inside, alike = seen_alike(image, model.camera(image.camera_id), points, rays)
+        inside, alike = seen_alike(image, model.camera(image.camera_id), points, center)
         scores.append((-int(alike.sum()), -int(inside.sum()), image.name))
     return [name for alike, inside, name in sorted(scores)[:top] if inside < 0]
 
@@ -635,8 +637,9 @@ def aerial_point_descriptors(model: pycolmap.Reconstruction, features_path: Path
         ids.append(np.array([pid for pid, _ in entries], dtype=np.int64))
         descriptors.append(rows[[idx for _, idx in entries]])
     point_ids = np.concatenate(ids)
-    xyz = np.array([model.point3D(int(p)).xyz for p in point_ids])
-    track_lengths = np.array([model.point3D(int(p)).track.length() for p in point_ids])
+    points = [model.point3D(int(p)) for p in point_ids]
+    xyz = np.array([point.xyz for point in points])
+    track_lengths = np.array([point.track.length() for point in points])
     return PointDescriptors(point_ids, xyz, np.concatenate(descriptors), track_lengths, max_per_cell)
 
 
