@@ -11,10 +11,11 @@ import pycolmap
 import pytest
 from scipy.spatial.transform import Rotation
 
+from aerialmd.formats.hloc_h5 import Features, write_features
 from aerialmd.geometry.camera import cam2world_from_cam_from_world, cam_from_world_from_cam2world, pose_errors
 from aerialmd.sample_scene.evaluation import registration_accuracy
 from aerialmd.sample_scene.viewpoints import look_at
-from aerialmd.sfm.pairs_from_poses import in_image
+from aerialmd.sfm.pairs_from_poses import MAX_PAIR_CANDIDATES, in_image
 from aerialmd.sfm.registration import (
     Correspondences,
     GroundPhoto,
@@ -22,10 +23,12 @@ from aerialmd.sfm.registration import (
     PointDescriptors,
     RegistrationConf,
     aerial_frames_seeing,
+    frames_facing,
     pairs_within,
     place_registered_photos,
     pose_support,
     predict_cam2world,
+    projection_guided_correspondences,
     projections,
     refine_scene_sim3,
     thinned_rows,
@@ -256,6 +259,30 @@ def test_the_search_keeps_the_longest_tracks_per_cell_and_every_row_of_a_kept_po
     assert thinned_rows(rows, uv, points, cell_px=4.0).tolist() == rows.tolist()  # every point in a cell of its own
 
 
+def test_a_tight_search_is_thinned_per_cell_of_the_guided_radius(tmp_path):
+    """1600 aerial points projecting onto every pixel of a 40 x 40 px square, each with a keypoint of its own
+    descriptor there. A search with a 6 px radius takes at most max_per_cell points per cell of the guided radius
+    (20 px here: 4 cells), not per 6 px cell (where 32 of 36 points fit): its cost per photo is bounded however
+    dense the aerial model. Every match it finds is right."""
+    camera = pycolmap.Camera(model="PINHOLE", width=400, height=300, params=[300, 300, 200, 150])
+    u, v = np.meshgrid(np.arange(180, 220) + 0.5, np.arange(140, 180) + 0.5)  # 4 cells of 20 px
+    pixels = np.column_stack([u.ravel(), v.ravel()])  # OpenCV pixel centres
+    xyz = np.column_stack([(pixels - [200, 150]) / 300 * 10.0, np.full(len(pixels), 10.0)])
+    descriptors = np.random.default_rng(0).normal(size=(len(pixels), 16)).astype(np.float32)
+    descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
+    features = tmp_path / "features.h5"
+    write_features(features, "photo.jpg", Features(pixels.astype(np.float32), descriptors.T,
+                                                   np.ones(len(pixels), np.float32), (400, 300)))
+    photo = GroundPhoto("photo.jpg", tmp_path / "photo.jpg", camera, np.eye(4), tmp_path / "depth.exr")
+    ids = np.arange(len(pixels))
+    points = PointDescriptors(ids, xyz, descriptors, np.full(len(pixels), 2), max_per_cell=32)
+    for cell_fraction, most in ((0.04, 4 * 32), (0.0, len(pixels))):
+        thinned = dataclasses.replace(points, cell_fraction=cell_fraction)
+        corr = projection_guided_correspondences(photo, np.eye(4), thinned, features, radius_px=6.0)
+        assert np.array_equal(corr.keypoints, corr.point3D_ids)
+        assert len(corr.keypoints) <= most and (cell_fraction or len(corr.keypoints) > 4 * 32)
+
+
 def test_guided_frames_see_the_photos_surface_from_its_side_first():
     """Frames behind a wall see all of it inside their image, as do those on the photo's side: the latter come first
     (matches from behind are wrong), whatever their names; without frames on its side, those seeing most of it."""
@@ -273,3 +300,24 @@ def test_guided_frames_see_the_photos_surface_from_its_side_first():
     assert aerial_frames_seeing(wall, photo_center, model, 2) == ["z_front_0", "z_front_1"]
     assert aerial_frames_seeing(wall, photo_center, model, 4)[2:] == ["a_behind_0", "a_behind_1"]
     assert aerial_frames_seeing(wall[:0], photo_center, model, 2) == []
+
+
+def test_guided_frames_of_a_dense_orbit_found_among_those_facing_the_photo():
+    """200 frames around a wall (more than MAX_PAIR_CANDIDATES): only the frames facing the wall most like each photo
+    are tested, and the guided frames are those found when testing all of them."""
+    wall = np.array([[0.0, y, z] for y in np.linspace(-5, 5, 11) for z in np.linspace(0, 10, 11)])
+    model = pycolmap.Reconstruction()
+    camera = pycolmap.Camera(model="PINHOLE", width=640, height=480, params=[500, 500, 320, 240], camera_id=1)
+    model.add_camera_with_trivial_rig(camera)
+    for image_id in range(1, 201):
+        angle = 2 * np.pi * image_id / 200
+        center = np.array([80.0 * np.cos(angle), 80.0 * np.sin(angle), 40.0 + 20.0 * (image_id % 2)])
+        pose = cam_from_world_from_cam2world(look_at(center, np.array([0.0, 0.0, 5.0])))
+        model.add_image_with_trivial_frame(pycolmap.Image(name=f"f{image_id:03d}", camera_id=1, image_id=image_id),
+                                           pose)
+    for photo_center in (np.array([20.0, 0.0, 2.0]), np.array([15.0, 12.0, 1.5]), np.array([-20.0, -3.0, 2.0])):
+        facing = frames_facing(wall, photo_center, model, MAX_PAIR_CANDIDATES)
+        assert len(facing) == MAX_PAIR_CANDIDATES
+        assert all(image.projection_center()[:2] @ photo_center[:2] > 0 for image in facing)  # the photo's side
+        guided = aerial_frames_seeing(wall, photo_center, model, 10)
+        assert len(guided) == 10 and guided == aerial_frames_seeing(wall, photo_center, model, 10, candidates=200)

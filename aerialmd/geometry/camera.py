@@ -93,3 +93,9 @@ def values_at_pixels(image: np.ndarray, xy_opencv: np.ndarray) -> np.ndarray:
     u = np.clip(np.round(xy_opencv[:, 0]).astype(int), 0, image.shape[1] - 1)
     v = np.clip(np.round(xy_opencv[:, 1]).astype(int), 0, image.shape[0] - 1)
     return image[v, u]
+
+
+def unit_rays(origin: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Unit directions (N, 3) from `origin` (one point (3,), or one per row (N, 3)) to the world points (N, 3)."""
+    rays = points - origin
+    return rays / np.linalg.norm(rays, axis=1, keepdims=True)

@@ -48,9 +48,10 @@ from aerialmd.geometry.camera import (
     opencv_intrinsics,
     opencv_to_colmap_intrinsics,
     pose_errors,
+    unit_rays,
     values_at_pixels,
 )
-from aerialmd.sfm.pairs_from_poses import in_image
+from aerialmd.sfm.pairs_from_poses import MAX_PAIR_CANDIDATES, in_image
 
 MIN_SIM3_CORRESPONDENCES = 10  # 3D-3D pairs below which no Sim(3) is tried
 STATUS_REGISTERED = "registered"  # its pose is confirmed by its own matches (see the module doc)
@@ -80,7 +81,7 @@ class RegistrationConf:
     min_support_share: float = 0.08  # of the keypoints matched around a predicted pose, those that must confirm it
     min_refined_share: float = 0.7  # of the support of the pose its matches pull it to, what a pose must have
     refine_radius_px: float = 6.0  # search radius around the projections of the first PnP pose
-    max_points_per_cell: int = 32  # aerial points searched per cell of the search radius (registration.thinned_rows)
+    max_points_per_cell: int = 32  # aerial points searched per cell of the guided radius (registration.thinned_rows)
     view_frames: int = 6  # aerial frames warped to a rejected photo's predicted viewpoint (sfm/aerial_views.py)
     neighbour_pairs: int = 5  # registered photos a rejected photo's pose is tested against (sfm/photo_neighbours.py)
     min_neighbour_overlap: float = 0.1  # share of the photo a registered photo must see to be one of them
@@ -287,12 +288,6 @@ def scene_extent(model: pycolmap.Reconstruction) -> float:
     return float(np.linalg.norm(hi - lo))
 
 
-def unit_rays(center: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Unit directions (N, 3) from `center` to the world points (N, 3)."""
-    rays = points - center
-    return rays / np.linalg.norm(rays, axis=1, keepdims=True)
-
-
 def seen_alike(image: pycolmap.Image, camera: pycolmap.Camera, samples: np.ndarray,
                viewpoint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Masks of the world points `samples` inside the aerial `image`, and of those it sees from within
@@ -306,17 +301,33 @@ def seen_alike(image: pycolmap.Image, camera: pycolmap.Camera, samples: np.ndarr
     return inside, alike
 
 
-def aerial_frames_seeing(points: np.ndarray, center: np.ndarray, model: pycolmap.Reconstruction,
-                         top: int) -> list[str]:
+def frames_facing(points: np.ndarray, center: np.ndarray, model: pycolmap.Reconstruction,
+                  limit: int) -> list[pycolmap.Image]:
+    """The model's `limit` frames whose centres, seen from the middle of the points (a photo's surface), lie closest
+    in angle to the photo's `center` (all frames when there are no more): a frame's view of the surface can only be
+    like the photo's if it looks at it from a similar direction."""
+    images = list(model.images.values())
+    if len(images) <= limit:
+        return images
+    middle = np.median(points, axis=0)
+    centers = np.array([image.projection_center() for image in images])
+    cosines = unit_rays(middle, centers) @ unit_rays(middle, center[None])[0]
+    return [images[i] for i in np.argsort(-cosines, kind="stable")[:limit]]
+
+
+def aerial_frames_seeing(points: np.ndarray, center: np.ndarray, model: pycolmap.Reconstruction, top: int,
+                         candidates: int = MAX_PAIR_CANDIDATES) -> list[str]:
     """The aerial frames that see most of the given metric 3D points (a photo's surface) from within
     MAX_VIEW_ANGLE_DEG of the photo's rays from `center`, then most of them at all (in front, inside the image); none
     for no points (a photo without depth). Wide orbits see the whole of a photo's surface from many frames, most of
     them from behind or far aside, where the photo's keypoints do not match; the denser the orbits, the more such
-    frames tie on what they see (docs/registration.md)."""
+    frames tie on what they see (docs/registration.md). Only the `candidates` frames facing the surface most like
+    the photo are tested (frames_facing), so that the cost per photo stays bounded as the orbits grow denser
+    (bench/bench_scale.py)."""
     if not len(points):
         return []
     scores = []
-    for image in model.images.values():
+    for image in frames_facing(points, center, model, candidates):
         inside, alike = seen_alike(image, model.camera(image.camera_id), points, center)
         scores.append((-int(alike.sum()), -int(inside.sum()), image.name))
     return [name for alike, inside, name in sorted(scores)[:top] if inside < 0]
@@ -589,14 +600,16 @@ def evenly_spaced(names: list[str], count: int) -> list[str]:
 @dataclasses.dataclass
 class PointDescriptors:
     """Aerial 3D points with one unit descriptor per observation (several rows may share a point). With
-    `max_per_cell`, a search around their projections takes at most that many points per cell of the search radius's
-    size, those with the longest tracks (`thinned_rows`)."""
+    `max_per_cell`, a search around their projections takes at most that many points per square cell, those with the
+    longest tracks (`thinned_rows`); a cell's side is the search radius, or `cell_fraction` of the photo's diagonal
+    when that is larger, so that a search with a small radius is bounded as well."""
 
     point3D_ids: np.ndarray  # (M,)
     xyz: np.ndarray  # (M, 3)
     descriptors: np.ndarray  # (M, D) float32, L2-normalised
     track_lengths: np.ndarray | None = None  # (M,) the track length of each row's point
     max_per_cell: int | None = None
+    cell_fraction: float = 0.0
 
 
 def thinned_rows(rows: np.ndarray, uv: np.ndarray, points: PointDescriptors, cell_px: float) -> np.ndarray:
@@ -624,7 +637,7 @@ def unit_rows(descriptors_dn: np.ndarray) -> np.ndarray:
 
 
 def aerial_point_descriptors(model: pycolmap.Reconstruction, features_path: Path, per_point: int = 3,
-                             max_per_cell: int | None = None) -> PointDescriptors:
+                             max_per_cell: int | None = None, cell_fraction: float = 0.0) -> PointDescriptors:
     """Descriptors of every triangulated aerial point, taken from (up to `per_point` of) its observations; searched
     with at most `max_per_cell` points per cell (PointDescriptors)."""
     by_image: dict[int, list[tuple[int, int]]] = {}
@@ -640,7 +653,8 @@ def aerial_point_descriptors(model: pycolmap.Reconstruction, features_path: Path
     points = [model.point3D(int(p)) for p in point_ids]
     xyz = np.array([point.xyz for point in points])
     track_lengths = np.array([point.track.length() for point in points])
-    return PointDescriptors(point_ids, xyz, np.concatenate(descriptors), track_lengths, max_per_cell)
+    return PointDescriptors(point_ids, xyz, np.concatenate(descriptors), track_lengths, max_per_cell,
+                            cell_fraction)
 
 
 def projection_guided_correspondences(photo: GroundPhoto, cam2world: np.ndarray, points: PointDescriptors,
@@ -659,7 +673,8 @@ def projection_guided_correspondences(photo: GroundPhoto, cam2world: np.ndarray,
     inside = front & (uv[:, 0] >= -radius_px) & (uv[:, 0] < photo.camera.width + radius_px) & \
         (uv[:, 1] >= -radius_px) & (uv[:, 1] < photo.camera.height + radius_px)
     rows = np.flatnonzero(inside)
-    rows = thinned_rows(rows, uv[rows], points, radius_px)
+    cell_px = max(radius_px, points.cell_fraction * float(np.hypot(photo.camera.width, photo.camera.height)))
+    rows = thinned_rows(rows, uv[rows], points, cell_px)
     near, candidates = pairs_within(uv[rows], keypoints, radius_px)
     point_rows = rows[near]
     distances = descriptor_distances(descriptors, candidates, points.descriptors, point_rows)

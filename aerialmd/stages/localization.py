@@ -110,7 +110,8 @@ def register_photos(model: pycolmap.Reconstruction, footage: Path, photos: list[
         pair_matches = [correspondences_2d3d(p.name, frames[p.name], features, matches, model, point_ids)
                         for p in photos]
         sim3, sim3_inliers, refined_on = refined_scene_sim3(photos, pair_matches, anchors, conf, extent)
-        points = aerial_point_descriptors(model, features, max_per_cell=conf.max_points_per_cell)
+        points = aerial_point_descriptors(model, features, max_per_cell=conf.max_points_per_cell,
+                                          cell_fraction=conf.guided_radius_fraction)
         results, wide_matches = [], []
         for photo, pairs in zip(photos, pair_matches):
             prediction = predict_cam2world(sim3, photo.cam2world_sfm)
