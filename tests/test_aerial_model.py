@@ -20,7 +20,6 @@ from aerialmd.sfm.features import FeatureConf
 from aerialmd.sfm.matching import MatcherConf
 from aerialmd.sfm.pairs_from_poses import (
     MAX_PAIR_CANDIDATES,
-    MIN_PARTNER_SEPARATION_DEG,
     PairView,
     axis_angles_deg,
     candidate_pairs,
@@ -277,50 +276,13 @@ def test_pairs_among_pose_neighbours_overlap_nearly_as_much_as_the_best_on_long_
     overlap[axis_angles_deg(np.array([view.direction for view in views])) > 60.0] = -1.0
     index = {view.name: i for i, view in enumerate(views)}
     partners: dict[int, list[float]] = {i: [] for i in range(count)}
-    for a, b in pairs_by_overlap(views, num_neighbors=10, min_separation_deg=0.0):
+    for a, b in pairs_by_overlap(views, num_neighbors=10):
         partners[index[a]].append(overlap[index[a], index[b]])
         partners[index[b]].append(overlap[index[a], index[b]])
     for i in range(count):
         best = np.sort(overlap[i][overlap[i] >= 0.2])[::-1][:10]
         chosen = np.sort(partners[i])[::-1][:10]
         assert len(chosen) == len(best) and np.all(chosen >= best - 0.05)
-
-
-def orbit_views(frames: int, radius: float = 150.0, height: float = 120.0) -> list[PairView]:
-    """`frames` views evenly spaced on a circle, each looking at the origin."""
-    camera = pycolmap.Camera(model="PINHOLE", width=480, height=270, params=[400, 400, 240, 135])
-    views = []
-    for k in range(frames):
-        angle = 2 * np.pi * k / frames
-        center = np.array([radius * np.cos(angle), radius * np.sin(angle), height])
-        pose = cam_from_world_from_cam2world(look_at(center, np.zeros(3)))
-        views.append(PairView(f"f{k:03d}.jpg", camera, pose, depth=float(np.linalg.norm(center))))
-    return views
-
-
-def pair_angles_deg(views: list[PairView], pairs: list[tuple[str, str]]) -> np.ndarray:
-    """Angle between the centres of each pair's views, seen from the origin."""
-    rays = {view.name: view.center / np.linalg.norm(view.center) for view in views}
-    return np.degrees(np.arccos(np.clip([rays[a] @ rays[b] for a, b in pairs], -1.0, 1.0)))
-
-
-def test_partners_on_a_dense_orbit_are_spaced_apart():
-    """Frames 1 and 0.5 deg apart (a GES video's orbit): the best-overlapping others are the next frames, which fix
-    depth poorly and repeat one another. Every pair is seen from the target at least MIN_PARTNER_SEPARATION_DEG apart,
-    and the partners do not come closer, nor become more, as the orbit is sampled more densely."""
-    dense, denser = orbit_views(360), orbit_views(720)
-    pairs, more_pairs = pairs_by_overlap(dense, num_neighbors=10), pairs_by_overlap(denser, num_neighbors=10)
-    angles, more_angles = pair_angles_deg(dense, pairs), pair_angles_deg(denser, more_pairs)
-    assert min(angles.min(), more_angles.min()) >= MIN_PARTNER_SEPARATION_DEG - 0.01
-    assert abs(np.median(more_angles) - np.median(angles)) < 0.2 * np.median(angles)  # 0.5x without spacing
-    assert len(more_pairs) / len(denser) <= 1.1 * len(pairs) / len(dense)
-
-
-def test_partners_on_a_sparse_orbit_are_the_best_overlapping():
-    """Frames farther apart than MIN_PARTNER_SEPARATION_DEG: spacing changes nothing."""
-    views = orbit_views(int(360 / (2 * MIN_PARTNER_SEPARATION_DEG)))
-    assert pairs_by_overlap(views, num_neighbors=10) == pairs_by_overlap(views, num_neighbors=10,
-                                                                         min_separation_deg=0.0)
 
 
 # --- real data ---------------------------------------------------------------------------------------------------------

@@ -14,12 +14,9 @@ import numpy as np
 import pycolmap
 from scipy.spatial import cKDTree
 
-from aerialmd.geometry.camera import unit_rays
-
 GRID_SIZE = (12, 8)  # sample points across the image (columns, rows)
 PARALLEL_AXES_SIN2 = np.sin(np.radians(3.0)) ** 2  # axes closer to parallel than this fix no common point
 MAX_PAIR_CANDIDATES = 64  # others weighed per view or photo in a larger scene (candidate_pairs, frames_facing)
-MIN_PARTNER_SEPARATION_DEG = 5.0  # between a view's partners, seen from what it looks at (spaced_partners)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,38 +95,10 @@ def pair_overlaps(views: list[PairView], pairs: np.ndarray) -> np.ndarray:
     return directed.min(axis=0)
 
 
-def spaced_partners(views: list[PairView], own: np.ndarray, other: np.ndarray, num_neighbors: int,
-                    min_separation_deg: float) -> np.ndarray:
-    """Mask of the rows (own, other) kept: per view (`own` sorted, its others in order of preference), the first
-    `num_neighbors` others whose centres, seen from the point the view looks at, lie at least `min_separation_deg`
-    from its own centre and from every other kept before.
-
-    Such partners triangulate that point at an angle of at least `min_separation_deg`, and each adds a viewpoint: on
-    a densely sampled orbit the best-overlapping others are the next frames, which match easily but fix depth poorly
-    and repeat one another, and their matches per frame grow with the sampling (bench/bench_scale.py)."""
-    centers = np.array([view.center for view in views])
-    looked_at = centers + np.array([view.depth * view.direction for view in views])
-    own_rays, other_rays = unit_rays(looked_at[own], centers[own]), unit_rays(looked_at[own], centers[other])
-    max_cosine = np.cos(np.radians(min_separation_deg))
-    kept = np.zeros(len(own), dtype=bool)
-    starts = np.flatnonzero(np.r_[True, own[1:] != own[:-1]])
-    for start, stop in zip(starts, np.r_[starts[1:], len(own)]):
-        taken = [own_rays[start]]
-        for row in range(start, stop):
-            if len(taken) > num_neighbors:
-                break
-            if np.max(np.asarray(taken) @ other_rays[row]) <= max_cosine:
-                kept[row] = True
-                taken.append(other_rays[row])
-    return kept
-
-
 def pairs_by_overlap(views: list[PairView], num_neighbors: int = 10, min_overlap: float = 0.2,
-                     max_angle_deg: float = 60.0, max_candidates: int = MAX_PAIR_CANDIDATES,
-                     min_separation_deg: float = MIN_PARTNER_SEPARATION_DEG) -> list[tuple[str, str]]:
+                     max_angle_deg: float = 60.0, max_candidates: int = MAX_PAIR_CANDIDATES) -> list[tuple[str, str]]:
     """For each view, its `num_neighbors` best-overlapping others (overlap >= min_overlap, axes within max_angle_deg)
-    among its candidates (candidate_pairs, `max_candidates` per view), spaced at least `min_separation_deg` apart
-    (spaced_partners).
+    among its candidates (candidate_pairs, `max_candidates` per view).
 
     Each unordered pair appears once, as (smaller name, larger name); the list is sorted: the result is deterministic."""
     names = [view.name for view in views]
@@ -145,7 +114,9 @@ def pairs_by_overlap(views: list[PairView], num_neighbors: int = 10, min_overlap
     name_rank = np.argsort(np.argsort(names))
     order = np.lexsort((name_rank[other], -score, own))
     own, other = own[order], other[order]
-    chosen = spaced_partners(views, own, other, num_neighbors, min_separation_deg)
+    starts = np.searchsorted(own, np.arange(len(views)))
+    rank = np.arange(len(own)) - starts[own]
+    chosen = rank < num_neighbors
     return sorted({tuple(sorted((names[a], names[b]))) for a, b in zip(own[chosen], other[chosen])})
 
 
@@ -203,8 +174,6 @@ def model_views(model: pycolmap.Reconstruction) -> list[PairView]:
 
 
 def pairs_from_poses(model: pycolmap.Reconstruction, num_neighbors: int = 10, min_overlap: float = 0.2,
-                     max_angle_deg: float = 60.0,
-                     min_separation_deg: float = MIN_PARTNER_SEPARATION_DEG) -> list[tuple[str, str]]:
+                     max_angle_deg: float = 60.0) -> list[tuple[str, str]]:
     """Pairs of a posed model's images by view overlap (see pairs_by_overlap)."""
-    return pairs_by_overlap(model_views(model), num_neighbors, min_overlap, max_angle_deg,
-                            min_separation_deg=min_separation_deg)
+    return pairs_by_overlap(model_views(model), num_neighbors, min_overlap, max_angle_deg)

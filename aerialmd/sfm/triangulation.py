@@ -33,12 +33,7 @@ from aerialmd.layout import (
 from aerialmd.run.scenes import Timer
 from aerialmd.sfm.features import FeatureConf, ImageInput, extract_features
 from aerialmd.sfm.matching import MatcherConf, match_pairs
-from aerialmd.sfm.pairs_from_poses import (
-    MIN_PARTNER_SEPARATION_DEG,
-    centers_extent,
-    observations,
-    pairs_from_poses,
-)
+from aerialmd.sfm.pairs_from_poses import centers_extent, observations, pairs_from_poses
 
 DEFAULT_MAX_SAMPSON_PX = 2.0  # known poses leave only keypoint noise; kept 91% of raw SIFT matches on GESblender
 MAX_ROTATION_CHANGE_DEG = 1e-6
@@ -262,7 +257,6 @@ class TriangulationConf:
     num_neighbors: int = 10  # frames paired with each frame (pairs_from_poses)
     min_overlap: float = 0.2  # share of a frame's view another must see to be paired
     max_angle_deg: float = 60.0  # largest angle between the viewing directions of a pair
-    min_separation_deg: float = MIN_PARTNER_SEPARATION_DEG  # between a frame's partners, seen from what it looks at
     max_sampson_px: float = DEFAULT_MAX_SAMPSON_PX  # matches farther from the known epipolar geometry are dropped
 
 
@@ -287,8 +281,7 @@ def build_aerial_model(scene_dir: Path | str, work_dir: Path | str, feature_conf
     if image_names is not None:
         model = select_images(model, image_names)
     with timer.step("pairs"):
-        pairs = pairs_from_poses(model, conf.num_neighbors, conf.min_overlap, conf.max_angle_deg,
-                                 conf.min_separation_deg)
+        pairs = pairs_from_poses(model, conf.num_neighbors, conf.min_overlap, conf.max_angle_deg)
     if not pairs:
         raise RuntimeError(f"{scene_dir}: no overlapping frame pairs among {model.num_images()} frames")
     with atomic_file(work_dir / AERIAL_PAIRS_FILE) as tmp:
