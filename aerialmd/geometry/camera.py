@@ -95,6 +95,11 @@ def values_at_pixels(image: np.ndarray, xy_opencv: np.ndarray) -> np.ndarray:
     return image[v, u]
 
 
+def image_diagonal_px(camera: pycolmap.Camera) -> float:
+    """Length of the image's diagonal in pixels: the scale of search radii given as a share of the image."""
+    return float(np.hypot(camera.width, camera.height))
+
+
 def unit_rays(origin: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Unit directions (N, 3) from `origin` (one point (3,), or one per row (N, 3)) to the world points (N, 3)."""
     rays = points - origin

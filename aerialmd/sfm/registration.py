@@ -45,6 +45,7 @@ from aerialmd.formats.hloc_h5 import COLMAP_KEYPOINT_SHIFT, has_matches, read_fe
 from aerialmd.geometry.camera import (
     cam2world_from_cam_from_world,
     cam_from_world_from_cam2world,
+    image_diagonal_px,
     opencv_intrinsics,
     opencv_to_colmap_intrinsics,
     pose_errors,
@@ -416,7 +417,7 @@ def refine_scene_sim3(sim: pycolmap.Sim3d, photos: list[GroundPhoto], observatio
 
 def guided_radius_px(photo: GroundPhoto, conf: RegistrationConf) -> float:
     """Search radius around predicted projections for a photo (RegistrationConf.guided_radius_fraction)."""
-    return conf.guided_radius_fraction * float(np.hypot(photo.camera.width, photo.camera.height))
+    return conf.guided_radius_fraction * image_diagonal_px(photo.camera)
 
 
 def place_registered_photos(sim: pycolmap.Sim3d, photos: list[GroundPhoto], results: list[PhotoResult],
@@ -673,7 +674,7 @@ def projection_guided_correspondences(photo: GroundPhoto, cam2world: np.ndarray,
     inside = front & (uv[:, 0] >= -radius_px) & (uv[:, 0] < photo.camera.width + radius_px) & \
         (uv[:, 1] >= -radius_px) & (uv[:, 1] < photo.camera.height + radius_px)
     rows = np.flatnonzero(inside)
-    cell_px = max(radius_px, points.cell_fraction * float(np.hypot(photo.camera.width, photo.camera.height)))
+    cell_px = max(radius_px, points.cell_fraction * image_diagonal_px(photo.camera))
     rows = thinned_rows(rows, uv[rows], points, cell_px)
     near, candidates = pairs_within(uv[rows], keypoints, radius_px)
     point_rows = rows[near]
