@@ -41,11 +41,11 @@ PIPELINE_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # The dense stage in the tests of the pipeline's mechanics (the pipeline_run fixture, the kill-and-resume and Ray
 # tests): small depth maps, one family of planes, 3 sources, no hole filling (about 4x faster than the defaults at
 # 120 px); the dense_output fixture (DENSE_CONF) measures the accuracy.
-PIPELINE_DENSE = DenseConf(backend="torch", max_image_size=120, num_sources=3, horizontal_planes=False, fill_rounds=0,
-                           device="cpu")
+PIPELINE_DENSE = DenseConf(backend="torch", max_image_size=120, num_sources=3, horizontal_planes=False,
+                           vertical_plane_azimuths=(), fill_rounds=0, device="cpu")
 # run_pipeline.py's flags for it: those that set the work (the Ray test keeps the backend and device choice) ...
 MVS_WORK_FLAGS = ["--mvs_max_image_size", str(PIPELINE_DENSE.max_image_size), "--no-mvs_horizontal_planes",
-                  "--mvs_num_sources", str(PIPELINE_DENSE.num_sources),
+                  "--no-mvs_vertical_planes", "--mvs_num_sources", str(PIPELINE_DENSE.num_sources),
                   "--mvs_fill_rounds", str(PIPELINE_DENSE.fill_rounds)]
 # ... and all of them
 PIPELINE_MVS_FLAGS = [*MVS_WORK_FLAGS, "--mvs_backend", PIPELINE_DENSE.backend, "--mvs_device", PIPELINE_DENSE.device]

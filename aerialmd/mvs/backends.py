@@ -21,7 +21,13 @@ from aerialmd.geometry.camera import cam2world_from_cam_from_world, opencv_intri
 from aerialmd.geometry.geodesy import WORLD_UP
 from aerialmd.layout import RAW_DEPTHS_DIR
 from aerialmd.mvs.depth_fill import fill_enclosed_holes, window_pixels
-from aerialmd.mvs.plane_sweep import MVSView, geometric_consistency_filter, horizontal_planes, resolve_device
+from aerialmd.mvs.plane_sweep import (
+    MVSView,
+    geometric_consistency_filter,
+    horizontal_planes,
+    oblique_vertical_planes,
+    resolve_device,
+)
 from aerialmd.mvs.view_selection import MAX_STEREO_ANGLE_DEG, depth_range, fronto_sweep, height_range, ranked_sources
 
 if TYPE_CHECKING:  # the stage's settings; the stage imports this module
@@ -70,6 +76,9 @@ def raw_torch_depth(model: pycolmap.Reconstruction, image_id: int, sources: list
         extra = (family,) if family is not None else ()
     sweep = conf.depth_sweep(max(ref.shape))
     depth_min, depth_max, planes = fronto_sweep(bounds, conf.num_depths)
+    for azimuth in conf.vertical_plane_azimuths:
+        family = oblique_vertical_planes(ref, WORLD_UP, azimuth, depth_min, depth_max, conf.vertical_depths)
+        extra += (family,) if family is not None else ()
     depth, _ = sweep(ref, [mvs_view(model, s, image_dir) for s in sources], depth_min, depth_max, num_depths=planes,
                      window=conf.window, device=conf.device, extra_families=extra, max_cost=conf.max_cost)
     return depth.cpu().numpy()

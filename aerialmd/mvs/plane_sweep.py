@@ -95,6 +95,26 @@ def horizontal_planes(ref: MVSView, up: np.ndarray, height_min: float, height_ma
     return PlaneFamily(normal, geometric_offsets(height_min - camera_height, top - camera_height, count))
 
 
+def oblique_vertical_planes(ref: MVSView, up: np.ndarray, azimuth_deg: float, depth_min: float, depth_max: float,
+                            count: int) -> PlaneFamily | None:
+    """Vertical planes (facades) turned `azimuth_deg` about `up` away from facing the camera (normal: the horizontal
+    part of the optical axis, turned), at distances spaced geometrically so that their depths on the optical axis
+    span depth_min to depth_max; None when they would be seen edge-on (a camera looking nearly straight down).
+    Facades seen obliquely from wide baselines do not match in fronto-parallel windows (docs/mvs.md)."""
+    cam2world = np.asarray(ref.cam2world, dtype=np.float64)
+    axis = cam2world[:3, 2]
+    horizontal = axis - (axis @ up) * up
+    if np.linalg.norm(horizontal) < 1e-3:
+        return None
+    horizontal /= np.linalg.norm(horizontal)
+    turn = np.radians(azimuth_deg)
+    normal = np.cos(turn) * horizontal + np.sin(turn) * np.cross(up, horizontal)
+    normal_cam = cam2world[:3, :3].T @ normal
+    if normal_cam[2] < 0.05:
+        return None
+    return PlaneFamily(normal_cam, geometric_offsets(depth_min * normal_cam[2], depth_max * normal_cam[2], count))
+
+
 def pixel_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
     """Homogeneous pixel coordinates (OpenCV centres) of every pixel, 3 x (H*W), row-major."""
     v, u = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float32),

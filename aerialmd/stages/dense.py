@@ -67,6 +67,10 @@ class DenseConf:
     window: int = 7
     max_cost: float = 0.8  # 1 - NCC (after smoothing) above which a pixel gets no depth; ~1 = no photometric evidence
     horizontal_planes: bool = True  # also sweep planes of constant height (ground, roofs); doubles the cost
+    # Also sweep vertical planes (facades) turned this far (degrees) from facing the camera, vertical_depths planes
+    # each: facades seen obliquely at orbit baselines do not match in fronto-parallel windows (docs/mvs.md)
+    vertical_plane_azimuths: tuple[float, ...] = (-45.0, 45.0)
+    vertical_depths: int = 64
     coarse_to_fine_above: int = 400  # long side above which the sweep runs at half resolution, refined at full (4x less)
     filter_neighbours: int = 12  # views checked by the consistency filter (torch backend)
     min_agree: int = 2  # of those, views whose depth must confirm a depth
@@ -97,8 +101,8 @@ class DenseConf:
         return dataclasses.replace(self, clean_sky=False, flying_min_neighbours=0)
 
     def settings(self) -> dict:
-        """What determines the outputs (the device does not)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "device"}
+        """What determines the outputs (the device does not), as they read back from JSON (tuples as lists)."""
+        return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k != "device"}))
 
 
 def image_sources(scene_dir: Path, processed_dirs: list[Path]) -> list[Path]:
