@@ -103,13 +103,18 @@ def render_ground(texture: np.ndarray, cam2world: np.ndarray) -> tuple[np.ndarra
     return image, ground_depth(cam2world, K_GROUND, (120, 160))
 
 
-def ground_depth(cam2world: np.ndarray, K: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Exact z-depth of the plane z = 0 in an H x W view (0 where a ray misses it)."""
+def plane_depth(cam2world: np.ndarray, K: np.ndarray, shape: tuple[int, int], normal: np.ndarray) -> np.ndarray:
+    """Exact z-depth of the world plane through the origin with `normal` in an H x W view (0 where a ray misses it)."""
     height, width = shape
     rays = np.linalg.inv(K) @ np.stack([*np.meshgrid(np.arange(width), np.arange(height)), np.ones(shape)]).reshape(3, -1)
     direction = cam2world[:3, :3] @ rays  # z-depth 1 along each ray
-    depth = -cam2world[2, 3] / direction[2]
+    depth = -(normal @ cam2world[:3, 3]) / (normal @ direction)
     return np.where(depth > 0, depth, 0.0).reshape(shape)
+
+
+def ground_depth(cam2world: np.ndarray, K: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Exact z-depth of the plane z = 0 in an H x W view (0 where a ray misses it)."""
+    return plane_depth(cam2world, K, shape, UP)
 
 
 def sweep_ground(flat_band: bool, horizontal: bool, smoothing, max_cost: float = 0.8,
@@ -191,11 +196,7 @@ def render_facade(texture: np.ndarray, cam2world: np.ndarray) -> tuple[np.ndarra
     H = K_GROUND @ (world2cam[:3, :3] @ wall_from_texel + np.outer(world2cam[:3, 3], [0, 0, 1]))
     image = cv2.warpPerspective(texture[:200], H, (160, 120), flags=cv2.INTER_LINEAR)
     on_wall = cv2.warpPerspective(np.ones((200, 800), np.float32), H, (160, 120), flags=cv2.INTER_NEAREST) > 0
-    pixels = np.stack([*np.meshgrid(np.arange(160), np.arange(120)), np.ones((120, 160))])
-    normal = np.cross(along, UP)
-    direction = np.einsum("ij,jhw->ihw", cam2world[:3, :3] @ np.linalg.inv(K_GROUND), pixels)
-    depth = -(normal @ cam2world[:3, 3]) / np.einsum("i,ihw->hw", normal, direction)
-    return image, np.where(on_wall & (depth > 0), depth, 0.0)
+    return image, np.where(on_wall, plane_depth(cam2world, K_GROUND, (120, 160), np.cross(along, UP)), 0.0)
 
 
 def sweep_facade(vertical: bool) -> tuple[np.ndarray, np.ndarray]:

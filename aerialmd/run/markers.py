@@ -46,9 +46,14 @@ def cameras_fingerprint(scene_dir: Path) -> dict[str, str]:
     return input_fingerprints(scene_dir / CAMERAS_FILE)
 
 
+def as_recorded(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as they read back from a marker's JSON (tuples become lists), to compare with recorded ones."""
+    return json.loads(json.dumps(settings))
+
+
 def refuse_other_settings(marker: Path, recorded: dict[str, Any], settings: dict[str, Any]) -> None:
     """A ValueError naming the output of `marker` and the settings that differ, when `recorded` are not `settings`."""
-    settings = json.loads(json.dumps(settings))  # as it reads back from JSON (tuples become lists)
+    settings = as_recorded(settings)
     if recorded != settings:
         changed = sorted(k for k in {*recorded, *settings} if recorded.get(k, "absent") != settings.get(k, "absent"))
         details = ", ".join(f"{k}: {recorded.get(k, 'absent')} -> {settings.get(k, 'absent')}" for k in changed)

@@ -50,7 +50,7 @@ from aerialmd.layout import (
 from aerialmd.mvs.backends import close_holes, colmap_depths, resolve_backend, torch_depths
 from aerialmd.mvs.depth_clean import clean_depth_map
 from aerialmd.mvs.plane_sweep import coarse_to_fine_depth, plane_sweep_depth, resolve_device
-from aerialmd.run.markers import SETTINGS_KEY, is_finished
+from aerialmd.run.markers import SETTINGS_KEY, as_recorded, is_finished
 from aerialmd.run.scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
 
 STAGE = "dense"
@@ -102,7 +102,7 @@ class DenseConf:
 
     def settings(self) -> dict:
         """What determines the outputs (the device does not), as they read back from JSON (tuples as lists)."""
-        return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k != "device"}))
+        return as_recorded({k: v for k, v in dataclasses.asdict(self).items() if k != "device"})
 
 
 def image_sources(scene_dir: Path, processed_dirs: list[Path]) -> list[Path]:
