@@ -36,6 +36,7 @@ from aerialmd.layout import DENSE_DIR, DENSE_REPORT, IMAGES_DIR, LOCALIZATION_DI
 from aerialmd.run.markers import SETTINGS_KEY
 from aerialmd.sample_scene import generate_sample
 from aerialmd.sample_scene.evaluation import (
+    WRONG_DEPTH_CLASSES,
     coverage_ceiling,
     dense_accuracy,
     load_ground_truth,
@@ -126,15 +127,44 @@ def coverage_target(figures: dict) -> float:
     return min(MIN_COVERAGE, CEILING_SHARE * figures["ceiling"])
 
 
+def wrong_shares(figures: dict) -> str:
+    """The depths off by more than 10 % split by pixel class (shares of them), and the share too near."""
+    counts = figures["wrong_by_class"]
+    total = max(sum(counts[name] for name in WRONG_DEPTH_CLASSES), 1)
+    return "".join(f"{counts[name] / total:>7.2f}" for name in (*WRONG_DEPTH_CLASSES, "too_near"))
+
+
 def print_dense_table(rows: list[dict]) -> None:
     print(f"\n{'scene':<11}{'kind':>7}{'maps':>5}{'coverage':>9}{'ceiling':>8}{'target':>7}{'within 2%':>10}"
-          f"{'off >10%':>9}{'sky % raw':>10}{'sky %':>7}{'cov raw':>8}{'time s':>8}")
+          f"{'off >10%':>9}{'sky % raw':>10}{'sky %':>7}{'cov raw':>8}{'time s':>8}"
+          f"  wrong: {'silh.':>6}{'graz.':>7}{'other':>7}{'near':>7}")
     for row in rows:
         for kind, f in row.get("dense", {}).items():
             print(f"{row['scene']:<11}{kind:>7}{f['images']:>5}{f['coverage']:>9.3f}{f['ceiling']:>8.3f}"
                   f"{coverage_target(f):>7.3f}{f['within_2pct']:>10.3f}{f['off_10pct']:>9.4f}"
                   f"{100 * sky_share(f['raw']):>10.2f}{100 * sky_share(f):>7.3f}{f['raw']['coverage']:>8.3f}"
-                  f"{row['dense_s']:>8.0f}")
+                  f"{row['dense_s']:>8.0f}  {'':>6}{wrong_shares(f)}")
+
+
+def pooled_dense(rows: list[dict], kind: str) -> dict:
+    """One kind's figures over every scene's pixels together (coverage of all true-valid pixels, the shares of all
+    depths produced there), with the wrong depths' classes summed."""
+    figures = [r["dense"][kind] for r in rows if kind in r.get("dense", {})]
+    covered = sum(f["covered"] for f in figures)
+    return {"coverage": covered / max(sum(f["true_valid"] for f in figures), 1),
+            "within_2pct": sum(f["within_2pct"] * f["covered"] for f in figures) / max(covered, 1),
+            "off_10pct": sum(f["off_10pct"] * f["covered"] for f in figures) / max(covered, 1),
+            "wrong_by_class": {name: sum(f["wrong_by_class"][name] for f in figures)
+                               for name in (*WRONG_DEPTH_CLASSES, "too_near")}}
+
+
+def print_pooled_dense(rows: list[dict]) -> None:
+    print(f"\n{'pooled':<11}{'kind':>7}{'coverage':>9}{'within 2%':>10}{'off >10%':>9}"
+          f"  wrong: {'silh.':>6}{'graz.':>7}{'other':>7}{'near':>7}")
+    for kind in ("aerial", "ground"):
+        f = pooled_dense(rows, kind)
+        print(f"{'':<11}{kind:>7}{f['coverage']:>9.3f}{f['within_2pct']:>10.3f}{f['off_10pct']:>9.4f}  {'':>6}"
+              f"{wrong_shares(f)}")
 
 
 def dense_verdicts(rows: list[dict]) -> list[tuple[str, str, bool]]:
@@ -238,6 +268,7 @@ def main() -> None:
         print(f"{what:<45}{figure:>20}  {'PASS' if met else 'FAIL'}")
     if args.dense:
         print_dense_table(rows)
+        print_pooled_dense(rows)
         print()
         for what, figure, met in dense_verdicts(rows):
             print(f"{what:<45}{figure:>26}  {'PASS' if met else 'FAIL'}")

@@ -54,3 +54,17 @@ def test_dense_verdicts_apply_the_dense_issue_targets_and_the_cleaning_rule():
     sky = {what: met for what, _, met in verdicts([dense_row(sky=25, raw_coverage=0.78)])}
     assert not sky["ground: cleaning leaves < 0.2 % on sky"] and not sky["ground: cleaning costs < 2 coverage points"]
     assert {what for what, _, _ in verdicts([{"scene": "s", "failed": True}])} == set()
+
+
+def test_pooled_dense_figures_weigh_every_pixel_of_every_scene_alike():
+    """Coverage pooled over scenes is all covered pixels over all true-valid ones (not the mean of the scenes'
+    coverages: 0.35 here, not 0.5), the shares are weighted by the depths produced, the wrong depths' classes summed."""
+    def scene(true_valid: int, covered: int, within: float, off: float, classes: tuple[int, int, int, int]) -> dict:
+        wrong = dict(zip(("silhouette", "grazing", "other", "too_near"), classes))
+        return {"dense": {"aerial": {"true_valid": true_valid, "covered": covered, "within_2pct": within,
+                                     "off_10pct": off, "wrong_by_class": wrong}}}
+    pooled = bench_sweep().pooled_dense([scene(1000, 800, 0.9, 0.05, (30, 5, 5, 20)),
+                                         scene(3000, 600, 0.8, 0.1, (40, 10, 10, 50))], "aerial")
+    assert abs(pooled["coverage"] - 0.35) < 1e-12
+    assert abs(pooled["within_2pct"] - 1200 / 1400) < 1e-12 and abs(pooled["off_10pct"] - 100 / 1400) < 1e-12
+    assert pooled["wrong_by_class"] == {"silhouette": 70, "grazing": 15, "other": 15, "too_near": 70}

@@ -7,7 +7,12 @@ import pytest
 
 from aerialmd.formats.depth import write_depth_exr
 from aerialmd.sample_scene import SampleConfig
-from aerialmd.sample_scene.evaluation import common_look_at_point, cross_view_visibility, neighbour_distance_ratios
+from aerialmd.sample_scene.evaluation import (
+    common_look_at_point,
+    cross_view_visibility,
+    neighbour_distance_ratios,
+    wrong_depth_classes,
+)
 from aerialmd.sample_scene.viewpoints import look_at
 from aerialmd.stages.preprocess_megadepth import scene_info_cam2world
 from tests.helpers import shared_file
@@ -120,3 +125,39 @@ def test_scene_info_reader_names_a_file_that_is_not_one(tmp_path):
     bad.write_text("not a pickle")
     with pytest.raises(ValueError, match="scene_info.npz: not a MegaDepth scene-info file"):
         scene_info_cam2world(bad)
+
+
+def pixel_rays() -> np.ndarray:
+    """Rays (x, y, 1) of the SIZE x SIZE test camera (focal FOCAL, centre 50), H x W x 3."""
+    v, u = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
+    return np.stack([(u - 50) / FOCAL, (v - 50) / FOCAL, np.ones_like(u)], axis=-1)
+
+
+K_TEST = np.array([[FOCAL, 0, 50.0], [0, FOCAL, 50.0], [0, 0, 1]])
+
+
+def test_wrong_depths_beside_a_depth_jump_count_as_silhouette():
+    """A wall at 10 m with a full-height box face at 5 m (columns 40-59): the jump's pixels are columns 39/40 and
+    59/60, so columns 36-43 and 56-63 lie within 3 px of it. Every depth 20 % too far, columns 0-9 20 % too near."""
+    truth = np.full((SIZE, SIZE), WALL, np.float32)
+    truth[:, 40:60] = 5.0
+    depth = 1.2 * truth
+    depth[:, :10] = 0.8 * truth[:, :10]
+    classes = wrong_depth_classes(depth, truth, K_TEST)
+    assert classes == {"silhouette": 16 * SIZE, "grazing": 0, "other": (SIZE - 16) * SIZE, "too_near": 10 * SIZE}
+
+
+def test_wrong_depths_on_a_floor_seen_at_a_grazing_angle():
+    """A floor 0.5 m below the camera (below the horizon, row 50; sky above it): its pixels more than 75 degrees
+    from the floor's normal (analytic: the ray's angle to the vertical) count as grazing, except those within 3 px of
+    the sky or of a depth step of more than 10 % between rows (rows up to 59: the floor's depth falls fast there)."""
+    rays = pixel_rays()
+    truth = np.where(rays[..., 1] > 0, 0.5 / np.maximum(rays[..., 1], 1e-9), 0.0).astype(np.float32)
+    classes = wrong_depth_classes(1.2 * truth, truth, K_TEST)
+    angle = np.degrees(np.arccos(rays[..., 1] / np.linalg.norm(rays, axis=-1)))
+    rows = np.arange(SIZE)[:, None]
+    expected = (angle > 75.0) & (rows > 63) & (rows < SIZE - 1)
+    expected[:, [0, SIZE - 1]] = False  # no neighbour on one side: no normal
+    assert abs(classes["grazing"] - expected.sum()) <= 2
+    assert classes["silhouette"] == 13 * SIZE  # rows 51-63
+    assert classes["too_near"] == 0 and sum(classes[k] for k in ("silhouette", "grazing", "other")) == (truth > 0).sum()

@@ -12,10 +12,17 @@ import pycolmap
 
 from aerialmd.formats.dense_model import DenseView, depth_file_name, unproject, visible_in
 from aerialmd.formats.depth import read_depth_exr, read_depth_h5
-from aerialmd.geometry.camera import cam2world_from_cam_from_world, pose_errors
+from aerialmd.geometry.camera import cam2world_from_cam_from_world, pose_errors, rescale_intrinsics
 from aerialmd.layout import DEPTHS_DIR, PROCESSED_SUFFIX
 
 MATCHABLE_FOOTPRINT_RATIO = 3.0  # views at most this much finer or coarser count (matching needs similar resolution)
+# Classes of wrong depths (off by more than 10 %): on a silhouette (within SILHOUETTE_PX of a true depth jump of more
+# than DEPTH_JUMP in log depth between neighbouring pixels, or of the sky), on a surface seen at a grazing angle (its
+# normal more than GRAZING_DEG from the line of sight), or elsewhere
+SILHOUETTE_PX = 3
+DEPTH_JUMP = 0.1
+GRAZING_DEG = 75.0
+WRONG_DEPTH_CLASSES = ("silhouette", "grazing", "other")
 
 # MegaDepth photos are named '<name>' in the ground truth and '<name>.jpg' once preprocessed (the published layout).
 
@@ -156,13 +163,61 @@ def seen_shares(figures: np.ndarray) -> dict[str, float]:
 
 def depth_accuracy(depth: np.ndarray, truth: np.ndarray) -> dict:
     """The MVS issue's figures: coverage of the ground-truth-valid pixels, and among the depths produced there the
-    fractions within 2 % relative error and off by more than 10 %; plus depths produced where the truth is sky."""
+    fractions within 2 % relative error and off by more than 10 %; plus depths produced where the truth is sky, and
+    the counts behind the fractions (to pool them over scenes)."""
     both = (depth > 0) & (truth > 0)
     error = np.abs(depth[both] - truth[both]) / truth[both]
     return {"coverage": float(both.sum() / max((truth > 0).sum(), 1)),
             "within_2pct": float(np.mean(error < 0.02)) if error.size else 0.0,
             "off_10pct": float(np.mean(error > 0.10)) if error.size else 1.0,
-            "on_sky": int(((depth > 0) & (truth == 0)).sum()), "produced": int((depth > 0).sum())}
+            "on_sky": int(((depth > 0) & (truth == 0)).sum()), "produced": int((depth > 0).sum()),
+            "true_valid": int((truth > 0).sum()), "covered": int(both.sum())}
+
+
+def silhouette_pixels(truth: np.ndarray) -> np.ndarray:
+    """H x W mask of the pixels within SILHOUETTE_PX of a true depth jump (DEPTH_JUMP in log depth between
+    4-neighbours, both sides) or of the sky (truth 0)."""
+    log_depth = np.log(np.where(truth > 0, truth, 1.0))
+    edge = truth <= 0
+    for axis in (0, 1):
+        jump = np.abs(np.diff(log_depth, axis=axis)) > DEPTH_JUMP
+        before = [slice(None), slice(None)]
+        after = [slice(None), slice(None)]
+        before[axis], after[axis] = slice(None, -1), slice(1, None)
+        edge[tuple(before)] |= jump
+        edge[tuple(after)] |= jump
+    distance = cv2.distanceTransform((~edge).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return distance <= SILHOUETTE_PX
+
+
+def grazing_pixels(truth: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """H x W mask of the pixels whose true surface (normal from the cross product of the back-projected neighbours'
+    differences) is seen more than GRAZING_DEG from its normal; False where a neighbour has no depth."""
+    height, width = truth.shape
+    u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=-1)
+    points = rays * truth[..., None]
+    along_x = np.zeros_like(points)
+    along_y = np.zeros_like(points)
+    along_x[:, 1:-1] = points[:, 2:] - points[:, :-2]
+    along_y[1:-1] = points[2:] - points[:-2]
+    normal = np.cross(along_x, along_y)
+    cosine = np.abs((normal * rays).sum(-1)) / np.maximum(np.linalg.norm(normal, axis=-1) * np.linalg.norm(rays, axis=-1),
+                                                          1e-12)
+    valid = truth > 0
+    neighbours_valid = np.zeros_like(valid)
+    neighbours_valid[1:-1, 1:-1] = valid[:-2, 1:-1] & valid[2:, 1:-1] & valid[1:-1, :-2] & valid[1:-1, 2:]
+    return neighbours_valid & (cosine < np.cos(np.radians(GRAZING_DEG)))
+
+
+def wrong_depth_classes(depth: np.ndarray, truth: np.ndarray, K: np.ndarray) -> dict[str, int]:
+    """The depths off by more than 10 % counted by WRONG_DEPTH_CLASSES (a silhouette before a grazing surface), and
+    how many of them are too near (a foreground spread over the background, or a depth in front of the surface)."""
+    off = (depth > 0) & (truth > 0) & (np.abs(depth - truth) > 0.10 * truth)
+    silhouette = off & silhouette_pixels(truth)
+    grazing = off & ~silhouette & grazing_pixels(truth, K)
+    return {"silhouette": int(silhouette.sum()), "grazing": int(grazing.sum()),
+            "other": int((off & ~silhouette & ~grazing).sum()), "too_near": int((off & (depth < truth)).sum())}
 
 
 def sky_share(figures: dict) -> float:
@@ -174,8 +229,10 @@ def dense_accuracy(dense_dir: Path, ground_truth_dir: Path,
                    transform: Callable[[str, np.ndarray], np.ndarray] | None = None) -> dict[str, dict]:
     """depth_accuracy of a `localized_dense_metric` folder against the sample's true depth, pooled per image kind
     ('aerial', 'ground'); the truth is resampled (nearest) to the depth maps' size. `transform(name, depth)`, when
-    given, is applied to each depth map first (e.g. a cleaning step under study)."""
+    given, is applied to each depth map first (e.g. a cleaning step under study). Per kind also `wrong_by_class`:
+    the depths off by more than 10 % counted by class (wrong_depth_classes)."""
     pooled: dict[str, tuple[list, list]] = {}
+    classes: dict[str, dict[str, int]] = {}
     for image in load_ground_truth(ground_truth_dir)["images"]:
         name = image["name"] + (PROCESSED_SUFFIX if image["kind"] == "ground" else "")
         path = Path(dense_dir) / DEPTHS_DIR / depth_file_name(name)
@@ -184,8 +241,13 @@ def dense_accuracy(dense_dir: Path, ground_truth_dir: Path,
         depth = read_depth_h5(path) if transform is None else transform(name, read_depth_h5(path))
         truth = read_depth_exr(Path(ground_truth_dir) / "depth" / f"{image['name']}.exr")
         truth = cv2.resize(truth, depth.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        K = rescale_intrinsics(np.asarray(image["intrinsics"]), depth.shape[1] / image["width"],
+                               depth.shape[0] / image["height"])
+        counts = classes.setdefault(image["kind"], {})
+        for name, count in wrong_depth_classes(depth, truth, K).items():
+            counts[name] = counts.get(name, 0) + count
         produced, true = pooled.setdefault(image["kind"], ([], []))
         produced.append(depth.ravel())
         true.append(truth.ravel())
-    return {kind: {**depth_accuracy(np.concatenate(p), np.concatenate(t)), "images": len(p)}
-            for kind, (p, t) in pooled.items()}
+    return {kind: {**depth_accuracy(np.concatenate(p), np.concatenate(t)), "images": len(p),
+                   "wrong_by_class": classes[kind]} for kind, (p, t) in pooled.items()}
