@@ -179,13 +179,12 @@ def silhouette_pixels(truth: np.ndarray) -> np.ndarray:
     4-neighbours, both sides) or of the sky (truth 0)."""
     log_depth = np.log(np.where(truth > 0, truth, 1.0))
     edge = truth <= 0
-    for axis in (0, 1):
-        jump = np.abs(np.diff(log_depth, axis=axis)) > DEPTH_JUMP
-        before = [slice(None), slice(None)]
-        after = [slice(None), slice(None)]
-        before[axis], after[axis] = slice(None, -1), slice(1, None)
-        edge[tuple(before)] |= jump
-        edge[tuple(after)] |= jump
+    across_rows = np.abs(np.diff(log_depth, axis=0)) > DEPTH_JUMP
+    across_columns = np.abs(np.diff(log_depth, axis=1)) > DEPTH_JUMP
+    edge[:-1] |= across_rows
+    edge[1:] |= across_rows
+    edge[:, :-1] |= across_columns
+    edge[:, 1:] |= across_columns
     distance = cv2.distanceTransform((~edge).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     return distance <= SILHOUETTE_PX
 
