@@ -288,10 +288,11 @@ def cost_volume(cost: PhotometricCost, setup: SweepSetup, chunk: int, device: to
 class SmoothingConf:
     """Semi-global aggregation of the cost volume along the 4 image axes directions (Hirschmueller's SGM, on sweep
     planes): a step of one plane between neighbouring pixels costs p1, a larger jump p2 (in units of the 1 - NCC
-    cost). It fills weakly textured areas from their surroundings and removes isolated wrong minima."""
+    cost). It fills weakly textured areas from their surroundings and removes isolated wrong minima. The defaults
+    are chosen on `bench/bench_sweep.py --dense` and `bench/bench_dense.py` (docs/mvs.md, "Stronger smoothing")."""
 
     p1: float = 0.05
-    p2: float = 0.3
+    p2: float = 0.6
 
 
 @contextlib.contextmanager

@@ -49,7 +49,7 @@ from aerialmd.layout import (
 )
 from aerialmd.mvs.backends import close_holes, colmap_depths, resolve_backend, torch_depths
 from aerialmd.mvs.depth_clean import clean_depth_map
-from aerialmd.mvs.plane_sweep import coarse_to_fine_depth, plane_sweep_depth, resolve_device
+from aerialmd.mvs.plane_sweep import SmoothingConf, coarse_to_fine_depth, plane_sweep_depth, resolve_device
 from aerialmd.run.markers import SETTINGS_KEY, as_recorded, is_finished
 from aerialmd.run.scenes import Shard, Timer, load_scene_list, run_per_scene, select_scenes
 
@@ -66,6 +66,10 @@ class DenseConf:
     num_depths: int = 128
     window: int = 7
     max_cost: float = 0.8  # 1 - NCC (after smoothing) above which a pixel gets no depth; ~1 = no photometric evidence
+    # Semi-global smoothing of the cost volumes (aerialmd.mvs.plane_sweep.SmoothingConf), in 1 - NCC units: a step of
+    # one plane between neighbouring pixels costs smoothing_p1, a larger jump smoothing_p2 (docs/mvs.md)
+    smoothing_p1: float = SmoothingConf.p1
+    smoothing_p2: float = SmoothingConf.p2
     horizontal_planes: bool = True  # also sweep planes of constant height (ground, roofs); doubles the cost
     # Also sweep vertical planes (facades) turned this far (degrees) from facing the camera, vertical_depths planes
     # each: facades seen obliquely at orbit baselines do not match in fronto-parallel windows (docs/mvs.md)
@@ -95,6 +99,10 @@ class DenseConf:
     def depth_sweep(self, long_side: int) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
         """The plane sweep for an image of this long side: coarse-to-fine above coarse_to_fine_above, else full."""
         return coarse_to_fine_depth if long_side > self.coarse_to_fine_above else plane_sweep_depth
+
+    def smoothing(self) -> SmoothingConf:
+        """The sweep's and the refinement's semi-global smoothing."""
+        return SmoothingConf(self.smoothing_p1, self.smoothing_p2)
 
     def without_cleaning(self) -> DenseConf:
         """These settings with depth cleaning off: benchmarks measure before and after it from one run."""
