@@ -81,7 +81,7 @@ def raw_torch_depth(model: pycolmap.Reconstruction, image_id: int, sources: list
         extra += (family,) if family is not None else ()
     depth, _ = sweep(ref, [mvs_view(model, s, image_dir) for s in sources], depth_min, depth_max, num_depths=planes,
                      window=conf.window, device=conf.device, extra_families=extra, max_cost=conf.max_cost,
-                     smoothing=conf.smoothing)
+                     smoothing=conf.smoothing())
     return depth.cpu().numpy()
 
 

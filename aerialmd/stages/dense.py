@@ -66,7 +66,10 @@ class DenseConf:
     num_depths: int = 128
     window: int = 7
     max_cost: float = 0.8  # 1 - NCC (after smoothing) above which a pixel gets no depth; ~1 = no photometric evidence
-    smoothing: SmoothingConf = SmoothingConf()  # semi-global smoothing of the sweep's and the refinement's costs
+    # Semi-global smoothing of the cost volumes (aerialmd.mvs.plane_sweep.SmoothingConf), in 1 - NCC units: a step of
+    # one plane between neighbouring pixels costs smoothing_p1, a larger jump smoothing_p2 (docs/mvs.md)
+    smoothing_p1: float = SmoothingConf.p1
+    smoothing_p2: float = SmoothingConf.p2
     horizontal_planes: bool = True  # also sweep planes of constant height (ground, roofs); doubles the cost
     # Also sweep vertical planes (facades) turned this far (degrees) from facing the camera, vertical_depths planes
     # each: facades seen obliquely at orbit baselines do not match in fronto-parallel windows (docs/mvs.md)
@@ -96,6 +99,10 @@ class DenseConf:
     def depth_sweep(self, long_side: int) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
         """The plane sweep for an image of this long side: coarse-to-fine above coarse_to_fine_above, else full."""
         return coarse_to_fine_depth if long_side > self.coarse_to_fine_above else plane_sweep_depth
+
+    def smoothing(self) -> SmoothingConf:
+        """The sweep's and the refinement's semi-global smoothing."""
+        return SmoothingConf(self.smoothing_p1, self.smoothing_p2)
 
     def without_cleaning(self) -> DenseConf:
         """These settings with depth cleaning off: benchmarks measure before and after it from one run."""
