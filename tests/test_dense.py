@@ -340,3 +340,41 @@ def test_footprint_ratio_on_the_street_is_what_the_pixels_cover(other_position):
     across = measured_ratio(lambda view: np.cross(steepest(view), WORLD_UP))
     assert footprint_ratios(model, 1, 2, street_point[None], normal=WORLD_UP)[0] == pytest.approx(along, rel=1e-3)
     assert footprint_ratios(model, 1, 2, street_point[None])[0] == pytest.approx(across, rel=1e-3)
+
+
+def wall_depth(view: DenseView, wall_y: float) -> np.ndarray:
+    """z-depth map of a view (its K, at its size) of the plane y = wall_y (0 where the plane is not in front)."""
+    u, v = np.meshgrid(np.arange(view.width), np.arange(view.height))
+    rays = np.stack([u, v, np.ones_like(u)], -1).reshape(-1, 3) @ np.linalg.inv(view.K).T
+    world = rays @ view.cam2world[:3, :3].T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = (wall_y - view.cam2world[1, 3]) / world[:, 1]
+    return np.where(depth > 0, depth, 0.0).reshape(view.height, view.width)
+
+
+def test_a_photo_with_a_prior_depth_ranks_the_views_that_see_its_pixels():
+    """A street photo 15 m before a wall, registered with aerial points on a facade 100 m away behind that wall (the
+    projection-guided matches of hidden points the sweep's scenes are full of): four aerial views share those points,
+    a photo 2 m beside it shares none. By the sparse points the aerial views rank first; over the photo's prior
+    (MegaDepth) depth the photo beside it does, and a photo whose own prior depth shows a screen 3 m before it (it
+    sees none of the wall) does not rank at all."""
+    K = np.array([[500.0, 0.0, 319.5], [0.0, 500.0, 239.5], [0.0, 0.0, 1.0]])
+    target = np.array([0.0, 100.0, 0.0])
+    positions = {"ref": np.zeros(3), "beside": np.array([2.0, 0.0, 0.0]), "screened": np.array([-2.0, 0.0, 0.0]),
+                 **{f"aerial{k}": np.array([x, 50.0 + y, 40.0]) for k, (x, y) in enumerate([(-20, 0), (20, 0),
+                                                                                             (-20, 20), (20, 20)])}}
+    views = [DenseView(name, 640, 480, K, look_at(position, target if name.startswith("aerial") else
+                                                  np.array([position[0], 15.0, 0.0])))
+             for name, position in positions.items()]
+    x, z = np.meshgrid(np.linspace(-20, 20, 6), np.linspace(-10, 10, 4))
+    facade = np.stack([x.ravel(), np.full(x.size, 100.0), z.ravel()], axis=1)
+    points = [SparsePoint(X, tuple((v.name, project(v, X[None])[0][0] + 0.5) for v in views
+                                   if v.name == "ref" or v.name.startswith("aerial"))) for X in facade]
+    model = build_sparse_model(views, points)
+    ids = {image.name: image_id for image_id, image in model.images.items()}
+    by_view = {view.name: view for view in views}
+    priors = {ids[name]: wall_depth(by_view[name], 15.0) for name in ("ref", "beside")}
+    priors[ids["screened"]] = np.full((480, 640), 3.0)
+    assert ranked_sources(model)[ids["ref"]].index(ids["beside"]) >= 4
+    ranking = ranked_sources(model, prior_depths=priors)[ids["ref"]]
+    assert ranking[0] == ids["beside"] and ids["screened"] not in ranking

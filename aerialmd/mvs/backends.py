@@ -86,13 +86,17 @@ def raw_torch_depth(model: pycolmap.Reconstruction, image_id: int, sources: list
 
 
 def torch_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseConf, failures: dict[str, str],
-                 timer: Timer) -> dict[str, np.ndarray]:
+                 timer: Timer, prior_depths: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Per image name the filtered torch-backend depth; raw maps are cached in workspace/raw (resumable). Steps timed:
-    ranking (the sources), sweep, consistency."""
+    ranking (the sources; images with a prior depth, by name, are ranked over it: `ranked_sources`), sweep,
+    consistency."""
     raw_dir = workspace / RAW_DEPTHS_DIR
     raw_dir.mkdir(exist_ok=True)
     with timer.step("ranking"):
-        ranking = ranked_sources(model, greedy_picks=max(conf.num_sources, conf.filter_neighbours))
+        priors = {image_id: prior_depths[image.name] for image_id, image in model.images.items()
+                  if image.name in (prior_depths or {})}
+        ranking = ranked_sources(model, greedy_picks=max(conf.num_sources, conf.filter_neighbours),
+                                 prior_depths=priors)
     with timer.step("sweep"):
         raw = sweep_depths(model, workspace, conf, ranking, failures)
     with timer.step("consistency"):

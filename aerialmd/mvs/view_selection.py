@@ -1,6 +1,7 @@
 """Which views an image is matched against, and the depth and height ranges its sweep covers, from the registered
 sparse model: partners ranked by the pixels they add a well-angled, comparably resolved partner to (the street in front
-of a ground photo included), and the sweep's bounds from the sparse points the image observes.
+of a ground photo included; a ground photo's pixels sampled from its MegaDepth depth where given), and the sweep's
+bounds from the sparse points the image observes.
 
 Measured by bench/bench_dense.py (coverage and accuracy against the sample's truth) and bench/bench_mvs.py --sources.
 """
@@ -13,6 +14,7 @@ import numpy as np
 import pycolmap
 
 from aerialmd.formats.dense_model import covisibility
+from aerialmd.geometry.camera import COLMAP_TO_OPENCV_PIXEL_SHIFT, values_at_pixels
 from aerialmd.geometry.geodesy import WORLD_UP
 from aerialmd.sfm.pairs_from_poses import in_image
 
@@ -173,35 +175,97 @@ def shared_point_counts(model: pycolmap.Reconstruction) -> dict[int, dict[int, i
     return out
 
 
+def seeing_most(cameras: PinholeCameras, others: list[int], xyz: np.ndarray, limit: int) -> list[int]:
+    """Of the `others`, the (up to `limit`) views into which most of the world points (PREFILTER_POINTS of them,
+    spread, projected without distortion) fall, each with at least one; ties go to the lower id."""
+    rest = np.array(others, dtype=np.int64)
+    if len(rest) <= limit:
+        return [int(i) for i in rest]
+    sample = xyz[np.linspace(0, len(xyz) - 1, min(len(xyz), PREFILTER_POINTS)).astype(int)]
+    share = cameras.in_view_shares(np.searchsorted(cameras.ids, rest), sample)
+    order = np.lexsort((rest, -share))[:limit]
+    return [int(i) for i in rest[order][share[order] > 0]]
+
+
 def partner_candidates(image_id: int, shared_counts: dict[int, dict[int, int]], cameras: PinholeCameras,
                        own_xyz: np.ndarray, min_shared: int, limit: int = MAX_CANDIDATES) -> list[int]:
     """The other images `ranked_sources` weighs for `image_id`: all of them in a scene of at most `limit` + 1 images;
     else the (up to `limit`) sharing the most sparse points with it (at least min_shared), then, to `limit` in all, the
-    others that see most of its points (PREFILTER_POINTS of them, spread, projected without distortion), so that the
-    cost per image stays bounded as scenes grow (bench/bench_scale.py). Only a prefix of the ranking is used (sources
-    and filter neighbours), and the best-sharing views are the ones it is made of."""
+    others that see most of its points (`seeing_most`), so that the cost per image stays bounded as scenes grow
+    (bench/bench_scale.py). Only a prefix of the ranking is used (sources and filter neighbours), and the
+    best-sharing views are the ones it is made of."""
     others = [int(i) for i in cameras.ids if i != image_id]
     if len(others) <= limit:
         return others
     shared = shared_counts[image_id]
     sharing = sorted((i for i in others if shared.get(i, 0) >= min_shared), key=lambda i: (-shared[i], i))[:limit]
-    rest = np.array([i for i in others if shared.get(i, 0) < min_shared], dtype=np.int64)
-    if len(rest) > limit - len(sharing):
-        sample = own_xyz[np.linspace(0, len(own_xyz) - 1, min(len(own_xyz), PREFILTER_POINTS)).astype(int)]
-        share = cameras.in_view_shares(np.searchsorted(cameras.ids, rest), sample)
-        order = np.lexsort((rest, -share))[:limit - len(sharing)]
-        rest = rest[order][share[order] > 0]
-    return sharing + [int(i) for i in rest]
+    rest = [i for i in others if shared.get(i, 0) < min_shared]
+    return sharing + seeing_most(cameras, rest, own_xyz, limit - len(sharing))
 
 
-def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
-                   greedy_picks: int = 16) -> dict[int, list[int]]:
-    """Per image, the other images ranked as stereo partners: first those sharing at least min_shared sparse points
-    with it, then the others that see at least min_shared of its points (a photo matched to few aerial points shares
-    them with few others: on the default sample one ground photo had a single partner by shared points), each group
-    in `coverage_order` (its first `greedy_picks`) over the image's sparse points (the shared ones, or those inside
-    the other view) and its foreground street (`foreground_street`, inside the other view), each weighted by how well
-    the pair can match it: `triangulation_angle_weight` times `resolution_weight` of the `footprint_ratios` there.
+# A prior depth map of an image (a ground photo's MegaDepth depth, scaled to metres) is sampled every
+# PRIOR_SAMPLE_PX pixels; another view with a prior depth hides a sample where its depth there is nearer by more than
+# PRIOR_OCCLUSION_TOL (relative: MegaDepth depth is smooth but not exact).
+PRIOR_SAMPLE_PX = 8
+PRIOR_OCCLUSION_TOL = 0.1
+
+
+def prior_depth_samples(model: pycolmap.Reconstruction, image_id: int, depth: np.ndarray,
+                        step: int = PRIOR_SAMPLE_PX) -> np.ndarray:
+    """World points (N x 3) of the pixels of every step-th row and column of the image's prior depth map (at its
+    camera's size, 0 = no depth)."""
+    image = model.images[image_id]
+    rows, cols = np.nonzero(depth[step // 2::step, step // 2::step] > 0)
+    rows, cols = rows * step + step // 2, cols * step + step // 2
+    xy_colmap = np.stack([cols, rows], axis=1) - COLMAP_TO_OPENCV_PIXEL_SHIFT
+    rays = model.cameras[image.camera_id].cam_from_img(xy_colmap.astype(np.float64))
+    x_cam = np.concatenate([rays, np.ones((len(rays), 1))], axis=1) * depth[rows, cols, None]
+    return image.cam_from_world().inverse() * x_cam
+
+
+def seen_in(model: pycolmap.Reconstruction, other_id: int, xyz: np.ndarray,
+            prior_depth: np.ndarray | None) -> np.ndarray:
+    """Mask of the world points that project inside the other view; with its prior depth map, also those not hidden
+    behind its depth there (where it has none, the point counts as seen)."""
+    seen = in_image(model.cameras[model.images[other_id].camera_id], model.images[other_id].cam_from_world(), xyz)
+    if prior_depth is None or not seen.any():
+        return seen
+    other = model.images[other_id]
+    x_cam = other.cam_from_world() * xyz[seen]
+    xy = model.cameras[other.camera_id].img_from_cam(x_cam) + COLMAP_TO_OPENCV_PIXEL_SHIFT
+    there = values_at_pixels(prior_depth, xy)
+    seen[seen] = (there <= 0) | (x_cam[:, 2] <= (1 + PRIOR_OCCLUSION_TOL) * there)
+    return seen
+
+
+def ranked_by_prior_depth(model: pycolmap.Reconstruction, image_id: int, samples: np.ndarray,
+                          candidates: list[int], prior_depths: dict[int, np.ndarray], min_seen: int,
+                          greedy_picks: int) -> list[int]:
+    """The candidates in `coverage_order` over samples of the image's prior depth (`prior_depth_samples`), each
+    weighted where the candidate sees it (`seen_in`) by `triangulation_angle_weight` times `resolution_weight`;
+    candidates seeing fewer than `min_seen` samples are left out."""
+    matchable = {}
+    for other_id in candidates:
+        seen = seen_in(model, other_id, samples, prior_depths.get(other_id))
+        if seen.sum() < min_seen:
+            continue
+        weights = np.zeros(len(samples))
+        weights[seen] = (triangulation_angle_weight(triangulation_angles_deg(model, image_id, other_id, samples[seen]))
+                         * resolution_weight(footprint_ratios(model, image_id, other_id, samples[seen])))
+        if weights.any():
+            matchable[other_id] = weights
+    return coverage_order(matchable, np.full(len(samples), float(PRIOR_SAMPLE_PX**2)), greedy_picks)
+
+
+def ranked_by_sparse_points(model: pycolmap.Reconstruction, image_id: int, points: dict[int, set[int]],
+                            shared_counts: dict[int, dict[int, int]], cameras: PinholeCameras, min_shared: int,
+                            greedy_picks: int) -> list[int]:
+    """The other images ranked by the image's sparse points: first those sharing at least min_shared of them, then
+    the others that see at least min_shared of its points (a photo matched to few aerial points shares them with few
+    others: on the default sample one ground photo had a single partner by shared points), each group in
+    `coverage_order` (its first `greedy_picks`) over the image's sparse points (the shared ones, or those inside the
+    other view) and its foreground street (`foreground_street`, inside the other view), each weighted by how well the
+    pair can match it: `triangulation_angle_weight` times `resolution_weight` of the `footprint_ratios` there.
     A partner a step beside the reference has tiny angles on the far points (weights near 0 there) and good ones on
     the street in front; it is not left out for its median angle. On the street the footprint is the one along its
     steepest direction (its normal is known): a photo down the street sees the street in front of the reference far
@@ -209,39 +273,61 @@ def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8,
 
     Covering the pixels rather than summing the shared points' weights: a street photo's points are on the facades it
     looks at, and the views sharing most of them (aerial frames, photos from across the square) see the street in
-    front of it much coarser or not at all. Computed once per scene; the MVS sources and the consistency-filter
-    neighbours are prefixes of it. Measured by bench/bench_dense.py (figures and history: docs/mvs.md)."""
+    front of it much coarser or not at all."""
+    image = model.images[image_id]
+    own_ids, own = observed_points(model, image_id)
+    candidates = partner_candidates(image_id, shared_counts, cameras, own, min_shared)
+    street = foreground_street(model, image_id)
+    camera = model.cameras[image.camera_id]
+    rest = max(camera.width * camera.height - len(street) * PROXY_GRID_PX**2, 0)
+    pixels = np.concatenate([np.full(len(own), rest / max(len(own), 1)), np.full(len(street), PROXY_GRID_PX**2)])
+    samples = np.concatenate([own, street])
+    groups: tuple[dict[int, np.ndarray], dict[int, np.ndarray]] = ({}, {})
+    for other_id in candidates:
+        other = model.images[other_id]
+        in_view = in_image(model.cameras[other.camera_id], other.cam_from_world(), samples)
+        shared = np.isin(own_ids, list(points[other_id]))
+        group = 0 if shared.sum() >= min_shared else 1
+        if group == 0:
+            in_view[:len(own)] = shared
+        elif in_view[:len(own)].sum() < min_shared:
+            continue
+        angles = triangulation_angles_deg(model, image_id, other_id, samples[in_view])
+        ratios = np.concatenate([footprint_ratios(model, image_id, other_id, own),
+                                 footprint_ratios(model, image_id, other_id, street, WORLD_UP)])
+        weights = np.zeros(len(samples))
+        weights[in_view] = triangulation_angle_weight(angles) * resolution_weight(ratios[in_view])
+        if weights.any():
+            groups[group][other_id] = weights
+    first = coverage_order(groups[0], pixels, greedy_picks)
+    return first + coverage_order(groups[1], pixels, greedy_picks - len(first))
+
+
+def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8, greedy_picks: int = 16,
+                   prior_depths: dict[int, np.ndarray] | None = None) -> dict[int, list[int]]:
+    """Per image, the other images ranked as stereo partners, computed once per scene; the MVS sources and the
+    consistency-filter neighbours are prefixes of it. An image with a prior depth map in `prior_depths` (a ground
+    photo's MegaDepth depth, metric, at its camera's size) is ranked over samples of that depth
+    (`ranked_by_prior_depth`, all views on an equal footing), the others by their sparse points
+    (`ranked_by_sparse_points`). A photo's sparse points are the aerial points it was registered with, many of them
+    hidden behind what it sees (matched through occluders), and the aerial frames sharing them crowded out the photos
+    that see the same pixels. Measured by bench/bench_dense.py and bench/bench_sweep.py --dense (figures and history:
+    docs/mvs.md)."""
+    prior_depths = prior_depths or {}
     points = {image_id: point_ids(image) for image_id, image in model.images.items()}
     shared_counts = shared_point_counts(model)
     cameras = PinholeCameras.of(model)
     ranking = {}
-    for image_id, image in model.images.items():
-        own_ids, own = observed_points(model, image_id)
-        candidates = partner_candidates(image_id, shared_counts, cameras, own, min_shared)
-        street = foreground_street(model, image_id)
-        camera = model.cameras[image.camera_id]
-        rest = max(camera.width * camera.height - len(street) * PROXY_GRID_PX**2, 0)
-        pixels = np.concatenate([np.full(len(own), rest / max(len(own), 1)), np.full(len(street), PROXY_GRID_PX**2)])
-        samples = np.concatenate([own, street])
-        groups: tuple[dict[int, np.ndarray], dict[int, np.ndarray]] = ({}, {})
-        for other_id in candidates:
-            other = model.images[other_id]
-            in_view = in_image(model.cameras[other.camera_id], other.cam_from_world(), samples)
-            shared = np.isin(own_ids, list(points[other_id]))
-            group = 0 if shared.sum() >= min_shared else 1
-            if group == 0:
-                in_view[:len(own)] = shared
-            elif in_view[:len(own)].sum() < min_shared:
-                continue
-            angles = triangulation_angles_deg(model, image_id, other_id, samples[in_view])
-            ratios = np.concatenate([footprint_ratios(model, image_id, other_id, own),
-                                     footprint_ratios(model, image_id, other_id, street, WORLD_UP)])
-            weights = np.zeros(len(samples))
-            weights[in_view] = triangulation_angle_weight(angles) * resolution_weight(ratios[in_view])
-            if weights.any():
-                groups[group][other_id] = weights
-        first = coverage_order(groups[0], pixels, greedy_picks)
-        ranking[image_id] = first + coverage_order(groups[1], pixels, greedy_picks - len(first))
+    for image_id in model.images:
+        prior = prior_depth_samples(model, image_id, prior_depths[image_id]) if image_id in prior_depths else ()
+        if len(prior) >= min_shared:
+            others = [int(i) for i in cameras.ids if i != image_id]
+            ranking[image_id] = ranked_by_prior_depth(model, image_id, prior,
+                                                      seeing_most(cameras, others, prior, MAX_CANDIDATES),
+                                                      prior_depths, min_shared, greedy_picks)
+        else:
+            ranking[image_id] = ranked_by_sparse_points(model, image_id, points, shared_counts, cameras, min_shared,
+                                                        greedy_picks)
     return ranking
 
 

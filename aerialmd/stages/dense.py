@@ -76,6 +76,9 @@ class DenseConf:
     vertical_plane_azimuths: tuple[float, ...] = (-45.0, 45.0)
     vertical_depths: int = 64
     coarse_to_fine_above: int = 400  # long side above which the sweep runs at half resolution, refined at full (4x less)
+    # Rank a ground photo's stereo partners over its MegaDepth depth rather than its sparse points (torch backend;
+    # aerialmd.mvs.view_selection.ranked_sources, docs/mvs.md)
+    rank_by_megadepth: bool = True
     filter_neighbours: int = 12  # views checked by the consistency filter (torch backend)
     min_agree: int = 2  # of those, views whose depth must confirm a depth
     consistency_tol: float = 0.01  # relative depth tolerance of the consistency check
@@ -165,6 +168,21 @@ def megadepth_depth_path(name: str, processed_dirs: list[Path]) -> Path | None:
                 None)
 
 
+def megadepth_prior_depths(model: pycolmap.Reconstruction, processed_dirs: list[Path],
+                           sim3_scale: float | None) -> dict[str, np.ndarray]:
+    """Per ground photo of the (undistorted) model with a preprocessed MegaDepth depth: that depth in metres (times
+    the registration's Sim(3) scale) at the photo's size (nearest), to rank its stereo partners by
+    (view_selection.ranked_sources); none without a scale."""
+    priors = {}
+    for image in model.images.values():
+        path = megadepth_depth_path(image.name, processed_dirs)
+        if path is not None and sim3_scale is not None:
+            camera = model.cameras[image.camera_id]
+            priors[image.name] = cv2.resize(read_depth_exr(path), (camera.width, camera.height),
+                                            interpolation=cv2.INTER_NEAREST) * sim3_scale
+    return priors
+
+
 def image_metrics(depths: dict[str, np.ndarray], model: pycolmap.Reconstruction, processed_dirs: list[Path],
                   sim3_scale: float | None) -> dict[str, dict]:
     """Per image: coverage (valid fraction of pixels) and, for ground photos, agreement with the scaled MegaDepth depth."""
@@ -208,15 +226,18 @@ def dense_scene(sfm_dir: Path, scene_dir: Path, processed_dirs: list[Path], conf
         model = undistort(sfm_dir / LOCALIZED_MODEL, workspace / LINKED_INPUTS_DIR, workspace / UNDISTORTED_DIR,
                           conf.max_image_size)
     failures: dict[str, str] = {}
-    compute = colmap_depths if backend == "colmap" else torch_depths
-    depths = compute(model, workspace / UNDISTORTED_DIR, conf, failures, timer)
+    registration = json.loads((sfm_dir / REGISTRATION_FILE).read_text())
+    scale = registration.get("sim3_metric_from_sfm", {}).get("scale")
+    if backend == "colmap":
+        depths = colmap_depths(model, workspace / UNDISTORTED_DIR, conf, failures, timer)
+    else:
+        priors = megadepth_prior_depths(model, processed_dirs, scale) if conf.rank_by_megadepth else {}
+        depths = torch_depths(model, workspace / UNDISTORTED_DIR, conf, failures, timer, priors)
     with timer.step("fill"):
         depths = {name: close_holes(depth, conf) for name, depth in depths.items()}
     with timer.step("cleaning"):
         depths = {name: cleaned(depth, workspace / UNDISTORTED_DIR / IMAGES_DIR / name, conf)
                   for name, depth in depths.items()}
-    registration = json.loads((sfm_dir / REGISTRATION_FILE).read_text())
-    scale = registration.get("sim3_metric_from_sfm", {}).get("scale")
     metrics = image_metrics(depths, model, processed_dirs, scale)
     summary = summarize(metrics, failures)
     document = {SETTINGS_KEY: conf.settings(), "backend": backend, "device": str(resolve_device(conf.device)),
