@@ -355,9 +355,10 @@ def wall_depth(view: DenseView, wall_y: float) -> np.ndarray:
 def test_a_photo_with_a_prior_depth_ranks_the_views_that_see_its_pixels():
     """A street photo 15 m before a wall, registered with aerial points on a facade 100 m away behind that wall (the
     projection-guided matches of hidden points the sweep's scenes are full of): four aerial views share those points,
-    a photo 2 m beside it shares none. By the sparse points the aerial views rank first; over the photo's prior
-    (MegaDepth) depth the photo beside it does, and a photo whose own prior depth shows a screen 3 m before it (it
-    sees none of the wall) does not rank at all."""
+    photos 2 m either side of it share none. One of them stands behind a screen 3 m before it (its own prior depth)
+    and sees none of the wall. By the sparse points it ranks among the first two (the hidden points lie in its view
+    at a good angle); over the photo's prior (MegaDepth) depth the photo on the other side ranks first and the
+    screened one not at all."""
     K = np.array([[500.0, 0.0, 319.5], [0.0, 500.0, 239.5], [0.0, 0.0, 1.0]])
     target = np.array([0.0, 100.0, 0.0])
     positions = {"ref": np.zeros(3), "beside": np.array([2.0, 0.0, 0.0]), "screened": np.array([-2.0, 0.0, 0.0]),
@@ -375,6 +376,27 @@ def test_a_photo_with_a_prior_depth_ranks_the_views_that_see_its_pixels():
     by_view = {view.name: view for view in views}
     priors = {ids[name]: wall_depth(by_view[name], 15.0) for name in ("ref", "beside")}
     priors[ids["screened"]] = np.full((480, 640), 3.0)
-    assert ranked_sources(model)[ids["ref"]].index(ids["beside"]) >= 4
+    assert ids["screened"] in ranked_sources(model)[ids["ref"]][:2]
     ranking = ranked_sources(model, prior_depths=priors)[ids["ref"]]
     assert ranking[0] == ids["beside"] and ids["screened"] not in ranking
+
+
+def test_a_view_seeing_all_of_an_image_ranks_before_views_sharing_a_corner_of_it():
+    """Three views share 10 of a frame's 100 points (one strip of the wall it looks at), a fourth 25 degrees away
+    shares 5 but sees them all: it ranks first (when the views sharing at least 8 points all came first, it came
+    fourth, as the frames of another orbit did for the low orbits' frames)."""
+    centre = np.array([0.0, 30.0, 0.0])
+    K = np.array([[500.0, 0.0, 319.5], [0.0, 500.0, 239.5], [0.0, 0.0, 1.0]])
+    turned = {f"strip{k}": Rotation.from_euler("z", angle, degrees=True).apply(-centre) + centre
+              for k, angle in enumerate((-8.0, 8.0, 12.0))}
+    positions = {"ref": np.zeros(3), **turned, "other": Rotation.from_euler("z", 25.0, degrees=True).apply(-centre)
+                 + centre}
+    views = [DenseView(name, 640, 480, K, look_at(position, centre)) for name, position in positions.items()]
+    x, z = np.meshgrid(np.linspace(-6, 6, 10), np.linspace(-4, 4, 10))
+    wall = np.stack([x.ravel(), np.full(x.size, 30.0), z.ravel()], axis=1)
+    observes = {"ref": lambda k: True, "other": lambda k: k % 20 == 0, **{name: lambda k: k % 10 == 0 for name in turned}}
+    points = [SparsePoint(X, tuple((v.name, project(v, X[None])[0][0] + 0.5) for v in views if observes[v.name](k)))
+              for k, X in enumerate(wall)]
+    model = build_sparse_model(views, points)
+    ids = {image.name: image_id for image_id, image in model.images.items()}
+    assert ranked_sources(model)[ids["ref"]][0] == ids["other"]

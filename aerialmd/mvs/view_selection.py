@@ -260,35 +260,34 @@ def ranked_by_prior_depth(model: pycolmap.Reconstruction, image_id: int, samples
 def ranked_by_sparse_points(model: pycolmap.Reconstruction, image_id: int, points: dict[int, set[int]],
                             shared_counts: dict[int, dict[int, int]], cameras: PinholeCameras, min_shared: int,
                             greedy_picks: int) -> list[int]:
-    """The other images ranked by the image's sparse points: first those sharing at least min_shared of them, then
-    the others that see at least min_shared of its points (a photo matched to few aerial points shares them with few
-    others: on the default sample one ground photo had a single partner by shared points), each group in
-    `coverage_order` (its first `greedy_picks`) over the image's sparse points (the shared ones, or those inside the
-    other view) and its foreground street (`foreground_street`, inside the other view), each weighted by how well the
-    pair can match it: `triangulation_angle_weight` times `resolution_weight` of the `footprint_ratios` there.
-    A partner a step beside the reference has tiny angles on the far points (weights near 0 there) and good ones on
-    the street in front; it is not left out for its median angle. On the street the footprint is the one along its
-    steepest direction (its normal is known): a photo down the street sees the street in front of the reference far
-    coarser than its distance says.
+    """The other images in `coverage_order` over the image's sparse points and its foreground street
+    (`foreground_street`): a view sharing at least min_shared of the points counts on those it shares, any other on
+    those inside it if at least min_shared are (a photo matched to few aerial points shares them with few others: on
+    the default sample one ground photo had a single partner by shared points), the street where inside it; each
+    weighted by how well the pair can match it: `triangulation_angle_weight` times `resolution_weight` of the
+    `footprint_ratios` there. A partner a step beside the reference has tiny angles on the far points (weights near
+    0 there) and good ones on the street in front; it is not left out for its median angle. On the street the
+    footprint is the one along its steepest direction (its normal is known): a photo down the street sees the street
+    in front of the reference far coarser than its distance says.
 
     Covering the pixels rather than summing the shared points' weights: a street photo's points are on the facades it
     looks at, and the views sharing most of them (aerial frames, photos from across the square) see the street in
-    front of it much coarser or not at all."""
+    front of it much coarser or not at all. The views sharing points no longer all rank before the others: at the
+    orbits' 26-45 degree baselines, frames of the other orbits share fewer points yet see the same pixels
+    (docs/mvs.md, "Aerial frames: one ranking for sharing and seeing views")."""
     image = model.images[image_id]
     own_ids, own = observed_points(model, image_id)
-    candidates = partner_candidates(image_id, shared_counts, cameras, own, min_shared)
     street = foreground_street(model, image_id)
     camera = model.cameras[image.camera_id]
     rest = max(camera.width * camera.height - len(street) * PROXY_GRID_PX**2, 0)
     pixels = np.concatenate([np.full(len(own), rest / max(len(own), 1)), np.full(len(street), PROXY_GRID_PX**2)])
     samples = np.concatenate([own, street])
-    groups: tuple[dict[int, np.ndarray], dict[int, np.ndarray]] = ({}, {})
-    for other_id in candidates:
+    matchable = {}
+    for other_id in partner_candidates(image_id, shared_counts, cameras, own, min_shared):
         other = model.images[other_id]
         in_view = in_image(model.cameras[other.camera_id], other.cam_from_world(), samples)
         shared = np.isin(own_ids, list(points[other_id]))
-        group = 0 if shared.sum() >= min_shared else 1
-        if group == 0:
+        if shared.sum() >= min_shared:
             in_view[:len(own)] = shared
         elif in_view[:len(own)].sum() < min_shared:
             continue
@@ -298,9 +297,8 @@ def ranked_by_sparse_points(model: pycolmap.Reconstruction, image_id: int, point
         weights = np.zeros(len(samples))
         weights[in_view] = triangulation_angle_weight(angles) * resolution_weight(ratios[in_view])
         if weights.any():
-            groups[group][other_id] = weights
-    first = coverage_order(groups[0], pixels, greedy_picks)
-    return first + coverage_order(groups[1], pixels, greedy_picks - len(first))
+            matchable[other_id] = weights
+    return coverage_order(matchable, pixels, greedy_picks)
 
 
 def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8, greedy_picks: int = 16,
