@@ -173,10 +173,12 @@ def megadepth_prior_depths(model: pycolmap.Reconstruction, processed_dirs: list[
     """Per ground photo of the (undistorted) model with a preprocessed MegaDepth depth: that depth in metres (times
     the registration's Sim(3) scale) at the photo's size (nearest), to rank its stereo partners by
     (view_selection.ranked_sources); none without a scale."""
-    priors = {}
+    priors: dict[str, np.ndarray] = {}
+    if sim3_scale is None:
+        return priors
     for image in model.images.values():
         path = megadepth_depth_path(image.name, processed_dirs)
-        if path is not None and sim3_scale is not None:
+        if path is not None:
             camera = model.cameras[image.camera_id]
             priors[image.name] = cv2.resize(read_depth_exr(path), (camera.width, camera.height),
                                             interpolation=cv2.INTER_NEAREST) * sim3_scale
