@@ -125,6 +125,8 @@ def test_stage_script_defaults_are_the_stage_configuration():
     off = dense_conf_from(stage.get_parser().parse_args([*required, "--no-mvs_horizontal_planes",
                                                          "--no-mvs_vertical_planes"]))
     assert off.horizontal_planes is False and off.vertical_plane_azimuths == ()
+    no_megadepth = dense_conf_from(stage.get_parser().parse_args([*required, "--no-mvs_megadepth"]))
+    assert no_megadepth == DenseConf(rank_by_megadepth=False, megadepth_vote=False)
     own_data = ["--data_root", "d", "--megadepth_dir", "m"]
     assert pipeline.pipeline_conf(pipeline.get_parser().parse_args(own_data)).dense == DenseConf()
     flags = ["--mvs_num_sources", "3", "--mvs_device", "cpu", "--mvs_fill_rounds", "0", "--no-mvs_clean_sky",

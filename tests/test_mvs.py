@@ -301,6 +301,27 @@ def test_consistency_filter_keeps_the_same_surfaces_at_any_resolution():
     assert kept[0] > 0.3 and abs(kept[1] - kept[0]) < 0.05
 
 
+def test_a_prior_depth_confirms_what_one_view_confirms_but_not_wrong_depths():
+    """A view's prior depth (a ground photo's MegaDepth depth) counts as one agreeing neighbour: where one of the two
+    neighbours has no depth, only the other confirms the reference, and its depths survive with the prior, given at a
+    scale 4 % off (fitted per view on the depths both neighbours confirm); a band of the reference 5 % too far stays
+    removed with it (neither the neighbours nor the prior confirm it)."""
+    depths, views = noisy_ground_depths(1, 0.002)
+    truth = ground_depth(ground_camera(0.0), K_GROUND, (120, 160))
+    depths["6.0"][:, :80] = 0.0
+    depths["0.0"][40:60] *= 1.05
+    neighbours = {name: [other for other in depths if other != name] for name in depths}
+    kept = {}
+    for label, priors in (("without", None), ("with", {"0.0": 1.04 * truth})):
+        filtered = geometric_consistency_filter(depths, views, neighbours, rel_tol=0.01, min_agree=2, device="cpu",
+                                                priors=priors)
+        kept[label] = filtered["0.0"].numpy() > 0
+    right_rows = np.r_[0:40, 60:120]
+    shares = {label: (float(k[right_rows].mean()), float(k[40:60].mean())) for label, k in kept.items()}
+    print(f"\nkept (right rows, 5 % band): {shares}")
+    assert shares["with"][0] > shares["without"][0] + 0.15
+    assert shares["with"][1] < 0.01 and shares["without"][1] < 0.01
+
 def test_depths_do_not_depend_on_the_thread_count():
     """Ray tasks and SLURM jobs run with as many torch threads as they have cores: the same inputs must give the same
     depths (no reduction whose order follows the thread count), here 1 vs 3 threads, both families and smoothing."""

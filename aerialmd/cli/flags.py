@@ -127,6 +127,10 @@ def add_mvs_arguments(parser: ArgumentTarget, default_size_note: str = "") -> No
     parser.add_argument("--mvs_vertical_planes", action=argparse.BooleanOptionalAction, default=True,
                         help="torch backend: also sweep vertical planes turned 45 degrees either way from facing the "
                              "camera (facades seen obliquely; about 1.3x the sweep's time; default: on)")
+    parser.add_argument("--mvs_megadepth", action=argparse.BooleanOptionalAction,
+                        default=defaults.rank_by_megadepth and defaults.megadepth_vote,
+                        help="torch backend: rank a ground photo's stereo partners over its MegaDepth depth and count "
+                             "that depth as one confirming view in the consistency filter (default: on)")
     parser.add_argument("--mvs_fill_rounds", type=int, default=defaults.fill_rounds,
                         help="rounds closing enclosed planar holes of the depth maps (0 = keep only confirmed depths)")
     parser.add_argument("--mvs_clean_sky", action=argparse.BooleanOptionalAction, default=defaults.clean_sky,
@@ -144,5 +148,6 @@ def dense_conf_from(args: argparse.Namespace, default_size: int = DenseConf.max_
     return DenseConf(backend=args.mvs_backend, max_image_size=args.mvs_max_image_size or default_size,
                      num_sources=args.mvs_num_sources, horizontal_planes=args.mvs_horizontal_planes,
                      vertical_plane_azimuths=DenseConf.vertical_plane_azimuths if args.mvs_vertical_planes else (),
+                     rank_by_megadepth=args.mvs_megadepth, megadepth_vote=args.mvs_megadepth,
                      fill_rounds=args.mvs_fill_rounds, clean_sky=args.mvs_clean_sky,
                      flying_min_neighbours=args.mvs_flying_min_neighbours, device=args.mvs_device)

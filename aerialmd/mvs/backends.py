@@ -88,13 +88,14 @@ def raw_torch_depth(model: pycolmap.Reconstruction, image_id: int, sources: list
 def torch_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseConf, failures: dict[str, str],
                  timer: Timer, prior_depths: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Per image name the filtered torch-backend depth; raw maps are cached in workspace/raw (resumable). Steps timed:
-    ranking (the sources; images with a prior depth, by name, are ranked over it: `ranked_sources`), sweep,
-    consistency."""
+    ranking (the sources; images with a prior depth, by name, are ranked over it when conf.rank_by_megadepth:
+    `ranked_sources`), sweep, consistency (a prior depth counts as one view there when conf.megadepth_vote)."""
     raw_dir = workspace / RAW_DEPTHS_DIR
     raw_dir.mkdir(exist_ok=True)
+    prior_depths = prior_depths or {}
     with timer.step("ranking"):
         priors = {image_id: prior_depths[image.name] for image_id, image in model.images.items()
-                  if image.name in (prior_depths or {})}
+                  if image.name in prior_depths and conf.rank_by_megadepth}
         ranking = ranked_sources(model, greedy_picks=max(conf.num_sources, conf.filter_neighbours),
                                  prior_depths=priors)
     with timer.step("sweep"):
@@ -105,7 +106,8 @@ def torch_depths(model: pycolmap.Reconstruction, workspace: Path, conf: DenseCon
                       for image_id, image in model.images.items() if image.name in raw}
         filtered = geometric_consistency_filter(raw, views, neighbours, rel_tol=conf.consistency_tol,
                                                 min_agree=conf.min_agree, max_reproj=conf.consistency_reproj,
-                                                device=conf.device)
+                                                device=conf.device,
+                                                priors=prior_depths if conf.megadepth_vote else None)
         return {name: depth.cpu().numpy() for name, depth in filtered.items()}
 
 

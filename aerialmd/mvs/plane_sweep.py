@@ -517,15 +517,34 @@ def agreement(ref_depth: torch.Tensor, ref: MVSView, other_depth: torch.Tensor, 
     return ok.reshape(height, width)
 
 
+# A prior depth is fitted to a depth map over at least this share of its pixels (those the views confirm) or not used.
+MIN_PRIOR_FIT_SHARE = 0.01
+
+
+def prior_agreement(depth: torch.Tensor, confirmed: torch.Tensor, prior: torch.Tensor, rel_tol: float) -> torch.Tensor:
+    """H x W mask of depths that a prior depth of the same view (a ground photo's MegaDepth depth: another
+    reconstruction, so independent evidence) confirms within rel_tol, after the prior's scale is fitted to the
+    `confirmed` depths (median ratio: robust to an error of the scale that brought it into metres); all False where
+    the two overlap on too few confirmed pixels to fit it."""
+    both = confirmed & (depth > 0) & (prior > 0)
+    if both.sum() < MIN_PRIOR_FIT_SHARE * depth.numel():
+        return torch.zeros_like(confirmed)
+    scaled = prior * (depth[both] / prior[both]).median()
+    return (depth > 0) & (prior > 0) & ((depth - scaled).abs() <= rel_tol * scaled)
+
+
 def geometric_consistency_filter(depths: dict[str, torch.Tensor | np.ndarray], views: dict[str, MVSView],
                                  neighbours: dict[str, list[str]], rel_tol: float = 0.01, min_agree: int = 2,
                                  reproject_back: bool = True, max_reproj: float = 1.0 / 320.0,
-                                 device: str | torch.device = "auto") -> dict[str, torch.Tensor]:
+                                 device: str | torch.device = "auto",
+                                 priors: dict[str, torch.Tensor | np.ndarray] | None = None) -> dict[str, torch.Tensor]:
     """Keep a depth only where at least `min_agree` neighbouring views' depth maps agree with it (see `agreement`);
     neighbours without a depth map are ignored. The reprojection tolerance `max_reproj` is a fraction of the reference
     image's long side (1/320: 1 px at 320 px, 2 px at 640 px), i.e. about a fixed angle: the depth noise in pixels grows
     with the resolution (at 640 px the sweep runs at half resolution), and a fixed pixel tolerance drops good depths at
-    higher resolutions (bench/bench_dense.py; docs/mvs.md). Returns float32 H x W tensors, 0 = removed or invalid."""
+    higher resolutions (bench/bench_dense.py; docs/mvs.md). A view's prior depth (same size, by name) counts as one
+    more agreeing neighbour where it agrees (`prior_agreement`). Returns float32 H x W tensors, 0 = removed or
+    invalid."""
     device = resolve_device(device)
     maps = {name: _float(depth, device) for name, depth in depths.items()}
     out = {}
@@ -537,5 +556,7 @@ def geometric_consistency_filter(depths: dict[str, torch.Tensor | np.ndarray], v
                 if other != name and other in maps:
                     votes += agreement(depth, views[name], maps[other], views[other], rel_tol, reproject_back,
                                        max_reproj_px, device).int()
+            if name in (priors or {}):
+                votes += prior_agreement(depth, votes >= min_agree, _float(priors[name], device), rel_tol).int()
             out[name] = torch.where(votes >= min_agree, depth, torch.zeros_like(depth))
     return out

@@ -79,6 +79,9 @@ class DenseConf:
     # Rank a ground photo's stereo partners over its MegaDepth depth rather than its sparse points (torch backend;
     # aerialmd.mvs.view_selection.ranked_sources, docs/mvs.md)
     rank_by_megadepth: bool = True
+    # A ground photo's MegaDepth depth (scale fitted per photo) counts as one confirming view in the consistency
+    # filter (torch backend; plane_sweep.prior_agreement, docs/mvs.md)
+    megadepth_vote: bool = True
     filter_neighbours: int = 12  # views checked by the consistency filter (torch backend)
     min_agree: int = 2  # of those, views whose depth must confirm a depth
     consistency_tol: float = 0.01  # relative depth tolerance of the consistency check
@@ -152,14 +155,13 @@ def cleaned(depth: np.ndarray, image_path: Path, conf: DenseConf) -> np.ndarray:
                            conf.sky_max_depth_share, margin, conf.flying_tol, conf.flying_min_neighbours)
 
 
-def megadepth_agreement(depth: np.ndarray, megadepth_depth: np.ndarray, scale: float) -> float | None:
-    """Median |MVS - s * MegaDepth| / (s * MegaDepth) over pixels where both are valid (MegaDepth resized to the
-    MVS size, nearest); None without overlap."""
-    resized = cv2.resize(megadepth_depth, depth.shape[::-1], interpolation=cv2.INTER_NEAREST) * scale
-    both = (depth > 0) & (resized > 0)
+def megadepth_agreement(depth: np.ndarray, megadepth_depth: np.ndarray) -> float | None:
+    """Median |MVS - MegaDepth| / MegaDepth over pixels where both are valid (the MegaDepth depth in metres at the
+    depth map's size: metric_megadepth_depths); None without overlap."""
+    both = (depth > 0) & (megadepth_depth > 0)
     if both.sum() < 100:
         return None
-    return float(np.median(np.abs(depth[both] - resized[both]) / resized[both]))
+    return float(np.median(np.abs(depth[both] - megadepth_depth[both]) / megadepth_depth[both]))
 
 
 def megadepth_depth_path(name: str, processed_dirs: list[Path]) -> Path | None:
@@ -168,11 +170,12 @@ def megadepth_depth_path(name: str, processed_dirs: list[Path]) -> Path | None:
                 None)
 
 
-def megadepth_prior_depths(model: pycolmap.Reconstruction, processed_dirs: list[Path],
+def metric_megadepth_depths(model: pycolmap.Reconstruction, processed_dirs: list[Path],
                            sim3_scale: float | None) -> dict[str, np.ndarray]:
     """Per ground photo of the (undistorted) model with a preprocessed MegaDepth depth: that depth in metres (times
     the registration's Sim(3) scale) at the photo's size (nearest), to rank its stereo partners by
-    (view_selection.ranked_sources); none without a scale."""
+    (view_selection.ranked_sources), to confirm its depths (plane_sweep.prior_agreement) and to report their
+    agreement (image_metrics); none without a scale."""
     priors: dict[str, np.ndarray] = {}
     if sim3_scale is None:
         return priors
@@ -185,16 +188,16 @@ def megadepth_prior_depths(model: pycolmap.Reconstruction, processed_dirs: list[
     return priors
 
 
-def image_metrics(depths: dict[str, np.ndarray], model: pycolmap.Reconstruction, processed_dirs: list[Path],
-                  sim3_scale: float | None) -> dict[str, dict]:
-    """Per image: coverage (valid fraction of pixels) and, for ground photos, agreement with the scaled MegaDepth depth."""
+def image_metrics(depths: dict[str, np.ndarray], model: pycolmap.Reconstruction,
+                  megadepth_depths: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Per image: coverage (valid fraction of pixels) and, for ground photos, agreement with their MegaDepth depth
+    (metric_megadepth_depths)."""
     metrics = {}
     for image in model.images.values():
         depth = depths.get(image.name)
         entry: dict = {"coverage": float((depth > 0).mean()) if depth is not None else 0.0}
-        mega = megadepth_depth_path(image.name, processed_dirs)
-        if depth is not None and mega is not None and sim3_scale is not None:
-            entry["megadepth_rel_diff"] = megadepth_agreement(depth, read_depth_exr(mega), sim3_scale)
+        if depth is not None and image.name in megadepth_depths:
+            entry["megadepth_rel_diff"] = megadepth_agreement(depth, megadepth_depths[image.name])
         metrics[image.name] = entry
     return metrics
 
@@ -230,17 +233,17 @@ def dense_scene(sfm_dir: Path, scene_dir: Path, processed_dirs: list[Path], conf
     failures: dict[str, str] = {}
     registration = json.loads((sfm_dir / REGISTRATION_FILE).read_text())
     scale = registration.get("sim3_metric_from_sfm", {}).get("scale")
+    megadepth_depths = metric_megadepth_depths(model, processed_dirs, scale)
     if backend == "colmap":
         depths = colmap_depths(model, workspace / UNDISTORTED_DIR, conf, failures, timer)
     else:
-        priors = megadepth_prior_depths(model, processed_dirs, scale) if conf.rank_by_megadepth else {}
-        depths = torch_depths(model, workspace / UNDISTORTED_DIR, conf, failures, timer, priors)
+        depths = torch_depths(model, workspace / UNDISTORTED_DIR, conf, failures, timer, megadepth_depths)
     with timer.step("fill"):
         depths = {name: close_holes(depth, conf) for name, depth in depths.items()}
     with timer.step("cleaning"):
         depths = {name: cleaned(depth, workspace / UNDISTORTED_DIR / IMAGES_DIR / name, conf)
                   for name, depth in depths.items()}
-    metrics = image_metrics(depths, model, processed_dirs, scale)
+    metrics = image_metrics(depths, model, megadepth_depths)
     summary = summarize(metrics, failures)
     document = {SETTINGS_KEY: conf.settings(), "backend": backend, "device": str(resolve_device(conf.device)),
                 "summary": summary, "images": metrics, "failures": failures, "timings": timer.seconds,
