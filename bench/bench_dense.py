@@ -69,7 +69,8 @@ def main() -> None:
     changes = {name: getattr(args, name) for name in SAMPLE_OPTIONS if getattr(args, name) is not None}
     config = dataclasses.replace(SAMPLE_SIZES[args.sample_size], **changes)
     paths, create = sample_pipeline(args.root, config)
-    registration = [s for s in build_stages(paths, None, None, False) if s.name not in ("dense", "report")]
+    registration = [s for s in build_stages(paths, None, None, False)
+                    if s.name in ("preprocess_ge", "preprocess_megadepth", "localization")]
     if any(r.exit_code for r in run_stages([create, *registration])):
         sys.exit("registration failed; see above")
     sfm_dir = paths.data_root / "data" / config.scene_id / "sfm_output_localization" / "sfm_sift+nn-ratio"

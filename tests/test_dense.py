@@ -383,6 +383,24 @@ def test_a_photo_with_a_prior_depth_ranks_the_views_that_see_its_pixels():
     assert ranking[0] == ids["beside"] and ids["screened"] not in ranking
 
 
+def test_in_a_large_scene_the_photo_seeing_a_photos_pixels_is_weighed_before_frames_seeing_everything():
+    """70 aerial frames on an arc 40 m before a wall and 50 m up, and two street photos 15 m before it, 2 m apart,
+    each with its prior (MegaDepth) depth. Every frame has all of the photo's wall in view, the photo beside it not
+    quite all; a scene this large weighs 64 candidates per image, and when they were the views with most of the
+    samples in view, the 64 frames left the photo beside it out of the ranking. Weighed by angle and footprint, it
+    ranks first."""
+    K = np.array([[500.0, 0.0, 319.5], [0.0, 500.0, 239.5], [0.0, 0.0, 1.0]])
+    centre = np.array([0.0, 15.0, 0.0])
+    arc = np.radians(np.linspace(-70.0, 70.0, 70))
+    frames = [DenseView(f"frame{k}", 640, 480, K, look_at(centre + [40.0 * np.sin(a), -40.0 * np.cos(a), 50.0], centre))
+              for k, a in enumerate(arc)]
+    photos = [DenseView(name, 640, 480, K, look_at(np.array([x, 0.0, 0.0]), np.array([x, 15.0, 0.0])))
+              for name, x in (("ref", 0.0), ("beside", 2.0))]
+    model = build_sparse_model(frames + photos)
+    ids = {image.name: image_id for image_id, image in model.images.items()}
+    priors = {ids[view.name]: wall_depth(view, 15.0) for view in photos}
+    assert ranked_sources(model, prior_depths=priors)[ids["ref"]][0] == ids["beside"]
+
 def test_a_view_seeing_all_of_an_image_ranks_before_views_sharing_a_corner_of_it():
     """Three views share 10 of a frame's 100 points (one strip of the wall it looks at), a fourth 25 degrees away
     shares 5 but sees them all: it ranks first (when the views sharing at least 8 points all came first, it came

@@ -238,21 +238,44 @@ def seen_in(model: pycolmap.Reconstruction, other_id: int, xyz: np.ndarray,
     return seen
 
 
+def prior_sample_weights(model: pycolmap.Reconstruction, image_id: int, other_id: int, samples: np.ndarray,
+                         other_prior: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample of the image's prior depth (`prior_depth_samples`): whether the other view sees it (`seen_in`) and
+    how well it can match it there (`triangulation_angle_weight` times `resolution_weight`; 0 where unseen)."""
+    seen = seen_in(model, other_id, samples, other_prior)
+    weights = np.zeros(len(samples))
+    if seen.any():
+        weights[seen] = (triangulation_angle_weight(triangulation_angles_deg(model, image_id, other_id, samples[seen]))
+                         * resolution_weight(footprint_ratios(model, image_id, other_id, samples[seen])))
+    return seen, weights
+
+
+def prior_candidates(model: pycolmap.Reconstruction, image_id: int, samples: np.ndarray,
+                     prior_depths: dict[int, np.ndarray], limit: int = MAX_CANDIDATES) -> list[int]:
+    """The other images `ranked_by_prior_depth` weighs: all in a scene of at most `limit` + 1 images, else the
+    `limit` with the largest summed `prior_sample_weights` over PREFILTER_POINTS of the samples (spread), each with
+    some; ties go to the lower id. Weighed, not merely in view: in a larger scene the aerial frames have every sample
+    in view, and a view-only cut kept 64 of them before the photos that see the pixels (bench/bench_sweep.py --dense,
+    large0011; docs/mvs.md)."""
+    others = [int(i) for i in sorted(model.images) if i != image_id]
+    if len(others) <= limit:
+        return others
+    sample = samples[np.linspace(0, len(samples) - 1, min(len(samples), PREFILTER_POINTS)).astype(int)]
+    score = np.array([prior_sample_weights(model, image_id, other_id, sample, prior_depths.get(other_id))[1].sum()
+                      for other_id in others])
+    order = np.lexsort((others, -score))[:limit]
+    return [others[i] for i in order if score[i] > 0]
+
+
 def ranked_by_prior_depth(model: pycolmap.Reconstruction, image_id: int, samples: np.ndarray,
                           candidates: list[int], prior_depths: dict[int, np.ndarray], min_seen: int,
                           greedy_picks: int) -> list[int]:
     """The candidates in `coverage_order` over samples of the image's prior depth (`prior_depth_samples`), each
-    weighted where the candidate sees it (`seen_in`) by `triangulation_angle_weight` times `resolution_weight`;
-    candidates seeing fewer than `min_seen` samples are left out."""
+    weighted by `prior_sample_weights`; candidates seeing fewer than `min_seen` samples are left out."""
     matchable = {}
     for other_id in candidates:
-        seen = seen_in(model, other_id, samples, prior_depths.get(other_id))
-        if seen.sum() < min_seen:
-            continue
-        weights = np.zeros(len(samples))
-        weights[seen] = (triangulation_angle_weight(triangulation_angles_deg(model, image_id, other_id, samples[seen]))
-                         * resolution_weight(footprint_ratios(model, image_id, other_id, samples[seen])))
-        if weights.any():
+        seen, weights = prior_sample_weights(model, image_id, other_id, samples, prior_depths.get(other_id))
+        if seen.sum() >= min_seen and weights.any():
             matchable[other_id] = weights
     return coverage_order(matchable, np.full(len(samples), float(PRIOR_SAMPLE_PX**2)), greedy_picks)
 
@@ -319,9 +342,8 @@ def ranked_sources(model: pycolmap.Reconstruction, min_shared: int = 8, greedy_p
     for image_id in model.images:
         prior = prior_depth_samples(model, image_id, prior_depths[image_id]) if image_id in prior_depths else ()
         if len(prior) >= min_shared:
-            others = [int(i) for i in cameras.ids if i != image_id]
             ranking[image_id] = ranked_by_prior_depth(model, image_id, prior,
-                                                      seeing_most(cameras, others, prior, MAX_CANDIDATES),
+                                                      prior_candidates(model, image_id, prior, prior_depths),
                                                       prior_depths, min_shared, greedy_picks)
         else:
             ranking[image_id] = ranked_by_sparse_points(model, image_id, points, shared_counts, cameras, min_shared,
