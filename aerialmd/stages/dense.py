@@ -171,7 +171,7 @@ def megadepth_depth_path(name: str, processed_dirs: list[Path]) -> Path | None:
 
 
 def metric_megadepth_depths(model: pycolmap.Reconstruction, processed_dirs: list[Path],
-                           sim3_scale: float | None) -> dict[str, np.ndarray]:
+                            sim3_scale: float | None) -> dict[str, np.ndarray]:
     """Per ground photo of the (undistorted) model with a preprocessed MegaDepth depth: that depth in metres (times
     the registration's Sim(3) scale) at the photo's size (nearest), to rank its stereo partners by
     (view_selection.ranked_sources), to confirm its depths (plane_sweep.prior_agreement) and to report their
