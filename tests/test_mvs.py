@@ -10,16 +10,22 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from aerialmd.mvs.plane_sweep import (
+    INVALID_COST,
     MVSView,
+    PhotometricCost,
     SmoothingConf,
     box_mean,
     coarse_to_fine_depth,
     geometric_consistency_filter,
     horizontal_planes,
+    ncc_cost,
     oblique_vertical_planes,
     plane_sweep_depth,
+    sample_source,
     smooth_cost_volume,
+    source_coordinates,
     torch_threads,
+    valid_window,
 )
 
 
@@ -60,6 +66,26 @@ def test_box_mean_is_the_mean_over_the_box_clipped_at_the_borders():
         expected = np.array([[[image[n, max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1].mean() for x in range(12)]
                               for y in range(9)] for n in range(2)])
         np.testing.assert_allclose(box_mean(torch.from_numpy(image), window).numpy(), expected, rtol=1e-5)
+
+
+def test_costs_on_each_sources_valid_crop_equal_those_on_the_whole_image():
+    """PhotometricCost computes each source's costs on the crop holding its valid pixels: at every pixel the result must
+    be the mean of the best two sources' costs computed on the whole image, bit for bit (a crop that cut a matching
+    window short would change the window sums next to it)."""
+    ref, sources = fronto_parallel_scene(1)
+    sources = [MVSView(s.image, s.K, translated(4.0 * s.cam2world[0, 3])) for s in sources]  # warps leave the source
+    depth = torch.linspace(6.0, 14.0, 5)[:, None].repeat(1, 80 * 60)
+    depth[:, :80 * 12] = 0.0  # no hypothesis on the top rows
+    cost = PhotometricCost(ref, sources, 7, 2, torch.device("cpu"))
+    whole, crops = [], []
+    for image, A, b in cost.projections:
+        x, y, inside = (v.reshape(-1, 60, 80) for v in source_coordinates(A, b, depth, image.shape, 3))
+        crops.append(valid_window(inside, 3))
+        whole.append(ncc_cost(cost.ref_mean, cost.ref_std, cost.ref_image, sample_source(image, x, y), inside, 7))
+    assert all(crop is not None and (crop[0] != slice(0, 60) or crop[1] != slice(0, 80)) for crop in crops)
+    expected = torch.stack(whole).sort(dim=0).values[:2].mean(dim=0)
+    assert (expected < INVALID_COST).float().mean() > 0.3
+    np.testing.assert_array_equal(cost(depth).numpy(), expected.numpy())
 
 
 def test_coarse_to_fine_recovers_the_fronto_parallel_plane():

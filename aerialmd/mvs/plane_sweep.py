@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
@@ -135,12 +136,12 @@ def grid_normalization(height: int, width: int, device: torch.device) -> torch.T
 
 def plane_projection(ref: MVSView, src: MVSView, src_shape: tuple[int, int],
                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A, b) with d * A + b the homogeneous source point (grid_sample-normalised x, y) of every reference pixel
-    lifted to depth d (A: H*W x 3, b: 3)."""
+    """(A, b) with d * A[:, i] + b the homogeneous source point (grid_sample-normalised x, y) of reference pixel i
+    lifted to depth d (A: 3 x H*W, one contiguous row per coordinate; b: 3)."""
     ref_to_src = relative_pose(ref, src, device)
     K_src = grid_normalization(*src_shape, device) @ _float(src.K, device)
     rays = torch.linalg.inv(_float(ref.K, device)) @ pixel_grid(*ref.shape, device)
-    return (K_src @ ref_to_src[:3, :3] @ rays).T.contiguous(), K_src @ ref_to_src[:3, 3]
+    return (K_src @ ref_to_src[:3, :3] @ rays).contiguous(), K_src @ ref_to_src[:3, 3]
 
 
 def sample_at(image: torch.Tensor, uv: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
@@ -206,20 +207,39 @@ def hypothesis_depths(offsets: torch.Tensor, ray_dot: torch.Tensor, depth_min: f
     return torch.where(inside, depth, torch.zeros_like(depth))
 
 
-def warp_source(src_image: torch.Tensor, A: torch.Tensor, b: torch.Tensor, depth: torch.Tensor,
-                shape: tuple[int, int], margin: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The source image warped into the reference at per-pixel depths (N x HW, 0 = no hypothesis): (N x H x W values,
-    N x H x W validity: a hypothesis exists and the warped pixel lies at least `margin` pixels inside the source)."""
-    hom = A[None] * depth[..., None] + b
-    z = hom[..., 2:]
-    grid = hom[..., :2] / z.clamp(min=1e-6)
-    height, width = src_image.shape
-    limit = torch.tensor([1.0 - 2.0 * margin / max(width - 1, 1), 1.0 - 2.0 * margin / max(height - 1, 1)],
-                         device=grid.device)
-    inside = (grid.abs() <= limit).all(dim=-1) & (z[..., 0] > 0) & (depth > 0)
-    warped = F.grid_sample(src_image[None, None].expand(len(depth), 1, -1, -1), grid[:, :, None], mode="bilinear",
-                           padding_mode="zeros", align_corners=True)
-    return warped.reshape(-1, *shape), inside.reshape(-1, *shape)
+def source_coordinates(A: torch.Tensor, b: torch.Tensor, depth: torch.Tensor, src_shape: tuple[int, int],
+                       margin: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where reference pixels at per-pixel depths (N x HW, 0 = no hypothesis) land in the source: grid_sample-normalised
+    x and y (N x HW each) and validity (a hypothesis exists and the point lies at least `margin` pixels inside the
+    source). Each coordinate is its own contiguous tensor: element-wise steps on a trailing axis of 2 or 3 cost torch
+    on the CPU several times more (docs/mvs.md, "Sweep speed")."""
+    z = depth * A[2] + b[2]
+    inverse_z = z.clamp(min=1e-6).reciprocal_()
+    x = (depth * A[0] + b[0]).mul_(inverse_z)
+    y = (depth * A[1] + b[1]).mul_(inverse_z)
+    height, width = src_shape
+    inside = ((x.abs() <= 1.0 - 2.0 * margin / max(width - 1, 1)) & (y.abs() <= 1.0 - 2.0 * margin / max(height - 1, 1))
+              & (z > 0) & (depth > 0))
+    return x, y, inside
+
+
+def valid_window(inside: torch.Tensor, reach: int) -> tuple[slice, slice] | None:
+    """The rows and columns of an N x H x W validity mask that hold a valid pixel, grown by `reach` on each side (the
+    matching window's), within the image; None when no pixel is valid. Costs computed on this crop equal those
+    computed on the whole image at every valid pixel: every window around one lies inside it."""
+    rows, cols = inside.any(dim=0).any(dim=1).nonzero(), inside.any(dim=0).any(dim=0).nonzero()
+    if len(rows) == 0:
+        return None
+    height, width = inside.shape[1:]
+    return (slice(max(int(rows[0]) - reach, 0), min(int(rows[-1]) + reach + 1, height)),
+            slice(max(int(cols[0]) - reach, 0), min(int(cols[-1]) + reach + 1, width)))
+
+
+def sample_source(src_image: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The source image bilinearly sampled at N x H x W grid_sample-normalised coordinates (zero outside)."""
+    grid = torch.stack((x, y), dim=-1)
+    return F.grid_sample(src_image[None, None].expand(len(grid), 1, -1, -1), grid, mode="bilinear",
+                         padding_mode="zeros", align_corners=True)[:, 0]
 
 
 @dataclasses.dataclass
@@ -259,19 +279,30 @@ class PhotometricCost:
                             for image, src in zip(images, sources)]
 
     def __call__(self, depth: torch.Tensor) -> torch.Tensor:
-        """N x H x W costs for N per-pixel depth hypotheses (N x HW, 0 = none: INVALID_COST)."""
+        """N x H x W costs for N per-pixel depth hypotheses (N x HW, 0 = none: INVALID_COST). Each source's costs are
+        computed on the crop holding its valid pixels only (valid_window: the same values, a fraction of the work where
+        the warp leaves the source or planes have no hypothesis, e.g. horizontal planes above the horizon)."""
         lowest = [torch.full((len(depth), *self.shape), INVALID_COST, device=depth.device) for _ in range(self.k)]
         for image, A, b in self.projections:
-            warped, valid = warp_source(image, A, b, depth, self.shape, self.window // 2)
-            keep_lowest(lowest, ncc_cost(self.ref_mean, self.ref_std, self.ref_image, warped, valid, self.window))
-        return torch.stack(lowest).mean(dim=0)
+            x, y, inside = (v.reshape(-1, *self.shape) for v in source_coordinates(A, b, depth, image.shape,
+                                                                                   self.window // 2))
+            crop = valid_window(inside, self.window // 2)
+            if crop is None:
+                continue
+            warped = sample_source(image, x[(slice(None), *crop)], y[(slice(None), *crop)])
+            cost = ncc_cost(self.ref_mean[crop], self.ref_std[crop], self.ref_image[crop], warped,
+                            inside[(slice(None), *crop)], self.window)
+            keep_lowest([kept[(slice(None), *crop)] for kept in lowest], cost)
+        return sum(lowest[1:], lowest[0]) / len(lowest)
 
 
 def keep_lowest(lowest: list[torch.Tensor], cost: torch.Tensor) -> None:
-    """Insert `cost` into the element-wise sorted list `lowest` (ascending; the largest falls off), in place: the
+    """Insert `cost` into the element-wise sorted tensors `lowest` (ascending; the largest falls off), in place: the
     running k lowest costs over the sources without stacking all of them (k is small: 2)."""
-    for rank, kept in enumerate(lowest):
-        lowest[rank], cost = torch.minimum(kept, cost), torch.maximum(kept, cost)
+    for kept in lowest:
+        smaller = torch.minimum(kept, cost)
+        cost = torch.maximum(kept, cost)
+        kept.copy_(smaller)
 
 
 def cost_volume(cost: PhotometricCost, setup: SweepSetup, chunk: int, device: torch.device) -> torch.Tensor:
@@ -341,9 +372,8 @@ def both_ways_along(volume: torch.Tensor, axis: int, p1: float, p2: float) -> to
 def smooth_cost_volume(volume: torch.Tensor, conf: SmoothingConf) -> torch.Tensor:
     """Mean of the SGM path costs along +-x and +-y (same scale as the input volume). The planes of all families are
     stacked along D, so a step between two families' end planes is charged p1 like any neighbour."""
-    with single_threaded(volume.device):
-        horizontal = both_ways_along(volume, 2, conf.p1, conf.p2)
-        vertical = both_ways_along(volume, 1, conf.p1, conf.p2)
+    with single_threaded(volume.device), ThreadPoolExecutor(2) as pool:  # the two axes' scans side by side
+        horizontal, vertical = pool.map(lambda axis: both_ways_along(volume, axis, conf.p1, conf.p2), (2, 1))
     return ((horizontal + vertical) / 4.0).contiguous()
 
 
