@@ -227,7 +227,8 @@ def valid_window(inside: torch.Tensor, reach: int) -> tuple[slice, slice] | None
     """The rows and columns of an N x H x W validity mask that hold a valid pixel, grown by `reach` on each side (the
     matching window's), within the image; None when no pixel is valid. Costs computed on this crop equal those
     computed on the whole image at every valid pixel: every window around one lies inside it."""
-    rows, cols = inside.any(dim=0).any(dim=1).nonzero(), inside.any(dim=0).any(dim=0).nonzero()
+    anywhere = inside.any(dim=0)
+    rows, cols = anywhere.any(dim=1).nonzero(), anywhere.any(dim=0).nonzero()
     if len(rows) == 0:
         return None
     height, width = inside.shape[1:]
@@ -289,10 +290,11 @@ class PhotometricCost:
             crop = valid_window(inside, self.window // 2)
             if crop is None:
                 continue
-            warped = sample_source(image, x[(slice(None), *crop)], y[(slice(None), *crop)])
-            cost = ncc_cost(self.ref_mean[crop], self.ref_std[crop], self.ref_image[crop], warped,
-                            inside[(slice(None), *crop)], self.window)
-            keep_lowest([kept[(slice(None), *crop)] for kept in lowest], cost)
+            rows, cols = crop
+            warped = sample_source(image, x[:, rows, cols], y[:, rows, cols])
+            cost = ncc_cost(self.ref_mean[rows, cols], self.ref_std[rows, cols], self.ref_image[rows, cols], warped,
+                            inside[:, rows, cols], self.window)
+            keep_lowest([kept[:, rows, cols] for kept in lowest], cost)
         return sum(lowest[1:], lowest[0]) / len(lowest)
 
 
