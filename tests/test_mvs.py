@@ -79,7 +79,7 @@ def test_costs_on_each_sources_valid_crop_equal_those_on_the_whole_image():
     cost = PhotometricCost(ref, sources, 7, 2, torch.device("cpu"))
     whole, crops = [], []
     for image, A, b in cost.projections:
-        x, y, inside = (v.reshape(-1, 60, 80) for v in source_coordinates(A, b, depth, image.shape, 3))
+        x, y, inside = source_coordinates(A, b, depth, (60, 80), image.shape, 3)
         crops.append(valid_window(inside, 3))
         whole.append(ncc_cost(cost.ref_mean, cost.ref_std, cost.ref_image, sample_source(image, x, y), inside, 7))
     assert all(crop is not None and (crop[0] != slice(0, 60) or crop[1] != slice(0, 80)) for crop in crops)

@@ -207,12 +207,12 @@ def hypothesis_depths(offsets: torch.Tensor, ray_dot: torch.Tensor, depth_min: f
     return torch.where(inside, depth, torch.zeros_like(depth))
 
 
-def source_coordinates(A: torch.Tensor, b: torch.Tensor, depth: torch.Tensor, src_shape: tuple[int, int],
-                       margin: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Where reference pixels at per-pixel depths (N x HW, 0 = no hypothesis) land in the source: grid_sample-normalised
-    x and y (N x HW each) and validity (a hypothesis exists and the point lies at least `margin` pixels inside the
-    source). Each coordinate is its own contiguous tensor: element-wise steps on a trailing axis of 2 or 3 cost torch
-    on the CPU several times more (docs/mvs.md, "Sweep speed")."""
+def source_coordinates(A: torch.Tensor, b: torch.Tensor, depth: torch.Tensor, shape: tuple[int, int],
+                       src_shape: tuple[int, int], margin: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where the pixels of a reference of `shape` at per-pixel depths (N x HW, 0 = no hypothesis) land in the source:
+    grid_sample-normalised x and y (N x H x W each) and validity (a hypothesis exists and the point lies at least
+    `margin` pixels inside the source). Each coordinate is its own contiguous tensor: element-wise steps on a trailing
+    axis of 2 or 3 cost torch on the CPU several times more (docs/mvs.md, "Sweep speed")."""
     z = depth * A[2] + b[2]
     inverse_z = z.clamp(min=1e-6).reciprocal_()
     x = (depth * A[0] + b[0]).mul_(inverse_z)
@@ -220,7 +220,7 @@ def source_coordinates(A: torch.Tensor, b: torch.Tensor, depth: torch.Tensor, sr
     height, width = src_shape
     inside = ((x.abs() <= 1.0 - 2.0 * margin / max(width - 1, 1)) & (y.abs() <= 1.0 - 2.0 * margin / max(height - 1, 1))
               & (z > 0) & (depth > 0))
-    return x, y, inside
+    return x.reshape(-1, *shape), y.reshape(-1, *shape), inside.reshape(-1, *shape)
 
 
 def valid_window(inside: torch.Tensor, reach: int) -> tuple[slice, slice] | None:
@@ -285,8 +285,7 @@ class PhotometricCost:
         the warp leaves the source or planes have no hypothesis, e.g. horizontal planes above the horizon)."""
         lowest = [torch.full((len(depth), *self.shape), INVALID_COST, device=depth.device) for _ in range(self.k)]
         for image, A, b in self.projections:
-            x, y, inside = (v.reshape(-1, *self.shape) for v in source_coordinates(A, b, depth, image.shape,
-                                                                                   self.window // 2))
+            x, y, inside = source_coordinates(A, b, depth, self.shape, image.shape, self.window // 2)
             crop = valid_window(inside, self.window // 2)
             if crop is None:
                 continue
