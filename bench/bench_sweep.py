@@ -112,7 +112,7 @@ def measure_dense(sfm_dir: Path, scene_dir: Path, processed_dir: Path, truth_dir
     start = time.perf_counter()
     if measure_only:
         settings = json.loads((dense_dir / DENSE_REPORT).read_text())[SETTINGS_KEY]
-        if settings["clean_sky"] or settings["flying_min_neighbours"]:
+        if settings["clean_sky"] or settings["flying_min_neighbours"] or settings.get("silhouette_trim"):
             raise SystemExit(f"{dense_dir}: made with depth cleaning on; run without --measure_only")
     else:
         dense_scene(sfm_dir, scene_dir, [processed_dir], conf.without_cleaning(), overwrite=True)

@@ -130,9 +130,10 @@ def test_stage_script_defaults_are_the_stage_configuration():
     own_data = ["--data_root", "d", "--megadepth_dir", "m"]
     assert pipeline.pipeline_conf(pipeline.get_parser().parse_args(own_data)).dense == DenseConf()
     flags = ["--mvs_num_sources", "3", "--mvs_device", "cpu", "--mvs_fill_rounds", "0", "--no-mvs_clean_sky",
-             "--mvs_flying_min_neighbours", "0"]
+             "--mvs_flying_min_neighbours", "0", "--mvs_silhouette_trim", "0"]
     chosen = pipeline.pipeline_conf(pipeline.get_parser().parse_args([*own_data, *flags])).dense
-    assert chosen == DenseConf(num_sources=3, device="cpu", fill_rounds=0, clean_sky=False, flying_min_neighbours=0)
+    assert chosen == DenseConf(num_sources=3, device="cpu", fill_rounds=0, clean_sky=False, flying_min_neighbours=0,
+                               silhouette_trim=0.0)
     assert chosen == dense_conf_from(stage.get_parser().parse_args([*required, *flags]))
     sample = pipeline.pipeline_conf(pipeline.get_parser().parse_args([])).dense
     assert sample == DenseConf(max_image_size=pipeline.SAMPLE_MVS_SIZE) and sample.max_image_size < 640

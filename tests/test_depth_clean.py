@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aerialmd.mvs.depth_clean import clean_depth_map, sky_mask, supported
+from aerialmd.mvs.depth_clean import clean_depth_map, silhouette_fringe, sky_mask, supported
 from aerialmd.stages.dense import DenseConf
 
 HEIGHT, WIDTH, SKYLINE = 120, 160, 50  # the building's roof edge is row SKYLINE
@@ -101,3 +101,46 @@ def test_a_sky_with_stray_depths_on_a_third_of_it_is_still_the_sky():
     blobs[5:20, 10:70] = blobs[25:40, 90:150] = True  # about a third of the sky
     depth[:SKYLINE][blobs] = 80.0
     assert sky_mask(rgb, depth, margin=4, **SKY_SETTINGS)[:SKYLINE].all()
+
+
+def fringe_radius(long_side: int) -> int:
+    """The stage's silhouette trim in pixels at this long side (as aerialmd.stages.dense.cleaned rounds it)."""
+    return round(DEFAULTS.silhouette_trim * long_side)
+
+
+def test_a_foreground_spread_past_its_silhouette_loses_the_fringe():
+    """A building 20 m away before far ground 60 m away, in a 640 px wide view: the matching window spread its depth
+    2 px past both sides, and the neighbouring views alike (the consistency filter kept it). The stage's cleaning
+    takes the fringe off; the building's inside and the ground keep their depths (the ground is textured: no sky)."""
+    width, left, right, spread = 640, 300, 340, 2
+    rgb = np.random.default_rng(5).integers(40, 200, (HEIGHT, width, 3), dtype=np.uint8)
+    truth = np.full((HEIGHT, width), 60.0, np.float32)
+    truth[:, left:right] = 20.0
+    depth = truth.copy()
+    depth[:, left - spread:right + spread] = 20.0
+    radius = fringe_radius(width)
+    assert radius >= spread
+    cleaned = clean_depth_map(rgb, depth, margin=None, rel_tol=DEFAULTS.flying_tol,
+                              min_neighbours=DEFAULTS.flying_min_neighbours, fringe_radius=radius,
+                              fringe_jump=DEFAULTS.silhouette_jump, **SKY_SETTINGS)
+    wrong = (cleaned > 0) & (np.abs(cleaned - truth) > 0.1 * truth)
+    assert not wrong.any()  # before: the 2 px on either side, off by 67 %
+    assert (cleaned[:, left + radius:right - radius] == 20.0).all()  # the building loses at most `radius` px a side
+    assert (cleaned[:, :left - spread - 1] == 60.0).all() and (cleaned[:, right + spread + 1:] == 60.0).all()
+    untrimmed = clean_depth_map(rgb, depth, margin=None, rel_tol=DEFAULTS.flying_tol,
+                                min_neighbours=DEFAULTS.flying_min_neighbours, **SKY_SETTINGS)
+    assert (untrimmed[:, left - spread:right + spread] == 20.0).all()  # fringe_radius 0: no such step
+
+
+def test_slopes_and_small_steps_keep_their_depths():
+    """Only jumps of more than silhouette_jump are silhouettes: the street ahead of a photo (its depth grows by up to
+    2.5 % a row towards the horizon) and a facade 5 % behind its neighbour keep every depth."""
+    rows = np.arange(HEIGHT, dtype=np.float32)[:, None]
+    street = np.broadcast_to(1.0 / (0.02 + 0.0005 * rows), (HEIGHT, WIDTH)).astype(np.float32)
+    assert not silhouette_fringe(street, 3, DEFAULTS.silhouette_jump).any()
+    facades = np.full((HEIGHT, WIDTH), 20.0, np.float32)
+    facades[:, WIDTH // 2:] = 21.0
+    assert not silhouette_fringe(facades, 3, DEFAULTS.silhouette_jump).any()
+    facades[:, WIDTH // 2:] = 30.0
+    fringe = silhouette_fringe(facades, 3, DEFAULTS.silhouette_jump)
+    assert fringe[:, WIDTH // 2 - 4:WIDTH // 2].all() and fringe.sum() == 4 * HEIGHT  # the edge and 3 px, near side

@@ -139,6 +139,10 @@ def add_mvs_arguments(parser: ArgumentTarget, default_size_note: str = "") -> No
     parser.add_argument("--mvs_flying_min_neighbours", type=int, default=defaults.flying_min_neighbours,
                         help="keep a depth only where this many of its 8 neighbours agree within 2 %% (flying pixels "
                              "at depth edges; 0 = off; default: %(default)s)")
+    parser.add_argument("--mvs_silhouette_trim", type=float, default=defaults.silhouette_trim,
+                        help="remove the depths within this fraction of the long side of a depth jump, on its near "
+                             "side: the foreground's depth the matching window spreads past its silhouette (0 = off; "
+                             "default: %(default).5f, 2 px at 640 px)")
     parser.add_argument("--mvs_device", default=defaults.device,
                         help="torch backend device: auto, cpu, cuda, cuda:1 ...")
 
@@ -150,4 +154,5 @@ def dense_conf_from(args: argparse.Namespace, default_size: int = DenseConf.max_
                      vertical_plane_azimuths=DenseConf.vertical_plane_azimuths if args.mvs_vertical_planes else (),
                      rank_by_megadepth=args.mvs_megadepth, megadepth_vote=args.mvs_megadepth,
                      fill_rounds=args.mvs_fill_rounds, clean_sky=args.mvs_clean_sky,
-                     flying_min_neighbours=args.mvs_flying_min_neighbours, device=args.mvs_device)
+                     flying_min_neighbours=args.mvs_flying_min_neighbours,
+                     silhouette_trim=args.mvs_silhouette_trim, device=args.mvs_device)

@@ -19,6 +19,13 @@ depth goes when, along one of the four directions through it (row, column, diago
 `rel_tol`: on a plane inverse depth is affine in the pixel, so the steep street near the horizon stays), or when fewer
 than `min_neighbours` of its 8 neighbours hold a depth within `rel_tol` of it (speckles).
 
+Silhouette fringes: the same window spreads a foreground's depth a few pixels past its silhouette over whatever lies
+behind (the far ground beside a building seen from an orbit), and neighbouring views spread it alike, so the
+consistency filter keeps the fringe. Where a depth's 4-neighbour lies more than `jump` (relative) farther, the nearer
+depth is the edge of a foreground; the depths within `radius` pixels of such an edge that are no farther than it (by
+`jump` / 2) are trimmed. Only jumps count, never smooth slopes: the street ahead of a photo, whose depth grows fast
+towards the horizon, keeps its depths. Silhouettes lose `radius` pixels of right depth where nothing was spread.
+
 Measured against the sample's truth by bench/bench_dense.py (depths on sky, coverage); figures in docs/mvs.md.
 """
 
@@ -91,11 +98,31 @@ def supported(depth: np.ndarray, rel_tol: float, min_neighbours: int) -> np.ndar
     return valid & ~flying & (agreeing >= min_neighbours)
 
 
+def silhouette_fringe(depth: np.ndarray, radius: int, jump: float) -> np.ndarray:
+    """Depths on the near side of a depth jump of more than `jump` (relative), within `radius` pixels of its edge and
+    no farther than the edge by `jump` / 2 (module doc)."""
+    valid = depth > 0
+    padded = np.pad(depth, 1)
+    height, width = depth.shape
+    edge = np.zeros_like(valid)
+    for dv, du in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        edge |= valid & (padded[1 + dv:1 + dv + height, 1 + du:1 + du + width] > (1 + jump) * depth)
+    nowhere = np.finfo(np.float32).max
+    nearest_edge = cv2.erode(np.where(edge, depth, nowhere).astype(np.float32), disc(radius),
+                             borderType=cv2.BORDER_CONSTANT, borderValue=float(nowhere)).astype(np.float64)
+    return valid & (nearest_edge < nowhere) & (depth <= (1 + jump / 2) * nearest_edge)
+
+
 def clean_depth_map(rgb: np.ndarray, depth: np.ndarray, window: int, max_std: float, smooth_std: float,
-                    max_depth_share: float, margin: int | None, rel_tol: float, min_neighbours: int) -> np.ndarray:
-    """The depth map (float32, 0 = invalid) without its sky (unless `margin` is None) and its flying pixels and
-    speckles (unless `min_neighbours` is 0); `rgb` is the image it was made for."""
+                    max_depth_share: float, margin: int | None, rel_tol: float, min_neighbours: int,
+                    fringe_radius: int = 0, fringe_jump: float = 0.1) -> np.ndarray:
+    """The depth map (float32, 0 = invalid) without its sky (unless `margin` is None), its flying pixels and
+    speckles (unless `min_neighbours` is 0), then its silhouette fringes (unless `fringe_radius` is 0); `rgb` is the
+    image it was made for."""
     keep = supported(depth, rel_tol, min_neighbours) if min_neighbours > 0 else depth > 0
     if margin is not None:
         keep &= ~sky_mask(rgb, depth, window, max_std, smooth_std, margin, max_depth_share)
-    return np.where(keep, depth, 0.0).astype(np.float32)
+    depth = np.where(keep, depth, 0.0).astype(np.float32)
+    if fringe_radius > 0:
+        depth[silhouette_fringe(depth, fringe_radius, fringe_jump)] = 0.0
+    return depth

@@ -100,6 +100,11 @@ class DenseConf:
     sky_max_depth_share: float = 0.5  # a smooth bright region at the top with depth on more of it is a wall
     flying_min_neighbours: int = 1  # of the 8 neighbours, those within flying_tol a depth needs (0: no such step)
     flying_tol: float = 0.02  # relative depth tolerance of the flying-pixel step
+    # Then the silhouette fringe, a foreground's depth spread past its silhouette by the matching window: depths
+    # within silhouette_trim (fraction of the long side: 2 px at 480 and 640) of a depth jump of more than
+    # silhouette_jump, on its near side, go; 0 = no such step (bench/bench_sweep.py --dense, docs/mvs.md)
+    silhouette_trim: float = 1.0 / 320.0
+    silhouette_jump: float = 0.1
     device: str = "auto"
 
     def depth_sweep(self, long_side: int) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
@@ -112,7 +117,7 @@ class DenseConf:
 
     def without_cleaning(self) -> DenseConf:
         """These settings with depth cleaning off: benchmarks measure before and after it from one run."""
-        return dataclasses.replace(self, clean_sky=False, flying_min_neighbours=0)
+        return dataclasses.replace(self, clean_sky=False, flying_min_neighbours=0, silhouette_trim=0.0)
 
     def settings(self) -> dict:
         """What determines the outputs (the device does not), as they read back from JSON (tuples as lists)."""
@@ -148,11 +153,12 @@ def undistort(model_dir: Path, image_dir: Path, workspace: Path, max_image_size:
 
 
 def cleaned(depth: np.ndarray, image_path: Path, conf: DenseConf) -> np.ndarray:
-    """The depth map without its sky and flying pixels as configured (aerialmd.mvs.depth_clean)."""
+    """The depth map without its sky, flying pixels and silhouette fringes as configured (aerialmd.mvs.depth_clean)."""
     rgb = cv2.cvtColor(cv2.imread(str(image_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     margin = round(conf.sky_margin * max(depth.shape)) if conf.clean_sky else None
     return clean_depth_map(rgb, depth, conf.sky_window, conf.sky_max_std, conf.sky_smooth_std,
-                           conf.sky_max_depth_share, margin, conf.flying_tol, conf.flying_min_neighbours)
+                           conf.sky_max_depth_share, margin, conf.flying_tol, conf.flying_min_neighbours,
+                           round(conf.silhouette_trim * max(depth.shape)), conf.silhouette_jump)
 
 
 def megadepth_agreement(depth: np.ndarray, megadepth_depth: np.ndarray) -> float | None:
