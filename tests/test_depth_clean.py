@@ -133,10 +133,12 @@ def test_a_foreground_spread_past_its_silhouette_loses_the_fringe():
 
 
 def test_slopes_and_small_steps_keep_their_depths():
-    """Only jumps of more than silhouette_jump are silhouettes: the street ahead of a photo (its depth grows by up to
-    2.5 % a row towards the horizon) and a facade 5 % behind its neighbour keep every depth."""
+    """Only jumps of more than silhouette_jump are silhouettes: the street ahead of a photo up to the horizon (its
+    depth grows by up to 50 % a row there: a plane, inverse depth affine in the row) and a facade 5 % behind its
+    neighbour keep every depth."""
     rows = np.arange(HEIGHT, dtype=np.float32)[:, None]
-    street = np.broadcast_to(1.0 / (0.02 + 0.0005 * rows), (HEIGHT, WIDTH)).astype(np.float32)
+    street = np.broadcast_to(1.0 / (0.001 + 0.0005 * rows), (HEIGHT, WIDTH)).astype(np.float32)
+    assert street[0, 0] / street[1, 0] > 1 + DEFAULTS.silhouette_jump  # steeper than a jump near the horizon
     assert not silhouette_fringe(street, 3, DEFAULTS.silhouette_jump).any()
     facades = np.full((HEIGHT, WIDTH), 20.0, np.float32)
     facades[:, WIDTH // 2:] = 21.0

@@ -21,10 +21,12 @@ than `min_neighbours` of its 8 neighbours hold a depth within `rel_tol` of it (s
 
 Silhouette fringes: the same window spreads a foreground's depth a few pixels past its silhouette over whatever lies
 behind (the far ground beside a building seen from an orbit), and neighbouring views spread it alike, so the
-consistency filter keeps the fringe. Where a depth's 4-neighbour lies more than `jump` (relative) farther, the nearer
-depth is the edge of a foreground; the depths within `radius` pixels of such an edge that are no farther than it (by
-`jump` / 2) are trimmed. Only jumps count, never smooth slopes: the street ahead of a photo, whose depth grows fast
-towards the horizon, keeps its depths. Silhouettes lose `radius` pixels of right depth where nothing was spread.
+consistency filter keeps the fringe. Where a depth's 4-neighbour lies more than `jump` (relative) farther, and the
+step is not a plane's (it does not continue, within half of it, the inverse-depth step from the pixel on the other
+side: on a plane inverse depth is affine in the pixel, and the street towards the horizon grows by more than `jump` a
+row there), the nearer depth is the edge of a foreground; the depths within `radius` pixels of such an edge that are
+no farther than it (by `jump` / 2) are trimmed. Silhouettes lose `radius` pixels of right depth where nothing was
+spread.
 
 Measured against the sample's truth by bench/bench_dense.py (depths on sky, coverage); figures in docs/mvs.md.
 """
@@ -102,11 +104,14 @@ def silhouette_fringe(depth: np.ndarray, radius: int, jump: float) -> np.ndarray
     """Depths on the near side of a depth jump of more than `jump` (relative), within `radius` pixels of its edge and
     no farther than the edge by `jump` / 2 (module doc)."""
     valid = depth > 0
-    padded = np.pad(depth, 1)
-    height, width = depth.shape
+    inverse = np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
     edge = np.zeros_like(valid)
     for dv, du in ((0, 1), (0, -1), (1, 0), (-1, 0)):
-        edge |= valid & (padded[1 + dv:1 + dv + height, 1 + du:1 + du + width] > (1 + jump) * depth)
+        beyond, behind = neighbour(depth, dv, du), neighbour(depth, -dv, -du)
+        step_out = inverse - np.where(beyond > 0, 1.0 / np.where(beyond > 0, beyond, 1.0), 0.0)
+        step_in = np.where(behind > 0, 1.0 / np.where(behind > 0, behind, 1.0), 0.0) - inverse
+        on_a_plane = (behind > 0) & (np.abs(step_out - step_in) <= 0.5 * np.abs(step_out))
+        edge |= valid & (beyond > (1 + jump) * depth) & ~on_a_plane
     nowhere = np.finfo(np.float32).max
     nearest_edge = cv2.erode(np.where(edge, depth, nowhere).astype(np.float32), disc(radius),
                              borderType=cv2.BORDER_CONSTANT, borderValue=float(nowhere)).astype(np.float64)
@@ -115,7 +120,7 @@ def silhouette_fringe(depth: np.ndarray, radius: int, jump: float) -> np.ndarray
 
 def clean_depth_map(rgb: np.ndarray, depth: np.ndarray, window: int, max_std: float, smooth_std: float,
                     max_depth_share: float, margin: int | None, rel_tol: float, min_neighbours: int,
-                    fringe_radius: int = 0, fringe_jump: float = 0.1) -> np.ndarray:
+                    fringe_radius: int = 0, fringe_jump: float = 0.2) -> np.ndarray:
     """The depth map (float32, 0 = invalid) without its sky (unless `margin` is None), its flying pixels and
     speckles (unless `min_neighbours` is 0), then its silhouette fringes (unless `fringe_radius` is 0); `rgb` is the
     image it was made for."""

@@ -104,7 +104,7 @@ class DenseConf:
     # within silhouette_trim (fraction of the long side: 2 px at 480 and 640) of a depth jump of more than
     # silhouette_jump, on its near side, go; 0 = no such step (bench/bench_sweep.py --dense, docs/mvs.md)
     silhouette_trim: float = 1.0 / 320.0
-    silhouette_jump: float = 0.1
+    silhouette_jump: float = 0.2
     device: str = "auto"
 
     def depth_sweep(self, long_side: int) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
