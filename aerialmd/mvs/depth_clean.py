@@ -100,16 +100,21 @@ def supported(depth: np.ndarray, rel_tol: float, min_neighbours: int) -> np.ndar
     return valid & ~flying & (agreeing >= min_neighbours)
 
 
+def inverse_depth(depth: np.ndarray) -> np.ndarray:
+    """1 / depth where there is a depth, 0 elsewhere."""
+    valid = depth > 0
+    return np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
+
+
 def silhouette_fringe(depth: np.ndarray, radius: int, jump: float) -> np.ndarray:
     """Depths on the near side of a depth jump of more than `jump` (relative), within `radius` pixels of its edge and
     no farther than the edge by `jump` / 2 (module doc)."""
     valid = depth > 0
-    inverse = np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
+    inverse = inverse_depth(depth)
     edge = np.zeros_like(valid)
     for dv, du in ((0, 1), (0, -1), (1, 0), (-1, 0)):
         beyond, behind = neighbour(depth, dv, du), neighbour(depth, -dv, -du)
-        step_out = inverse - np.where(beyond > 0, 1.0 / np.where(beyond > 0, beyond, 1.0), 0.0)
-        step_in = np.where(behind > 0, 1.0 / np.where(behind > 0, behind, 1.0), 0.0) - inverse
+        step_out, step_in = inverse - inverse_depth(beyond), inverse_depth(behind) - inverse
         on_a_plane = (behind > 0) & (np.abs(step_out - step_in) <= 0.5 * np.abs(step_out))
         edge |= valid & (beyond > (1 + jump) * depth) & ~on_a_plane
     nowhere = np.finfo(np.float32).max
