@@ -81,6 +81,18 @@ def neighbour(depth: np.ndarray, dv: int, du: int) -> np.ndarray:
     return padded[1 + dv:1 + dv + height, 1 + du:1 + du + width]
 
 
+def inverse_depth(depth: np.ndarray) -> np.ndarray:
+    """1 / depth where there is a depth, 0 elsewhere."""
+    valid = depth > 0
+    return np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
+
+
+def inverse_depth_bend(depth: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """|2 / depth - 1 / before - 1 / after| per pixel (inverse_depth's 0 where there is none): 0 where the three lie
+    on a plane, whose inverse depth is affine in the pixel."""
+    return np.abs(2.0 * inverse_depth(depth) - inverse_depth(before) - inverse_depth(after))
+
+
 def supported(depth: np.ndarray, rel_tol: float, min_neighbours: int) -> np.ndarray:
     """Valid depths that are not flying pixels and have `min_neighbours` of their 8 neighbours within `rel_tol`
     (module doc)."""
@@ -94,16 +106,9 @@ def supported(depth: np.ndarray, rel_tol: float, min_neighbours: int) -> np.ndar
         agreeing += (a > 0) & agree_a
         agreeing += (b > 0) & agree_b
         both = (a > 0) & (b > 0)
-        with np.errstate(divide="ignore"):
-            off_plane = np.abs(2.0 / safe - 1.0 / np.where(both, a, 1.0) - 1.0 / np.where(both, b, 1.0)) > rel_tol * 2.0 / safe
+        off_plane = inverse_depth_bend(depth, a, b) > rel_tol * 2.0 / safe
         flying |= both & ~agree_a & ~agree_b & off_plane
     return valid & ~flying & (agreeing >= min_neighbours)
-
-
-def inverse_depth(depth: np.ndarray) -> np.ndarray:
-    """1 / depth where there is a depth, 0 elsewhere."""
-    valid = depth > 0
-    return np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
 
 
 def silhouette_fringe(depth: np.ndarray, radius: int, jump: float) -> np.ndarray:
@@ -114,8 +119,8 @@ def silhouette_fringe(depth: np.ndarray, radius: int, jump: float) -> np.ndarray
     edge = np.zeros_like(valid)
     for dv, du in ((0, 1), (0, -1), (1, 0), (-1, 0)):
         beyond, behind = neighbour(depth, dv, du), neighbour(depth, -dv, -du)
-        step_out, step_in = inverse - inverse_depth(beyond), inverse_depth(behind) - inverse
-        on_a_plane = (behind > 0) & (np.abs(step_out - step_in) <= 0.5 * np.abs(step_out))
+        on_a_plane = (behind > 0) & (inverse_depth_bend(depth, beyond, behind)
+                                     <= 0.5 * np.abs(inverse - inverse_depth(beyond)))
         edge |= valid & (beyond > (1 + jump) * depth) & ~on_a_plane
     nowhere = np.finfo(np.float32).max
     nearest_edge = cv2.erode(np.where(edge, depth, nowhere).astype(np.float32), disc(radius),
